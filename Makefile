@@ -1,0 +1,47 @@
+# diffnb: `make test` creates .venv, installs everything and runs every check; `make docs` builds the docs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.diffnb-installed
+TORCH ?= torch==2.13.0
+
+.PHONY: install test checks pytest docs readme export clean-nbs clean
+
+$(STAMP): setup.py settings.ini
+	@command -v python3 >/dev/null || { echo "make: python3 (3.10+) is needed to create $(VENV)"; exit 1; }
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q $(TORCH) numpy            # torch first: the CPU wheel, not a CUDA build pulled in by a dependency
+	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps k-diffusion torchsde trampoline   # k-diffusion's own requirements would replace torch
+	$(PY) -m ipykernel install --sys-prefix --name diffnb --display-name "Python (diffnb)" >/dev/null
+	@touch $@
+
+install: $(STAMP)
+
+# Fail fast, in order: sync, clean, docs, README; then pytest, whose summary line is the last line printed.
+test: install
+	@$(PY) tools/checks.py sync clean docs readme
+	@$(PY) -m pytest tests
+
+checks: install
+	@$(PY) tools/checks.py
+
+pytest: install
+	@$(PY) -m pytest tests
+
+export: install
+	@$(VENV)/bin/nbdev_export
+
+clean-nbs: install
+	@$(VENV)/bin/nbdev_clean
+	@$(PY) tools/checks.py strip
+
+readme: install
+	@$(PY) tools/readme.py
+
+docs: install
+	@$(PY) tools/docs.py
+
+clean:
+	rm -rf _docs _proc build .pytest_cache

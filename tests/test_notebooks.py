@@ -1,0 +1,19 @@
+"Every notebook in nbs/, tutorials included, executed once by papermill with its small CPU parameters."
+import time
+import pytest
+from conftest import NOTEBOOK_TIMES
+from nbrun import NBS, notebooks, execute, kernel_available, NotebookFailed, KERNEL
+
+NOTEBOOKS = notebooks()
+
+def test_kernel_installed():
+    assert kernel_available(), f"no Jupyter kernel '{KERNEL}': run `make install` (it installs one into the venv with --sys-prefix)"
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=[str(p.relative_to(NBS)) for p in NOTEBOOKS])
+def test_notebook(nb):
+    if not kernel_available(): pytest.fail(f"no Jupyter kernel '{KERNEL}': run `make install`", pytrace=False)
+    t0, ok = time.time(), False
+    try:
+        execute(nb); ok = True
+    except NotebookFailed as e: pytest.fail(str(e), pytrace=False)
+    finally: NOTEBOOK_TIMES[str(nb.relative_to(NBS))] = (time.time() - t0, ok)

@@ -1,0 +1,31 @@
+"""Make README.md from nbs/index.ipynb: markdown and code cells, directives removed, hidden cells dropped (no execution)."""
+import re, sys
+from pathlib import Path
+import nbformat
+from nbconvert import MarkdownExporter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def render() -> str:
+    nb = nbformat.read(ROOT / 'nbs' / 'index.ipynb', as_version=4)
+    cells = []
+    for c in nb.cells:
+        src = c.source
+        if c.cell_type == 'code':
+            if re.search(r'^#\|\s*(hide|exporti?|export|default_exp)\b', src, re.M) or 'parameters' in c.metadata.get('tags', []): continue
+            src = re.sub(r'^#\|.*\n?', '', src, flags=re.M).strip()
+            if not src: continue
+        if c.cell_type == 'code' and cells and cells[-1].cell_type == 'code':   # one listing for consecutive code cells
+            cells[-1].source += '\n\n' + src; continue
+        c = nbformat.from_dict({**c, 'source': src})
+        if c.cell_type == 'code': c.outputs = []
+        cells.append(c)
+    nb.cells = cells
+    nb.metadata['language_info'] = {'name': 'python'}   # fenced code gets its language
+    body, _ = MarkdownExporter().from_notebook_node(nb)
+    body = re.sub(r'\n{3,}', '\n\n', body).strip() + '\n'
+    return "<!-- Made from nbs/index.ipynb by `make readme`: edit the notebook, not this file. -->\n\n" + body
+
+if __name__ == '__main__':
+    (ROOT / 'README.md').write_text(render())
+    print('wrote README.md')
