@@ -8,6 +8,7 @@ import math
 import numpy as np
 import torch
 from torch import Tensor
+from fastcore.basics import patch
 import plotly.graph_objects as go
 from .paths import Path, DiagonalPath, get_path, as_time, figure_bundle
 from .denoisers import Denoiser
@@ -53,15 +54,16 @@ class GaussianMixture:
     def __repr__(self): return f"GaussianMixture(K={self.n_components}, d={self.dim})"
 
 # %% ../nbs/02_data.ipynb #c008
-def _sample(self:GaussianMixture, n:int, generator=None, return_labels:bool=False, dtype=torch.float32):
+@patch
+def sample(self:GaussianMixture, n:int, generator=None, return_labels:bool=False, dtype=torch.float32):
     "n draws (and their class labels when asked)."
     k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
     xi = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
     x = (self.means[k] + torch.einsum('nde,ne->nd', self.V[k], self.lam[k].sqrt() * xi)).to(dtype)
     return (x, self.labels[k]) if return_labels else x
-GaussianMixture.sample = _sample
 
 # %% ../nbs/02_data.ipynb #c011
+@patch
 def _components_scalar(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor):
     "Per-component (log pi_k N, score_k, x0_k) for x (B, d) with per-sample alpha a and sigma s of shape (B, 1)."
     diff = z[:, None, :] - a[:, None, :] * self.means                  # (B, K, d)
@@ -72,6 +74,7 @@ def _components_scalar(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor):
     x0 = self.means + torch.einsum('kde,bke->bkd', self.V, a[:, None, :] * self.lam * proj / var)
     return logn, score, x0
 
+@patch
 def _components_basis(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor, U:Tensor|None, chunk_elems:int=2**22):
     "The same for per-coordinate a, s (B, d) in basis coordinates z = U^T x; score and x0 are returned in basis coordinates."
     mb = self.means if U is None else self.means @ U                    # means in the basis
@@ -89,6 +92,7 @@ def _components_basis(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor, U:Tens
         out.append((logn, -sol, mb + torch.einsum('kde,bke->bkd', Sb, ag * sol)))
     return tuple(torch.cat(o) for o in zip(*out))
 
+@patch
 def _components(self:GaussianMixture, x:Tensor, t, path:Path):
     "Per-component weighted log-densities (B, K), scores and posterior means (B, K, d), in basis coordinates of `path`."
     t64 = path._check_t(t)
@@ -101,9 +105,8 @@ def _components(self:GaussianMixture, x:Tensor, t, path:Path):
     col = lambda v: v.reshape(-1, 1).expand(z.shape[0], 1)
     return self._components_scalar(z, col(a), col(s))
 
-GaussianMixture._components_scalar, GaussianMixture._components_basis, GaussianMixture._components = _components_scalar, _components_basis, _components
-
 # %% ../nbs/02_data.ipynb #c013
+@patch
 def _restrict(self:GaussianMixture, logn:Tensor, y):
     "Log-weights with components outside class y removed."
     if y is None: return logn
@@ -111,24 +114,28 @@ def _restrict(self:GaussianMixture, logn:Tensor, y):
     keep = self.labels.to(logn.device)[None, :] == (y.view(-1, 1) if y.dim() else y)
     return torch.where(keep, logn, -torch.inf)
 
-def _responsibilities(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
+@patch
+def responsibilities(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
     "p_t(component k | x), shape (B, K)."
     logn, _, _ = self._components(x, t, path)
     return torch.softmax(self._restrict(logn, y), -1)
 
-def _gm_score(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
+@patch
+def score(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
     "Exact score grad log p_t(x) (of p_t(x | y) when y is given), in x's dtype and shape."
     logn, score, _ = self._components(x, t, path)
     r = torch.softmax(self._restrict(logn, y), -1)
     return path.from_basis((r[..., None] * score).sum(1), x.flatten(1)).to(x.dtype).reshape(x.shape)
 
-def _gm_x0(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
+@patch
+def x0(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
     "Exact posterior mean E[x0 | x_t = x] (Tweedie)."
     logn, _, x0 = self._components(x, t, path)
     r = torch.softmax(self._restrict(logn, y), -1)
     return path.from_basis((r[..., None] * x0).sum(1), x.flatten(1)).to(x.dtype).reshape(x.shape)
 
-def _class_logits(self:GaussianMixture, x:Tensor, t, path:Path) -> Tensor:
+@patch
+def class_logits(self:GaussianMixture, x:Tensor, t, path:Path) -> Tensor:
     "Exact noisy classifier: log p_t(y | x) for each class, shape (B, n_classes)."
     logn, _, _ = self._components(x, t, path)
     n = int(self.labels.max()) + 1
@@ -137,11 +144,9 @@ def _class_logits(self:GaussianMixture, x:Tensor, t, path:Path) -> Tensor:
         if bool((self.labels == c).any()): out[:, c] = torch.logsumexp(logn[:, self.labels == c], -1)
     return torch.log_softmax(out, -1)
 
-GaussianMixture._restrict, GaussianMixture.responsibilities, GaussianMixture.score = _restrict, _responsibilities, _gm_score
-GaussianMixture.x0, GaussianMixture.class_logits = _gm_x0, _class_logits
-
 # %% ../nbs/02_data.ipynb #c015
-def _log_prob(self:GaussianMixture, x:Tensor) -> Tensor:
+@patch
+def log_prob(self:GaussianMixture, x:Tensor) -> Tensor:
     "Exact log-density of the data, shape (B,)."
     x64 = x.to(torch.float64).flatten(1)
     if x64.shape[1] != self.dim: raise ValueError(f"x: event size {x64.shape[1]}, but the mixture has d={self.dim}")
@@ -149,7 +154,8 @@ def _log_prob(self:GaussianMixture, x:Tensor) -> Tensor:
     logn, _, _ = self._components_scalar(x64, one, 0 * one)
     return torch.logsumexp(logn, -1)
 
-def _marginal(self:GaussianMixture, path:Path, t:float) -> GaussianMixture:
+@patch
+def marginal(self:GaussianMixture, path:Path, t:float) -> GaussianMixture:
     "The exact marginal p_t at one time t, as a GaussianMixture."
     t64 = path._check_t(t)
     if t64.numel() != 1: raise ValueError(f"t: marginal takes one time, got {t64.numel()}")
@@ -161,24 +167,23 @@ def _marginal(self:GaussianMixture, path:Path, t:float) -> GaussianMixture:
         return GaussianMixture(self.means @ A.T, (covs + covs.transpose(1, 2)) / 2, self.weights, self.labels)
     return GaussianMixture(a * self.means, a**2 * self.covs + s**2 * torch.eye(self.dim, dtype=torch.float64), self.weights, self.labels)
 
-GaussianMixture.log_prob, GaussianMixture.marginal = _log_prob, _marginal
-
 # %% ../nbs/02_data.ipynb #c025
-def _denoiser(self:GaussianMixture, path:Path|str, y=None) -> Denoiser:
+@patch
+def denoiser(self:GaussianMixture, path:Path|str, y=None) -> Denoiser:
     "An exact Denoiser for this mixture on `path` (conditional on class y when given)."
     path = get_path(path)
     def oracle(x, t, y_call=None): return self.x0(x, t, path, y if y_call is None else y_call)
     return Denoiser(oracle, path, param='x0')
 
-def _classifier(self:GaussianMixture, path:Path|str):
+@patch
+def classifier(self:GaussianMixture, path:Path|str):
     "The exact noisy classifier (x, t) -> log p_t(y | x), for ClassifierGuidance."
     path = get_path(path)
     return lambda x, t: self.class_logits(x, t, path).to(x.dtype)
 
-GaussianMixture.denoiser, GaussianMixture.classifier = _denoiser, _classifier
-
 # %% ../nbs/02_data.ipynb #c028
-def _plot(self:GaussianMixture, n:int=120, lim:float|None=None) -> go.Figure:
+@patch
+def plot(self:GaussianMixture, n:int=120, lim:float|None=None) -> go.Figure:
     "Density heat map of a 1-D or 2-D mixture (first two coordinates of the data otherwise: means only)."
     if self.dim == 1:
         lim = lim or (self.means.abs().max() + 4 * self.covs.amax().sqrt()).item()
@@ -195,8 +200,8 @@ def _plot(self:GaussianMixture, n:int=120, lim:float|None=None) -> go.Figure:
         fig = go.Figure(go.Scatter(x=self.means[:, 0].numpy(), y=self.means[:, 1].numpy(), mode='markers', name='means'))
     fig.update_layout(title=repr(self), height=360, width=420, margin=dict(l=30, r=20, t=40, b=30))
     return fig
-GaussianMixture.plot = _plot
-GaussianMixture._repr_mimebundle_ = lambda self, include=None, exclude=None: figure_bundle(self.plot(), repr(self))
+@patch
+def _repr_mimebundle_(self:GaussianMixture, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
 
 # %% ../nbs/02_data.ipynb #c031
 def ring_mixture(k:int=8,                # number of modes

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import torch
 from torch import Tensor
+from fastcore.basics import patch
 from .paths import Path, get_path, as_time
 
 # %% auto #0
@@ -44,6 +45,7 @@ def _from_output(param, out, z, a, s, da, ds):
     raise ValueError(f"param={param!r} is unknown; known parametrizations: {', '.join(PARAMS)}")
 
 # %% ../nbs/01_denoisers.ipynb #c009
+@patch
 def _pair(self:Denoiser, x:Tensor, t, y=None):
     "(z, x0, eps, a, s, t64) in basis coordinates from one network call."
     P = self.path
@@ -65,39 +67,46 @@ def _pair(self:Denoiser, x:Tensor, t, y=None):
         x0, eps = _from_output(self.param, out, z, a, s, da, ds)
     return z, x0, eps, a, s, t64
 
+@patch
 def _call(self:Denoiser, x, t, y):
     "One counted network evaluation, with a shape check."
     out = self.net(x, t) if y is None else self.net(x, t, y)
     self.nfe += 1
     if out.shape != x.shape: raise ValueError(f"net returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
     return out
-Denoiser._pair, Denoiser._call = _pair, _call
 
 # %% ../nbs/01_denoisers.ipynb #c011
-def _x0(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
+@patch
+def x0(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Posterior mean E[x0 | x_t = x]."
     z, x0, *_ = self._pair(x, t, y); return self.path.from_basis(x0, x)
 
-def _eps(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
+@patch
+def eps(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Predicted unit noise."
     z, x0, eps, *_ = self._pair(x, t, y); return self.path.from_basis(eps, x)
 
-def _score(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
+@patch
+def score(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Score grad log p_t(x) = -eps / sigma."
     z, x0, eps, a, s, _ = self._pair(x, t, y); return self.path.from_basis(-eps / s, x)
 
-def _v(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
+@patch
+def v(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "v-prediction alpha eps - sigma x0."
     z, x0, eps, a, s, _ = self._pair(x, t, y); return self.path.from_basis(a * eps - s * x0, x)
 
-def _velocity(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
+@patch
+def velocity(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Probability-flow ODE drift dx/dt = alpha' x0 + sigma' eps."
     z, x0, eps, a, s, t64 = self._pair(x, t, y)
     P = self.path
     return P.from_basis(P.coef(P._dalpha(t64), z) * x0 + P.coef(P._dsigma(t64), z) * eps, x)
 
-Denoiser.x0, Denoiser.eps, Denoiser.score, Denoiser.v, Denoiser.velocity = _x0, _eps, _score, _v, _velocity
-Denoiser.__call__ = _x0
+@patch
+def __call__(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
+    "`den(x, t)` is `den.x0(x, t)`."
+    return self.x0(x, t, y)
 
 # %% ../nbs/01_denoisers.ipynb #c021
 class CFG(Denoiser):

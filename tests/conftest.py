@@ -4,6 +4,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools'))
 
 NOTEBOOK_TIMES = {}
 
+def pytest_collection_modifyitems(session, config, items):
+    "Notebooks first (their executed copies feed the docs test), browser tests last."
+    rank = lambda it: 0 if 'test_notebooks' in it.nodeid else 2 if 'test_browser' in it.nodeid else 1
+    items.sort(key=rank)
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not NOTEBOOK_TIMES: return
     from nbrun import EXECUTED

@@ -12,8 +12,8 @@ def test_kernel_installed():
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=[str(p.relative_to(NBS)) for p in NOTEBOOKS])
 def test_notebook(nb):
     if not kernel_available(): pytest.fail(f"no Jupyter kernel '{KERNEL}': run `make install`", pytrace=False)
-    t0, ok = time.time(), False
-    try:
-        execute(nb); ok = True
-    except NotebookFailed as e: pytest.fail(str(e), pytrace=False)
-    finally: NOTEBOOK_TIMES[str(nb.relative_to(NBS))] = (time.time() - t0, ok)
+    t0, failure = time.time(), None
+    try: execute(nb)
+    except NotebookFailed as e: failure = str(e)
+    NOTEBOOK_TIMES[str(nb.relative_to(NBS))] = (time.time() - t0, failure is None)
+    if failure: pytest.fail(failure, pytrace=False)

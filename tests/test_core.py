@@ -1,0 +1,83 @@
+"Unit tests of the foundation rooms: each checks a property that a wrong implementation would break."
+import math
+import pytest
+import torch
+import diffnb as dn
+
+PATH_NAMES = list(dn.PATHS)
+
+@pytest.mark.parametrize('name', PATH_NAMES)
+def test_moment_odes_reproduce_alpha_sigma(name):
+    "Integrating d alpha/dt = f alpha and d sigma^2/dt = 2 f sigma^2 + g^2 from t_min reproduces the closed forms (catalog F1)."
+    p = dn.get_path(name)
+    t_end = p.t_min + 0.6 * (p.t_max - p.t_min)
+    ts = torch.linspace(p.t_min, t_end, 4001, dtype=torch.float64)
+    a, v = p.alpha(p.t_min).item(), p.sigma(p.t_min).item()**2
+    rhs = lambda t, a, v: (p.f(t).item() * a, 2 * p.f(t).item() * v + p.g2(t).item())
+    for t0, t1 in zip(ts[:-1], ts[1:]):   # RK4
+        h = (t1 - t0).item(); tm = (t0 + t1) / 2
+        k1 = rhs(t0, a, v); k2 = rhs(tm, a + h / 2 * k1[0], v + h / 2 * k1[1])
+        k3 = rhs(tm, a + h / 2 * k2[0], v + h / 2 * k2[1]); k4 = rhs(t1, a + h * k3[0], v + h * k3[1])
+        a += h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0]); v += h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
+    assert a == pytest.approx(p.alpha(t_end).item(), rel=1e-6, abs=1e-9)
+    assert v == pytest.approx(p.sigma(t_end).item()**2, rel=1e-6, abs=1e-9)
+
+@pytest.mark.parametrize('kind', dn.TIME_GRIDS)
+@pytest.mark.parametrize('name', ['vp', 'vp_cosine', 've', 'edm', 'ddpm', 'linear', 'trig', 'ou'])
+def test_time_grids_strictly_decreasing_at_every_step_count(name, kind):
+    "No duplicate time in any grid up to the training resolution (the trap that gave diffusers all-NaN samples)."
+    p = dn.get_path(name)
+    for steps in (1, 2, 3, 7, 50, 999, 1000):
+        g = dn.time_grid(p, steps, kind)
+        assert len(g) == steps + 1 and g[0].item() == p.t_max and g[-1].item() == p.t_min
+        assert bool((g[1:] < g[:-1]).all()), (name, kind, steps)
+
+def test_gaussian_mixture_score_is_gradient_in_8d():
+    gm = dn.random_mixture(d=8, k=4, seed=3)
+    p = dn.get_path('edm')
+    x = torch.randn(32, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    for t in (0.01, 1., 20.):
+        xg = x.clone().requires_grad_(True)
+        g, = torch.autograd.grad(gm.marginal(p, t).log_prob(xg).sum(), xg)
+        torch.testing.assert_close(gm.score(x, t, p), g, rtol=1e-8, atol=1e-10)
+
+def test_oracle_posterior_mean_for_gaussian_data_is_linear():
+    "Single Gaussian N(mu, S): E[x0|xt] = mu + a S (a^2 S + s^2 I)^-1 (xt - a mu) (catalog O1)."
+    S = torch.tensor([[1., .3], [.3, .5]], dtype=torch.float64); mu = torch.tensor([1., -2.], dtype=torch.float64)
+    gm, p = dn.GaussianMixture(mu[None], S[None]), dn.get_path('vp')
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    a, s = p.alpha(0.4).item(), p.sigma(0.4).item()
+    want = mu + (a * S @ torch.linalg.inv(a * a * S + s * s * torch.eye(2, dtype=torch.float64)) @ (x - a * mu).T).T
+    torch.testing.assert_close(gm.x0(x, 0.4, p), want, rtol=1e-10, atol=1e-12)
+
+def test_same_generator_same_draws():
+    gm = dn.ring_mixture()
+    a = gm.sample(100, generator=torch.Generator().manual_seed(5)); b = gm.sample(100, generator=torch.Generator().manual_seed(5))
+    c = gm.sample(100, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    p = dn.get_path('vp')
+    assert torch.equal(p.prior(4, (2,), generator=torch.Generator().manual_seed(1)), p.prior(4, (2,), generator=torch.Generator().manual_seed(1)))
+
+def test_sliced_w2_matches_gaussian_w2_in_1d():
+    g = torch.Generator().manual_seed(0)
+    x, y = 2 * torch.randn(100_000, 1, generator=g), 3 + 0.5 * torch.randn(100_000, 1, generator=g)
+    assert dn.sliced_wasserstein(x, y, n_proj=4, generator=g) == pytest.approx(math.sqrt(9 + 2.25), rel=0.01)
+
+@pytest.mark.parametrize('call, needle', [
+    (lambda: dn.get_path('vp', beta_max=-3), 'beta_max=-3'),
+    (lambda: dn.get_path('ve', sigma_min=0), 'sigma_min=0'),
+    (lambda: dn.get_path('vp_cosine', t_max=1.0), 't_max=1.0'),
+    (lambda: dn.get_path('nope'), 'known paths: vp, vp_cosine, subvp, ve, edm, ou, linear, trig, ddpm'),
+    (lambda: dn.get_path('edm').sigma(100.), "outside path 'edm''s range"),
+    (lambda: dn.time_grid(dn.get_path('vp'), 2.5), 'steps=2.5'),
+    (lambda: dn.Denoiser(lambda x, t: x, 'vp', param='noise'), "param='noise'"),
+    (lambda: dn.GaussianMixture([[0.]], [[[-1.]]]), 'not positive definite'),
+    (lambda: dn.GaussianMixture([[0.], [1.]], 1., [0.2, 0.2]), 'sum to 1'),
+    (lambda: dn.GaussianMixture([[0.], [1.]], torch.ones(3)), 'covs: shape'),
+    (lambda: dn.toy('moons', 1), 'n=1'),
+    (lambda: dn.mmd(torch.zeros(5, 2), torch.zeros(5, 3)), 'dimensions differ'),
+    (lambda: dn.noise_floor(dn.mmd, dn.ring_mixture(), 1), 'n=1'),
+])
+def test_bad_input_names_the_argument(call, needle):
+    with pytest.raises(ValueError, match=None) as e: call()
+    assert needle in str(e.value), str(e.value)

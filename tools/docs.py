@@ -1,0 +1,189 @@
+"""Build the docs. With Quarto on PATH: `nbdev_docs`. Without it: a static, offline HTML preview of the executed notebooks in _docs/.
+
+The preview takes the papermill-executed copies (build/executed, run by `make test`; any missing or stale one is executed here),
+runs nbdev's docs processing on them (show_doc, directives), and renders each page with a sidebar, code highlighting, outputs,
+and plotly.js inlined once per page, so the pages work with no network.
+"""
+import html, json, os, re, shutil, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tools'))
+from nbrun import NBS, EXECUTED, notebooks, execute
+
+OUT = ROOT / '_docs'
+STAGE = ROOT / 'build' / 'docs_src'
+
+def page_name(rel:Path) -> str:
+    "nbdev's page name: the notebook path with a leading number prefix dropped, as .html."
+    return str(rel.with_name(re.sub(r'^\d+[a-z]?_', '', rel.stem) + '.html'))
+
+def ensure_executed(nbs=None) -> list:
+    "Executed copies of the notebooks, running any that is missing or older than its source."
+    done = []
+    for nb in nbs or notebooks():
+        out = EXECUTED / nb.relative_to(NBS)
+        if not out.exists() or out.stat().st_mtime < nb.stat().st_mtime:
+            print(f"executing {nb.relative_to(ROOT)}", flush=True); execute(nb)
+        done.append(out)
+    return done
+
+def process(executed:list) -> Path:
+    "nbdev's docs processing of the executed copies; returns the folder of processed notebooks."
+    if STAGE.exists(): shutil.rmtree(STAGE)
+    for src in executed:
+        dst = STAGE / src.relative_to(EXECUTED); dst.parent.mkdir(parents=True, exist_ok=True); shutil.copy(src, dst)
+    for f in ('_quarto.yml', 'nbdev.yml', 'styles.css'): shutil.copy(NBS / f, STAGE / f)
+    import warnings, io, contextlib
+    warnings.filterwarnings('ignore', message='Found cells containing imports')
+    from nbdev.serve import proc_nbs
+    with contextlib.redirect_stderr(io.StringIO()): return proc_nbs(path=str(STAGE), force=True, n_workers=2)
+
+# ---- rendering
+
+def _md(text:str) -> str:
+    import mistune
+    text = re.sub(r'\{target="_blank"[^}]*\}', '', text)   # Quarto link attributes from show_doc
+    # keep TeX intact: protect $...$ and $$...$$ from markdown's emphasis rules
+    maths = []
+    def keep(m): maths.append(m.group(0)); return f'\x00{len(maths) - 1}\x00'
+    text = re.sub(r'\$\$.+?\$\$|\$[^$\n]+?\$', keep, text, flags=re.S)
+    out = mistune.html(text)
+    return re.sub('\x00(\\d+)\x00', lambda m: html.escape(maths[int(m.group(1))]), out)
+
+def _code(src:str) -> str:
+    from pygments import highlight
+    from pygments.lexers import PythonLexer
+    from pygments.formatters import HtmlFormatter
+    return highlight(src, PythonLexer(), HtmlFormatter(cssclass='highlight'))
+
+_ansi = re.compile(r'\x1b\[[0-9;]*m')
+
+def _output(o:dict, asis:bool, n_fig:list) -> str:
+    t = o.get('output_type')
+    if t == 'stream': return f'<pre class="stream">{html.escape(_ansi.sub("", "".join(o["text"])))}</pre>'
+    if t == 'error': return f'<pre class="error">{html.escape(_ansi.sub("", chr(10).join(o["traceback"])))}</pre>'
+    d = o.get('data', {})
+    if 'application/vnd.plotly.v1+json' in d:
+        n_fig[0] += 1
+        fig = d['application/vnd.plotly.v1+json']
+        div = f'plotly-{n_fig[0]}'
+        return (f'<div id="{div}" class="plotly-figure"></div><script>Plotly.newPlot("{div}", {json.dumps(fig.get("data", []))}, '
+                f'{json.dumps(fig.get("layout", {}))}, {json.dumps(fig.get("config", {"responsive": True}))});</script>')
+    if 'text/html' in d: return f'<div class="html-output">{"".join(d["text/html"])}</div>'
+    if 'image/png' in d: return f'<img src="data:image/png;base64,{"".join(d["image/png"]).strip()}">'
+    if 'image/svg+xml' in d: return ''.join(d['image/svg+xml'])
+    if 'text/markdown' in d: return f'<div class="{"doc" if asis else "md-output"}">{_md("".join(d["text/markdown"]))}</div>'
+    if 'text/plain' in d: return f'<pre class="text">{html.escape("".join(d["text/plain"]))}</pre>'
+    return ''
+
+def _options(src:str):
+    opts = dict(re.findall(r'^#\|\s*([\w-]+):\s*(.*)$', src, re.M))
+    flags = re.findall(r'^#\|\s*([\w-]+)\s*$', src, re.M)
+    body = re.sub(r'^#\|.*\n?', '', src, flags=re.M).strip('\n')
+    return opts, flags, body
+
+def render_nb(path:Path) -> tuple:
+    "(title, html body, has plotly figures) of one processed notebook."
+    nb = json.loads(path.read_text())
+    title, parts, n_fig = path.stem, [], [0]
+    for c in nb['cells']:
+        src = ''.join(c['source'])
+        if c['cell_type'] == 'raw':
+            import yaml
+            try: meta = yaml.safe_load(src.strip().strip('-')) or {}
+            except yaml.YAMLError: meta = {}
+            title = meta.get('title', title)
+            if meta.get('description'): parts.append(f'<p class="description">{_md(meta["description"])}</p>')
+            continue
+        if c['cell_type'] == 'markdown':
+            if 'AUTOGENERATED' in src: continue
+            parts.append(f'<div class="md">{_md(src)}</div>'); continue
+        opts, flags, body = _options(src)
+        if opts.get('include') == 'false' or 'hide' in flags: continue
+        cell = []
+        if opts.get('echo') != 'false' and body: cell.append(f'<div class="input">{_code(body)}</div>')
+        if opts.get('output') != 'false':
+            outs = ''.join(_output(o, opts.get('output') == 'asis', n_fig) for o in c.get('outputs', []))
+            if outs: cell.append(f'<div class="output">{outs}</div>')
+        if cell: parts.append(f'<div class="cell">{"".join(cell)}</div>')
+    return title, '\n'.join(parts), n_fig[0] > 0
+
+CSS = """
+body { margin: 0; font-family: -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; color: #222; }
+header { background: #2c3e50; color: #fff; padding: 10px 20px; font-size: 20px; }
+header a { color: #fff; text-decoration: none; font-weight: 600; }
+nav { position: fixed; top: 44px; bottom: 0; width: 220px; overflow-y: auto; padding: 16px; background: #f6f8fa; border-right: 1px solid #ddd; font-size: 14px; }
+nav h4 { margin: 14px 0 6px; color: #555; text-transform: uppercase; font-size: 12px; }
+nav a { display: block; padding: 3px 0; color: #2a6fb0; text-decoration: none; }
+nav a.current { font-weight: 700; color: #111; }
+main { margin-left: 260px; max-width: 980px; padding: 10px 30px 60px; }
+.description { font-size: 18px; color: #555; }
+.cell { margin: 12px 0; }
+.input .highlight { background: #f7f7f9; border: 1px solid #e3e3e8; border-radius: 4px; padding: 4px 10px; overflow-x: auto; }
+.input pre, .output pre { margin: 4px 0; font-size: 13px; }
+.output { padding: 2px 10px; border-left: 3px solid #d0d7de; overflow-x: auto; }
+.output pre.text { white-space: pre-wrap; }
+.output pre.error { color: #b00; }
+.doc { border-left: 3px solid #2a6fb0; padding-left: 10px; background: #fbfdff; }
+table { border-collapse: collapse; margin: 8px 0; } td, th { border: 1px solid #ddd; padding: 3px 8px; font-size: 14px; }
+code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
+"""
+
+KATEX = ROOT / 'build' / 'katex'
+
+def fetch_katex() -> bool:
+    "KaTeX from the npm registry (once, into build/katex), so the preview renders math offline; False when npm is missing."
+    if (KATEX / 'katex.min.js').exists(): return True
+    if not shutil.which('npm'): return False
+    import tarfile, tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run(['npm', 'pack', 'katex@0.16', '--silent'], cwd=tmp, capture_output=True, text=True, timeout=120)
+        tgz = list(Path(tmp).glob('katex-*.tgz'))
+        if r.returncode or not tgz: return False
+        with tarfile.open(tgz[0]) as tf: tf.extractall(tmp, filter='data')
+        if KATEX.exists(): shutil.rmtree(KATEX)
+        shutil.copytree(Path(tmp) / 'package' / 'dist', KATEX)
+    return True
+
+MATH = """<link rel="stylesheet" href="{up}katex/katex.min.css"><script defer src="{up}katex/katex.min.js"></script>
+<script defer src="{up}katex/contrib/auto-render.min.js" onload="renderMathInElement(document.body, {{delimiters: [
+{{left: '$$', right: '$$', display: true}}, {{left: '$', right: '$', display: false}}], throwOnError: false}});"></script>"""
+
+def _page(title, body, nav, plotly_js, math=False) -> str:
+    from pygments.formatters import HtmlFormatter
+    css = CSS + HtmlFormatter(cssclass='highlight').get_style_defs('.highlight')
+    js = (f'<script>{plotly_js}</script>' if plotly_js else '') + (MATH.format(up=nav[1]) if math else '')
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)} - diffnb</title>'
+            f'<style>{css}</style>{js}</head><body><header><a href="{nav[1]}index.html">diffnb</a></header>'
+            f'<nav>{nav[0]}</nav><main><h1>{html.escape(title)}</h1>{body}</main></body></html>')
+
+def build_preview(nbs=None, out_dir:Path=OUT) -> Path:
+    "Execute (if needed), process and render the notebooks into `out_dir` (_docs/); returns the folder."
+    processed = process(ensure_executed(nbs))
+    pages = sorted(p for p in processed.rglob('*.ipynb') if p.relative_to(processed).parts[0] not in ('.ipynb_checkpoints',))
+    rendered = {p.relative_to(processed): render_nb(p) for p in pages}
+    plotly_js = (Path(__import__('plotly').__file__).parent / 'package_data' / 'plotly.min.js').read_text()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    math = fetch_katex()
+    if math: shutil.copytree(KATEX, out_dir / 'katex', dirs_exist_ok=True)
+    else: print('KaTeX could not be fetched (no npm?): math shows as TeX source')
+    for rel, (title, body, has_fig) in rendered.items():
+        up = '../' * (len(rel.parts) - 1)
+        links = {'Home': [], 'Library': [], 'Tutorials': []}
+        for r, (t, _, _) in rendered.items():
+            sec = 'Home' if r.name == 'index.ipynb' and len(r.parts) == 1 else 'Tutorials' if r.parts[0] == 'tutorials' else 'Library'
+            cur = ' class="current"' if r == rel else ''
+            links[sec].append(f'<a href="{up}{page_name(r)}"{cur}>{html.escape(t)}</a>')
+        nav = ''.join(f'<h4>{s}</h4>' + ''.join(v) for s, v in links.items() if v)
+        body = body.replace('https://diffnb.github.io/diffnb/', up)   # nbdev's doc links point at the published site
+        out = out_dir / page_name(rel); out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(_page(title, body, (nav, up), plotly_js if has_fig else '', math))
+    return out_dir
+
+if __name__ == '__main__':
+    if shutil.which('quarto'):
+        for nb in ensure_executed(): pass
+        sys.exit(subprocess.call([str(Path(sys.executable).parent / 'nbdev_docs')], cwd=ROOT))
+    out = build_preview()
+    print(f"static docs preview (Quarto is not installed): {out / 'index.html'}")
