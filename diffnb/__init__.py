@@ -12,4 +12,5 @@ from .paths import *
 from .denoisers import *
 from .data import *
 from .metrics import *
+from .samplers import *
 from .cli import resolve_device

@@ -319,7 +319,7 @@ def to_basis(self:Path, x:Tensor) -> Tensor:
 
 @patch
 def from_basis(self:Path, z:Tensor, like:Tensor) -> Tensor:
-    "Inverse of `to_basis`, shaped like `like`."
+    "Inverse of `to_basis`, with `like`'s event shape."
     return z
 
 @patch
@@ -364,7 +364,7 @@ class DiagonalPath(Path):
         z = x.flatten(1)
         if z.shape[1] != self.dim: raise ValueError(f"x: event size {z.shape[1]}, but the path has dim={self.dim}")
         return z if self.basis is None else z @ self.basis.to(z)
-    def from_basis(self, z, like): return (z if self.basis is None else z @ self.basis.to(z).T).reshape(like.shape)
+    def from_basis(self, z, like): return (z if self.basis is None else z @ self.basis.to(z).T).reshape(z.shape[0], *like.shape[1:])
     def coef(self, c, x):
         c = c.to(dtype=x.dtype, device=x.device)
         return c if c.dim() == 0 or c.shape[-1] == self.dim else c.reshape(c.shape + (1,))
