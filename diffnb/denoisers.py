@@ -21,10 +21,12 @@ class Denoiser:
                  path:Path|str,              # the forward path the net was trained on
                  param:str='eps',            # what net returns: eps, x0, v, score, velocity or edm
                  sigma_data:float=0.5,       # data standard deviation, for param='edm'
+                 data_scale:float|None=None, # RMS radius of the data, sqrt(E|x0|^2), for data-scaled time grids
                 ):
         if param not in PARAMS: raise ValueError(f"param={param!r} is unknown; known parametrizations: {', '.join(PARAMS)}")
         if not sigma_data > 0: raise ValueError(f"sigma_data={sigma_data}: must be > 0")
         self.net, self.path, self.param, self.sigma_data = net, get_path(path), param, float(sigma_data)
+        self.data_scale = None if data_scale is None else float(data_scale)
         self.nfe = 0
     def reset_nfe(self): self.nfe = 0
     def __repr__(self): return f"{type(self).__name__}(param={self.param!r}, path={self.path!r}, nfe={self.nfe})"
@@ -35,36 +37,46 @@ def _batch_time(t, x:Tensor) -> Tensor:
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     return t.expand(x.shape[0]) if t.dim() == 0 else t
 
-def _from_output(param, out, z, a, s, da, ds):
-    "(x0, eps) in basis coordinates from a network output `out` in the same coordinates."
-    if param == 'eps': return (z - s * out) / a, out
-    if param == 'x0': return out, (z - a * out) / s
-    if param == 'score': eps = -s * out; return (z - s * eps) / a, eps
-    if param == 'v': n = a * a + s * s; return (a * z - s * out) / n, (s * z + a * out) / n
-    if param == 'velocity': det = a * ds - s * da; return (ds * z - s * out) / det, (a * out - da * z) / det
+def _axpby(a, x:Tensor, b, y:Tensor) -> Tensor:
+    "a x + b y, in two tensor operations when a and b are Python numbers (the samplers' hot path)."
+    if isinstance(a, float) and isinstance(b, float) and a != 0: return torch.add(x, y, alpha=b / a).mul_(a)
+    return a * x + b * y
+
+def _from_output(param, out, z, a, s, da=None, ds=None, need_eps=True):
+    "(x0, eps) in basis coordinates from a network output `out` in the same coordinates (eps None if not needed by an x0 net)."
+    if param == 'eps': return _axpby(1 / a, z, -s / a, out), out
+    if param == 'x0': return out, (_axpby(1 / s, z, -a / s, out) if need_eps else None)
+    if param == 'score': return _axpby(1 / a, z, s * s / a, out), -s * out
+    if param == 'v': n = a * a + s * s; return _axpby(a / n, z, -s / n, out), _axpby(s / n, z, a / n, out)
+    if param == 'velocity': det = a * ds - s * da; return _axpby(ds / det, z, -s / det, out), _axpby(-da / det, z, a / det, out)
     raise ValueError(f"param={param!r} is unknown; known parametrizations: {', '.join(PARAMS)}")
 
 # %% ../nbs/01_denoisers.ipynb #c009
 @patch
+def _predict(self:Denoiser, x:Tensor, z:Tensor, t, a, s, da=None, ds=None, y=None, need_eps:bool=True):
+    "(x0, eps) in basis coordinates from one network call, given x, its basis coordinates z and the coefficients at time t."
+    P = self.path
+    if self.param == 'edm':
+        r = s / a
+        n = r * r + self.sigma_data**2
+        lr = 0.25 * torch.log(torch.as_tensor(r, dtype=torch.float64))
+        c_noise = lr.mean() if lr.dim() <= 1 else lr.reshape(lr.shape[0], -1).mean(-1)   # one noise label per sample
+        out = self._call(P.from_basis(z / a / n**0.5, x), _batch_time(c_noise, x), y)
+        x0 = self.sigma_data**2 / n * (z / a) + r * self.sigma_data / n**0.5 * P.to_basis(out)
+        return x0, (z - a * x0) / s
+    out = P.to_basis(self._call(x, _batch_time(t, x), y))
+    return _from_output(self.param, out, z, a, s, da, ds, need_eps)
+
+@patch
 def _pair(self:Denoiser, x:Tensor, t, y=None):
-    "(z, x0, eps, a, s, t64) in basis coordinates from one network call."
+    "(z, x0, eps, a, s, t64) in basis coordinates from one network call, the coefficients computed from t."
     P = self.path
     t64 = P._check_t(t)
     z = P.to_basis(x)
     a, s = P.coef(P._alpha(t64), z), P.coef(P._sigma(t64), z)
-    if self.param == 'edm':
-        r = s / a
-        n = r * r + self.sigma_data**2
-        c_noise = (0.25 * torch.log(P._sigma(t64) / P._alpha(t64))).to(x)
-        if c_noise.dim() > 1: c_noise = c_noise.mean(-1)   # diagonal path: one noise label per sample
-        out = self._call(P.from_basis(z / a / torch.sqrt(n), x), _batch_time(c_noise, x), y)
-        x0 = self.sigma_data**2 / n * (z / a) + r * self.sigma_data / torch.sqrt(n) * P.to_basis(out)
-        eps = (z - a * x0) / s
-    else:
-        out = P.to_basis(self._call(x, _batch_time(t64, x), y))
-        da = ds = None
-        if self.param == 'velocity': da, ds = P.coef(P._dalpha(t64), z), P.coef(P._dsigma(t64), z)
-        x0, eps = _from_output(self.param, out, z, a, s, da, ds)
+    da = ds = None
+    if self.param == 'velocity': da, ds = P.coef(P._dalpha(t64), z), P.coef(P._dsigma(t64), z)
+    x0, eps = self._predict(x, z, t64, a, s, da, ds, y)
     return z, x0, eps, a, s, t64
 
 @patch
@@ -122,14 +134,14 @@ class CFG(Denoiser):
         if den_uncond is None and y_null is None: raise ValueError("y_null: needed when den_uncond is None")
         self.den_cond, self.den_uncond, self.scale, self.y, self.y_null = den_cond, den_uncond, float(scale), y, y_null
         self.path, self.param, self.nfe = den_cond.path, 'eps', 0
-    def _pair(self, x, t, y=None):
+    def _predict(self, x, z, t, a, s, da=None, ds=None, y=None, need_eps=True):
         y = self.y if y is None else y
-        z, _, ec, a, s, t64 = self.den_cond._pair(x, t, y)
-        if self.den_uncond is None: _, _, eu, *_ = self.den_cond._pair(x, t, _full_label(self.y_null, x))
-        else: _, _, eu, *_ = self.den_uncond._pair(x, t)
+        _, ec = self.den_cond._predict(x, z, t, a, s, da, ds, y)
+        if self.den_uncond is None: _, eu = self.den_cond._predict(x, z, t, a, s, da, ds, _full_label(self.y_null, x))
+        else: _, eu = self.den_uncond._predict(x, z, t, a, s, da, ds)
         self.nfe += 2
         eps = eu + self.scale * (ec - eu)
-        return z, (z - s * eps) / a, eps, a, s, t64
+        return (z - s * eps) / a, eps
 
 def _full_label(y, x):
     "A label broadcast to the batch of x."
@@ -145,13 +157,13 @@ class ClassifierGuidance(Denoiser):
                 ):
         self.den, self.classifier, self.y, self.scale = den, classifier, y, float(scale)
         self.path, self.param, self.nfe = den.path, 'eps', 0
-    def _pair(self, x, t, y=None):
+    def _predict(self, x, z, t, a, s, da=None, ds=None, y=None, need_eps=True):
         y = _full_label(self.y if y is None else y, x)
-        z, _, eps, a, s, t64 = self.den._pair(x, t)
+        _, eps = self.den._predict(x, z, t, a, s, da, ds)
         self.nfe += 1
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            logp = torch.log_softmax(self.classifier(xg, _batch_time(t64, x)), -1)
+            logp = torch.log_softmax(self.classifier(xg, _batch_time(t, x)), -1)
             grad, = torch.autograd.grad(logp.gather(1, y.long().view(-1, 1)).sum(), xg)
         eps = eps - self.scale * s * self.path.to_basis(grad.to(x))
-        return z, (z - s * eps) / a, eps, a, s, t64
+        return (z - s * eps) / a, eps

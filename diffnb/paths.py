@@ -13,8 +13,9 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 # %% auto #0
-__all__ = ['PATHS', 'TIME_GRIDS', 'as_time', 'derivative', 'Path', 'VP', 'figure_bundle', 'VPCosine', 'SubVP', 'VE', 'OU', 'EDM',
-           'Linear', 'Trig', 'ddpm_betas', 'DDPM', 'get_path', 'DiagonalPath', 'StackedPath', 'time_grid']
+__all__ = ['PATHS', 'TIME_GRIDS', 'GRID_FITTERS', 'as_time', 'derivative', 'Path', 'VP', 'figure_bundle', 'VPCosine', 'SubVP',
+           'VE', 'OU', 'EDM', 'Linear', 'Trig', 'ddpm_betas', 'DDPM', 'get_path', 'DiagonalPath', 'StackedPath',
+           'time_grid']
 
 # %% ../nbs/00_paths.ipynb #c006
 def as_time(t) -> Tensor:
@@ -386,26 +387,41 @@ class StackedPath(DiagonalPath):
     def _dsigma(self, t): return self._stack('_dsigma', t)
 
 # %% ../nbs/00_paths.ipynb #c051
-TIME_GRIDS = ('uniform', 'log_snr', 'karras')
+TIME_GRIDS = ('uniform', 'log_snr', 'karras', 'auto')
+GRID_FITTERS = {}   # kind -> fn(path, steps, **kw): grids that need more than the path (a Denoiser, a pilot batch), registered by later rooms
+
+def _karras_r(r_max:float, r_min:float, steps:int, rho:float) -> Tensor:
+    "Karras et al.'s rho-spaced noise-to-signal ratios from r_max down to r_min (steps + 1 values)."
+    i = torch.arange(steps + 1, dtype=torch.float64) / steps
+    return (r_max**(1 / rho) + i * (r_min**(1 / rho) - r_max**(1 / rho)))**rho
 
 def time_grid(path:Path,             # the forward path whose [t_min, t_max] the grid spans
               steps:int,             # number of sampler steps (the grid has steps + 1 times)
-              kind:str='uniform',    # 'uniform' in t, 'log_snr', or 'karras'
+              kind:str='uniform',    # 'uniform' in t, 'log_snr', 'karras', 'auto', or a registered fitted kind
               rho:float=7.,          # Karras exponent, used when kind='karras'
+              data_scale:float|None=None, # RMS radius of the data (sqrt E|x0|^2), used when kind='auto'
+              **kw,                  # passed to a registered fitter (kind='fitted': den=, pilot=, ...)
              ) -> Tensor:
     "Descending float64 times from `path.t_max` to `path.t_min` for a sampler."
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
-    if kind not in TIME_GRIDS: raise ValueError(f"kind={kind!r}: known time grids are {', '.join(TIME_GRIDS)}")
+    if kind in GRID_FITTERS: return GRID_FITTERS[kind](path, steps, **kw)
+    if kind not in TIME_GRIDS: raise ValueError(f"kind={kind!r}: known time grids are {', '.join(TIME_GRIDS + tuple(GRID_FITTERS))}")
+    if kw: raise ValueError(f"{', '.join(kw)}: not an option of kind={kind!r}")
     if kind == 'uniform': g = torch.linspace(path.t_max, path.t_min, steps + 1, dtype=torch.float64)
     else:
         if isinstance(path, DiagonalPath): raise ValueError(f"kind={kind!r} needs a scalar log-SNR; use kind='uniform' for a diagonal path")
         l_hi, l_lo = path.log_snr(path.t_min), path.log_snr(path.t_max)
+        r_max, r_min = torch.exp(-l_lo / 2).item(), torch.exp(-l_hi / 2).item()
         if kind == 'log_snr': l = torch.linspace(l_lo.item(), l_hi.item(), steps + 1, dtype=torch.float64)
-        else:
+        elif kind == 'karras':
             if not rho > 0: raise ValueError(f"rho={rho}: must be > 0")
-            r_max, r_min = torch.exp(-l_lo / 2), torch.exp(-l_hi / 2)
-            i = torch.arange(steps + 1, dtype=torch.float64) / steps
-            l = -2 * rho * torch.log(r_max**(1 / rho) + i * (r_min**(1 / rho) - r_max**(1 / rho)))
+            l = -2 * torch.log(_karras_r(r_max, r_min, steps, rho))
+        else:
+            if data_scale is None or not data_scale > 0: raise ValueError(f"data_scale={data_scale}: kind='auto' needs the data's RMS radius (> 0)")
+            r_jump = 2.5 * float(data_scale)
+            if steps == 1 or not r_min < r_jump < r_max: r = _karras_r(r_max, r_min, steps, 5.)
+            else: r = torch.cat([torch.tensor([r_max], dtype=torch.float64), _karras_r(r_jump, r_min, steps - 1, 5.)])
+            l = -2 * torch.log(r)
         g = path.t_of_log_snr(l)
         g[0], g[-1] = path.t_max, path.t_min
     if not bool((g[1:] < g[:-1]).all()): raise ValueError(f"steps={steps}: the {kind} grid has repeated times on this path")

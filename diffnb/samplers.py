@@ -48,63 +48,94 @@ def register(name, order, stochastic, evals, **options):
 
 # %% ../nbs/04_samplers.ipynb #c008
 class _Run:
-    "State shared by the step functions of one sampling run."
+    "State shared by the step functions of one sampling run: the grid's coefficients and the Denoiser call."
     def __init__(self, den:Denoiser, grid:Tensor, like:Tensor, y, generator, dtype):
         P = self.path = den.path
         self.den, self.grid, self.like, self.y, self.generator, self.dtype = den, grid, like, y, generator, dtype
         self.diag = isinstance(P, DiagonalPath)
         self.N = len(grid) - 1
-        dev = like.device
-        cast = lambda v: v.to(device=dev, dtype=dtype)
-        a, s = P._alpha(grid), P._sigma(grid)
-        da, ds = P._dalpha(grid), P._dsigma(grid)
-        f = da / a
-        g2 = 2 * s * (ds - s * f)
-        shape = (len(grid), -1) if self.diag else (len(grid),)
-        self.a, self.s, self.da, self.ds, self.f, self.g2 = (cast(v.reshape(shape)) for v in (a, s, da, ds, f, g2))
-        with torch.no_grad(): self.lam = cast(torch.log(a) - torch.log(s)).reshape(shape)   # +inf where sigma = 0
+        a, s, da, ds = P._alpha(grid), P._sigma(grid), P._dalpha(grid), P._dsigma(grid)
+        if self.diag: a, s, da, ds = (v.expand(len(grid), P.dim) for v in (a, s, da, ds))
+        self.a, self.s, self.da, self.ds = a, s, da, ds                    # float64, (N+1,) or (N+1, d)
+        self.f = da / a
+        self.g2 = 2 * s * (ds - s * self.f)
+        self.lam = torch.log(a) - torch.log(s)                              # half log-SNR; +inf where sigma = 0
         self.ts = grid.tolist()
-        self.eps_last = None
-    def D(self, z:Tensor, t) -> tuple:
-        "(x0, eps) in basis coordinates at time t (a grid time or any float in the path's range)."
-        _, x0, eps, *_ = self.den._pair(self.path.from_basis(z, self.like), t, self.y)
-        self.eps_last = eps
+        self.tb = [torch.full((1,), t, dtype=dtype, device=like.device).expand(like.shape[0]) for t in self.ts]   # views: no fill
+        self.ca, self.cs, self.cda, self.cds = (self.K(v) for v in (a, s, da, ds))
+        self.last = None
+    def K(self, v:Tensor) -> list:
+        "Per-grid-point coefficients for the step loop: Python floats on scalar paths, tensors per coordinate on diagonal ones."
+        return v.tolist() if not self.diag else list(v.to(dtype=self.dtype, device=self.like.device).unbind(0))
+    def coefs_at(self, t:float) -> tuple:
+        "(a, s, da, ds) at any time t in the path's range, in the loop's form."
+        t64, P = as_time(t), self.path
+        return tuple(self.K(v.reshape(1, -1) if self.diag else v.reshape(1))[0] for v in (P._alpha(t64), P._sigma(t64), P._dalpha(t64), P._dsigma(t64)))
+    def D(self, z:Tensor, i:int, need_eps:bool=True) -> tuple:
+        "(x0, eps) in basis coordinates at grid point i (eps is None when not needed and the net predicts x0)."
+        x0, eps = self.den._predict(self.path.from_basis(z, self.like), z, self.tb[i], self.ca[i], self.cs[i],
+                                    self.cda[i], self.cds[i], self.y, need_eps)
+        self.last = (z, x0, eps, self.ca[i], self.cs[i])
         return x0, eps
+    def D_at(self, z:Tensor, t:float, need_eps:bool=True) -> tuple:
+        "(x0, eps) at any time t in the path's range (Runge-Kutta stages, churned noise levels)."
+        a, s, da, ds = self.coefs_at(t)
+        x0, eps = self.den._predict(self.path.from_basis(z, self.like), z, torch.full((1,), t, dtype=z.dtype, device=z.device).expand(z.shape[0]),
+                                    a, s, da, ds, self.y, need_eps)
+        self.last = (z, x0, eps, a, s)
+        return x0, eps
+    def eps_last(self):
+        "The noise estimate of the latest Denoiser call (computed now if the call did not need it)."
+        z, x0, eps, a, s = self.last
+        return eps if eps is not None else (z - a * x0) / s
     def noise(self, z:Tensor) -> Tensor:
         return torch.randn(z.shape, generator=self.generator, dtype=z.dtype, device=z.device)
+    def add_noise(self, z:Tensor, c) -> Tensor:
+        "z + c xi, skipped when c is zero."
+        if isinstance(c, float): return z.add_(self.noise(z), alpha=c) if c > 0 else z
+        return z + c * self.noise(z)
+
+def _lin(*terms) -> Tensor:
+    "Sum of coefficient * tensor terms: one new tensor, then in-place updates (coefficients are numbers or tensors)."
+    (c, x), rest = terms[0], terms[1:]
+    out = x * c
+    for c, x in rest:
+        if isinstance(c, float): out.add_(x, alpha=c)
+        else: out.add_(c * x)
+    return out
 
 # %% ../nbs/04_samplers.ipynb #c010
-def _beta2(r, i, z):
-    "Variance added by the forward kernel from t_{i+1} to t_i, and its posterior (reverse) variance."
-    a0, a1, s0, s1 = r.a[i], r.a[i + 1], r.s[i], r.s[i + 1]
+def _beta2(r):
+    "Per step i: variance added by the forward kernel from t_{i+1} to t_i, and its posterior (reverse) variance."
+    a0, a1, s0, s1 = r.a[:-1], r.a[1:], r.s[:-1], r.s[1:]
     b2 = (s0**2 - (a0 / a1)**2 * s1**2).clamp(min=0)
     return b2, s1**2 * b2 / s0**2
 
-def _ddim_move(r, i, z, x0, eps, c2):
-    "x_{i+1} = alpha x0 + sqrt(sigma^2 - c^2) eps + c xi (no noise when c2 is zero or at the last step)."
-    a1, s1 = r.a[i + 1], r.s[i + 1]
-    z = a1 * x0 + torch.sqrt((s1**2 - c2).clamp(min=0)) * eps
-    if i < r.N - 1 and bool((c2 > 0).any()): z = z + torch.sqrt(c2) * r.noise(z)
-    return z
+def _ddim_coefs(r, c2):
+    "Coefficients of x_{i+1} = alpha x0 + sqrt(sigma^2 - c^2) eps + c xi; no noise at the last step."
+    c2 = c2.clone(); c2[-1] = 0
+    return r.K(r.a[1:]), r.K(torch.sqrt((r.s[1:]**2 - c2).clamp(min=0))), r.K(torch.sqrt(c2))
 
 @register('ddim', order=1, stochastic=True, evals=1, eta=0.)
 def ddim(r, z, eta=0.):
     "DDIM with eta in [0, 1]: deterministic at 0, ancestral DDPM at 1."
     if not 0 <= eta <= 1: raise ValueError(f"eta={eta}: must be in [0, 1]")
+    A, E, C = _ddim_coefs(r, eta**2 * _beta2(r)[1])
     for i in range(r.N):
-        x0, eps = r.D(z, r.ts[i])
-        z = _ddim_move(r, i, z, x0, eps, eta**2 * _beta2(r, i, z)[1])
+        x0, eps = r.D(z, i)
+        z = r.add_noise(_lin((A[i], x0), (E[i], eps)), C[i])
         yield z, x0
 
 @register('ddpm', order=1, stochastic=True, evals=1, variance='beta_tilde')
 def ddpm(r, z, variance='beta_tilde'):
     "Ancestral DDPM: the posterior mean, with variance 'beta_tilde' (posterior) or 'beta' (forward step)."
     if variance not in ('beta_tilde', 'beta'): raise ValueError(f"variance={variance!r}: must be 'beta_tilde' or 'beta'")
+    b2, bt2 = _beta2(r)
+    A, E, _ = _ddim_coefs(r, bt2)                       # the posterior mean
+    C = _ddim_coefs(r, b2 if variance == 'beta' else bt2)[2]
     for i in range(r.N):
-        x0, eps = r.D(z, r.ts[i])
-        b2, bt2 = _beta2(r, i, z)
-        z = _ddim_move(r, i, z, x0, eps, bt2)                      # the posterior mean, plus beta-tilde noise
-        if variance == 'beta' and i < r.N - 1: z = z + torch.sqrt((b2 - bt2).clamp(min=0)) * r.noise(z)   # top up to beta^2
+        x0, eps = r.D(z, i)
+        z = r.add_noise(_lin((A[i], x0), (E[i], eps)), C[i])
         yield z, x0
 
 # %% ../nbs/04_samplers.ipynb #c012
@@ -137,8 +168,9 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
                 steps:int=20,        # grid intervals (ignored by adaptive methods)
                 generator:torch.Generator|None=None, # source of the prior draw and of every noise draw
                 grid=None,           # explicit descending times (overrides steps and kind)
-                kind:str='log_snr',  # time_grid kind when grid is None
+                kind:str='auto',     # time_grid kind when grid is None ('auto': scaled to the data)
                 shape=None,          # event shape when n_or_xT is an int (default: the Denoiser's event_shape)
+                data_scale:float|None=None, # data RMS radius for kind='auto' (default: the Denoiser's, else sqrt(d))
                 y=None,              # label(s) for a conditional Denoiser
                 dtype=None,          # state dtype (float32 by default; float64 for reference runs)
                 device=None,
@@ -151,11 +183,13 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
     bad = [k for k in opts if k not in info.options]
     if bad: raise ValueError(f"{', '.join(bad)}: not an option of method {method!r}; its options are {', '.join(info.options) or 'none'}")
     P = den.path
+    x = _initial_state(den, n_or_xT, shape, generator, dtype, device)
     if grid is None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
-        grid = time_grid(P, steps, kind)
+        if kind == 'auto' and isinstance(P, DiagonalPath): kind = 'uniform'     # no scalar noise level to scale
+        scale = (data_scale or den.data_scale or math.sqrt(x[0].numel())) if kind == 'auto' else None   # z-scored data: sqrt(d)
+        grid = time_grid(P, steps, kind, data_scale=scale)
     grid = _check_grid(grid, P)
-    x = _initial_state(den, n_or_xT, shape, generator, dtype, device)
     r = _Run(den, grid, x, y, generator, x.dtype)
     nfe0 = den.nfe
     z = P.to_basis(x)
@@ -167,13 +201,14 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
     with torch.no_grad():
         for i, (z, x0) in enumerate(info.fn(r, z, **opts), 1):
             t = r.ts[min(i, r.N)] if info.evals else r.t_now
-            if not bool(torch.isfinite(z).all()):
+            if not math.isfinite(z.sum().item()):   # one reduction: NaN or inf anywhere makes the sum non-finite
                 raise FloatingPointError(f"{method}: non-finite values at step {i} (t={t:g}); the Denoiser or the grid is at fault")
             if bar is not None: bar.update(1)
             final = (t <= r.ts[-1]) if not info.evals else i == r.N
             if not final:
                 yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), den.nfe - nfe0)
-        out = (z - r.s[-1] * r.eps_last) / r.a[-1] if r.eps_last is not None else z
+        aN, sN = r.K(r.a[-1:])[0], r.K(r.s[-1:])[0]
+        out = _lin((1 / aN, z), (-sN / aN, r.eps_last())) if r.last is not None else z
     if bar is not None: bar.close()
     yield Step(i, r.ts[-1], P.from_basis(out, x), P.from_basis(out, x), den.nfe - nfe0)
 
@@ -195,21 +230,18 @@ def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator
     return torch.cat(parts)
 
 # %% ../nbs/04_samplers.ipynb #c019
-def _velocity(r, z, t, i=None):
-    "pfODE drift in basis coordinates at time t (grid index i when t is a grid time)."
-    x0, eps = r.D(z, t)
-    if i is not None: da, ds = r.da[i], r.ds[i]
-    else:
-        t64 = as_time(t); P = r.path
-        da, ds = (v.to(z).reshape(-1) if r.diag else v.to(z) for v in (P._dalpha(t64), P._dsigma(t64)))
-    return da * x0 + ds * eps, x0
+def _velocity(r, z, i=None, t=None):
+    "pfODE drift alpha' x0 + sigma' eps in basis coordinates, at grid point i or at any time t."
+    if i is not None: (x0, eps), da, ds = r.D(z, i), r.cda[i], r.cds[i]
+    else: (x0, eps), (_, _, da, ds) = r.D_at(z, t), r.coefs_at(t)
+    return _lin((da, x0), (ds, eps)), x0
 
 @register('euler', order=1, stochastic=False, evals=1)
 def euler(r, z):
     "Euler steps of the probability-flow ODE in t."
     for i in range(r.N):
-        v, x0 = _velocity(r, z, r.ts[i], i)
-        z = z + (r.ts[i + 1] - r.ts[i]) * v
+        v, x0 = _velocity(r, z, i)
+        z = z.add(v, alpha=r.ts[i + 1] - r.ts[i])
         yield z, x0
 
 @register('heun', order=2, stochastic=False, evals=2)
@@ -217,11 +249,11 @@ def heun(r, z):
     "Heun (trapezoidal predictor-corrector) steps of the probability-flow ODE in t."
     for i in range(r.N):
         h = r.ts[i + 1] - r.ts[i]
-        v0, x0 = _velocity(r, z, r.ts[i], i)
-        zp = z + h * v0
+        v0, x0 = _velocity(r, z, i)
+        zp = z.add(v0, alpha=h)
         if bool((r.s[i + 1] > 0).all()):
-            v1, x0 = _velocity(r, zp, r.ts[i + 1], i + 1)
-            zp = z + h / 2 * (v0 + v1)
+            v1, x0 = _velocity(r, zp, i + 1)
+            zp = z.add(v0.add_(v1), alpha=h / 2)
         z = zp
         yield z, x0
 
@@ -230,10 +262,10 @@ def rk4(r, z):
     "Classical fourth-order Runge-Kutta steps of the probability-flow ODE in t."
     for i in range(r.N):
         t0, t1 = r.ts[i], r.ts[i + 1]; h = t1 - t0; tm = t0 + h / 2
-        k1, x0 = _velocity(r, z, t0, i)
-        k2, _ = _velocity(r, z + h / 2 * k1, tm)
-        k3, _ = _velocity(r, z + h / 2 * k2, tm)
-        k4, _ = _velocity(r, z + h * k3, t1, i + 1)
+        k1, x0 = _velocity(r, z, i)
+        k2, _ = _velocity(r, z + h / 2 * k1, t=tm)
+        k3, _ = _velocity(r, z + h / 2 * k2, t=tm)
+        k4, _ = _velocity(r, z + h * k3, i + 1)
         z = z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         yield z, x0
 
@@ -249,7 +281,7 @@ def dopri5(r, z, rtol=1e-5, atol=1e-5, max_steps=10_000):
     if not (rtol > 0 and atol > 0): raise ValueError(f"rtol={rtol}, atol={atol}: tolerances must be > 0")
     t, t_end = r.ts[0], r.ts[-1]
     h = -(t - t_end) / max(r.N, 8)
-    k1, x0 = _velocity(r, z, t)
+    k1, x0 = _velocity(r, z, t=t)
     r.t_now = t
     for _ in range(max_steps):
         if t <= t_end: return
@@ -257,7 +289,7 @@ def dopri5(r, z, rtol=1e-5, atol=1e-5, max_steps=10_000):
         ks = [k1]
         for j in range(1, 7):
             zj = z + h * sum(a * k for a, k in zip(_DP_A[j], ks) if a)
-            kj, xj = _velocity(r, zj, max(t + _DP_C[j] * h, t_end))
+            kj, xj = _velocity(r, zj, t=max(t + _DP_C[j] * h, t_end))
             ks.append(kj)
         z_new = zj                                # stage 7 is the 5th-order solution (FSAL)
         err = h * sum(e * k for e, k in zip(_DP_E, ks) if e)
@@ -271,23 +303,22 @@ def dopri5(r, z, rtol=1e-5, atol=1e-5, max_steps=10_000):
     raise RuntimeError(f"dopri5: did not reach t_min within max_steps={max_steps} (t={t:g})")
 
 # %% ../nbs/04_samplers.ipynb #c023
-def _em_step(r, i, z, gamma):
-    x0, eps = r.D(z, r.ts[i])
-    score = -eps / r.s[i]
-    dt = r.ts[i] - r.ts[i + 1]
-    last = i == r.N - 1
-    g = 0. if last else gamma        # the last step is deterministic: the pfODE drift, no noise
-    drift = r.f[i] * z - (1 + g * g) / 2 * r.g2[i] * score
-    z = z - dt * drift
-    if g > 0: z = z + g * torch.sqrt(r.g2[i] * dt) * r.noise(z)
-    return z, x0
+def _em_coefs(r, gamma):
+    "Per step: x_{i+1} = cz x + ce eps + cn xi for the SDE family (score = -eps / sigma); the last step without noise."
+    dt = r.grid[:-1] - r.grid[1:]
+    g = torch.full((r.N,), float(gamma), dtype=torch.float64); g[-1] = 0
+    if r.diag: dt, g = dt[:, None], g[:, None]
+    f, g2, s = r.f[:-1], r.g2[:-1], r.s[:-1]
+    return r.K(1 - dt * f), r.K(dt * (1 + g * g) / 2 * g2 / s * -1), r.K(g * torch.sqrt(g2 * dt))
 
 @register('sde', order=1, stochastic=True, evals=1, gamma=1.)
 def sde(r, z, gamma=1.):
     "Euler-Maruyama on the SDE family with gamma in [0, 1]: 0 is the pfODE, 1 the reverse SDE."
     if not 0 <= gamma <= 1: raise ValueError(f"gamma={gamma}: must be in [0, 1]")
+    CZ, CE, CN = _em_coefs(r, gamma)
     for i in range(r.N):
-        z, x0 = _em_step(r, i, z, gamma)
+        x0, eps = r.D(z, i)
+        z = r.add_noise(_lin((CZ[i], z), (CE[i], eps)), CN[i])
         yield z, x0
 
 @register('euler_maruyama', order=1, stochastic=True, evals=1)
@@ -299,12 +330,14 @@ def euler_maruyama(r, z):
 def pc(r, z, snr=0.16, corrector_steps=1):
     "Predictor-corrector (Song et al.): a reverse-SDE step, then Langevin steps at the new time."
     if not snr > 0 or int(corrector_steps) < 0: raise ValueError(f"snr={snr}, corrector_steps={corrector_steps}: need snr > 0 and corrector_steps >= 0")
+    CZ, CE, CN = _em_coefs(r, 1.)
     for i in range(r.N):
-        z, x0 = _em_step(r, i, z, 1.)
+        x0, eps = r.D(z, i)
+        z = r.add_noise(_lin((CZ[i], z), (CE[i], eps)), CN[i])
         if i < r.N - 1:
             for _ in range(int(corrector_steps)):
-                x0, eps = r.D(z, r.ts[i + 1])
-                score = -eps / r.s[i + 1]
+                x0, eps = r.D(z, i + 1)
+                score = -eps / r.cs[i + 1]
                 xi = r.noise(z)
                 step = 2 * (snr * xi.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp(min=1e-12))**2
                 z = z + step * score + torch.sqrt(2 * step) * xi
@@ -317,83 +350,82 @@ def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
     if S_churn < 0 or S_noise < 0: raise ValueError(f"S_churn={S_churn}, S_noise={S_noise}: must be >= 0")
     if S_churn > 0 and r.diag: raise ValueError("S_churn: churn needs a scalar path (one noise level per sample)")
     P = r.path
-    sig = r.s / r.a
-    sig_max = sig[0].max().item()
+    sig64 = r.s / r.a
+    sig, sig_max = r.K(sig64), sig64[0].max().item()
     for i in range(r.N):
-        xt, s_i, t_hat = z / r.a[i], sig[i], r.ts[i]
-        gamma = min(S_churn / r.N, math.sqrt(2) - 1) if S_churn > 0 and S_min <= s_i.item() <= S_max else 0.
-        if gamma > 0 and i < r.N - 1:
-            s_hat = min(s_i.item() * (1 + gamma), sig_max)
+        xt, s_hat = z / r.ca[i], sig[i]
+        gamma = min(S_churn / r.N, math.sqrt(2) - 1) if S_churn > 0 and S_min <= s_hat <= S_max and i < r.N - 1 else 0.
+        if gamma > 0:
+            s_hat = min(s_hat * (1 + gamma), sig_max)
             t_hat = min(P.t_of_log_snr(torch.tensor(-2 * math.log(s_hat))).item(), P.t_max)
-            xt = xt + math.sqrt(max(s_hat**2 - s_i.item()**2, 0.)) * S_noise * r.noise(z)
-            s_i = torch.tensor(s_hat, dtype=z.dtype, device=z.device)
-            a_hat = P._alpha(as_time(t_hat)).to(z)
-        else: a_hat = r.a[i]
-        x0, d = r.D(a_hat * xt, t_hat)
-        x_next = xt + (sig[i + 1] - s_i) * d
+            xt = r.add_noise(xt, math.sqrt(max(s_hat**2 - sig[i]**2, 0.)) * S_noise)
+            x0, d = r.D_at(r.coefs_at(t_hat)[0] * xt, t_hat)
+        else: x0, d = r.D(z, i)                    # d x~ / d sigma~ = eps
+        step = sig[i + 1] - s_hat
+        x_next = xt + step * d
         if bool((r.s[i + 1] > 0).all()):
-            x0, d1 = r.D(r.a[i + 1] * x_next, r.ts[i + 1])
-            x_next = xt + (sig[i + 1] - s_i) * (d + d1) / 2
-        z = r.a[i + 1] * x_next
+            x0, d1 = r.D(r.ca[i + 1] * x_next, i + 1)
+            x_next = xt + step * (d + d1) / 2
+        z = r.ca[i + 1] * x_next
         yield z, x0
 
 # %% ../nbs/04_samplers.ipynb #c027
-def _dpm_first(r, i, z, x0):
-    "First-order DPM-Solver++ step (DDIM at eta 0)."
-    h = r.lam[i + 1] - r.lam[i]
-    return r.s[i + 1] / r.s[i] * z - r.a[i + 1] * torch.expm1(-h) * x0
+def _dpm_steps(r, order:int, sde:bool=False):
+    """Per step i, the coefficients of x_{i+1} = cz x_i + w0 x0_i + w1 x0_{i-1} + w2 x0_{i-2} (+ cn xi for the SDE variant):
+    DPM-Solver++ of the given multistep order, of lower order while the history is short and where lambda is infinite."""
+    lam, a, s = r.lam, r.a, r.s
+    h = lam[1:] - lam[:-1]
+    nan = torch.full_like(h[:1], float('nan'))
+    hp = torch.cat([nan, h[:-1]])                                             # the previous step's h
+    hpp = torch.cat([nan, nan, h[:-2]])[:len(h)]
+    idx = torch.arange(r.N).reshape((-1,) + (1,) * (h.dim() - 1))
+    finite = torch.isfinite(h)
+    if sde: I0, cz, cn = -torch.expm1(-2 * h), s[1:] / s[:-1] * torch.exp(-h), s[1:] * torch.sqrt(-torch.expm1(-2 * h))
+    else: I0, cz, cn = -torch.expm1(-h), s[1:] / s[:-1], torch.zeros_like(h)
+    w0, w1, w2 = I0.clone(), torch.zeros_like(h), torch.zeros_like(h)
+    use2 = (idx >= 1) & finite
+    if order == 2:                   # Lu et al.'s 2M: x0 + (x0 - x0_prev) / (2r), r = h_prev / h
+        c = I0 * h / (2 * hp)
+        w0, w1 = torch.where(use2, I0 + c, w0), torch.where(use2, -c, w1)
+    else:                            # the exact integral of the Newton-form polynomial through the last x0-hats
+        I1, I2 = h - I0, h * h / 2 - h + I0
+        w0, w1 = torch.where(use2, I0 + I1 / hp, w0), torch.where(use2, -I1 / hp, w1)
+        use3 = (idx >= 2) & finite
+        q = (I1 * hp + 2 * I2) / (hp + hpp)
+        w0 = torch.where(use3, I0 + I1 / hp + q / hp, w0)
+        w1 = torch.where(use3, -I1 / hp - q * (1 / hp + 1 / hpp), w1)
+        w2 = torch.where(use3, q / hpp, w2)
+    if sde:                          # the last step: deterministic, first order
+        cz[-1], w0[-1], w1[-1], cn[-1] = s[-1] / s[-2], -torch.expm1(-h[-1]), 0., 0.
+    cz, cn = torch.where(finite, cz, 0.), torch.where(finite, cn, 0.)        # sigma_{i+1} = 0: x_{i+1} = alpha x0
+    w0 = torch.where(finite, w0, 1.)
+    return [r.K(torch.nan_to_num(v, nan=0.)) for v in (cz, a[1:] * w0, a[1:] * w1, a[1:] * w2, cn)]
+
+def _multistep(r, z, order, sde=False):
+    "The DPM-Solver++ loop: one x0-hat per step, combined with the previous ones."
+    CZ, W0, W1, W2, CN = _dpm_steps(r, order, sde)
+    hist = []
+    for i in range(r.N):
+        x0, _ = r.D(z, i, need_eps=False)
+        hist = [x0] + hist[:2]
+        terms = [(CZ[i], z), (W0[i], x0)] + list(zip((W1[i], W2[i]), hist[1:]))
+        z = r.add_noise(_lin(*terms), CN[i])
+        yield z, x0
 
 @register('dpmpp_2m', order=2, stochastic=False, evals=1)
 def dpmpp_2m(r, z):
     "DPM-Solver++(2M), multistep second order in lambda = log(alpha/sigma)."
-    prev = None
-    for i in range(r.N):
-        x0, _ = r.D(z, r.ts[i])
-        h = r.lam[i + 1] - r.lam[i]
-        if prev is None or not bool(torch.isfinite(h).all()): z = _dpm_first(r, i, z, x0)
-        else:
-            ratio = (r.lam[i] - r.lam[i - 1]) / h
-            d = (1 + 1 / (2 * ratio)) * x0 - 1 / (2 * ratio) * prev
-            z = r.s[i + 1] / r.s[i] * z - r.a[i + 1] * torch.expm1(-h) * d
-        prev = x0
-        yield z, x0
+    yield from _multistep(r, z, 2)
 
 @register('dpmpp_3m', order=3, stochastic=False, evals=1)
 def dpmpp_3m(r, z):
     "Multistep third order in lambda: the quadratic through the last three x0-hats, integrated exactly."
-    hist = []
-    for i in range(r.N):
-        x0, _ = r.D(z, r.ts[i])
-        h = r.lam[i + 1] - r.lam[i]
-        hist = (hist + [x0])[-3:]
-        if len(hist) == 1 or not bool(torch.isfinite(h).all()): z = _dpm_first(r, i, z, x0)
-        else:
-            I0 = -torch.expm1(-h); I1 = h - I0; I2 = h * h / 2 - h + I0
-            h1 = r.lam[i] - r.lam[i - 1]
-            d1a = (hist[-1] - hist[-2]) / h1
-            if len(hist) == 2: D1, D2 = d1a, 0.
-            else:
-                h2 = r.lam[i - 1] - r.lam[i - 2]
-                c2 = (d1a - (hist[-2] - hist[-3]) / h2) / (h1 + h2)
-                D1, D2 = d1a + h1 * c2, 2 * c2
-            z = r.s[i + 1] / r.s[i] * z + r.a[i + 1] * (I0 * x0 + I1 * D1 + I2 * D2)
-        yield z, x0
+    yield from _multistep(r, z, 3)
 
 @register('dpmpp_2m_sde', order=2, stochastic=True, evals=1)
 def dpmpp_2m_sde(r, z):
     "SDE-DPM-Solver++(2M): the reverse SDE solved exactly in its linear part, second order in x0-hat."
-    prev = None
-    for i in range(r.N):
-        x0, _ = r.D(z, r.ts[i])
-        h = r.lam[i + 1] - r.lam[i]
-        if i == r.N - 1 or not bool(torch.isfinite(h).all()):   # the last step is deterministic
-            z = _dpm_first(r, i, z, x0)
-            yield z, x0; continue
-        d = x0 if prev is None else x0 + (x0 - prev) * h / (2 * (r.lam[i] - r.lam[i - 1]))
-        z = (r.s[i + 1] / r.s[i] * torch.exp(-h) * z - r.a[i + 1] * torch.expm1(-2 * h) * d
-             + r.s[i + 1] * torch.sqrt(-torch.expm1(-2 * h)) * r.noise(z))
-        prev = x0
-        yield z, x0
+    yield from _multistep(r, z, 2, sde=True)
 
 # %% ../nbs/04_samplers.ipynb #c029
 @register('analytic_dpm', order=1, stochastic=True, evals=1, data=None)
@@ -403,18 +435,16 @@ def analytic_dpm(r, z, data=None):
     x0_data = r.path.to_basis(torch.as_tensor(data).to(z))
     post = []
     for i in range(r.N):   # E||x0 - x0-hat(x_t)||^2 / d at each grid time
-        xt = r.a[i] * x0_data + r.s[i] * r.noise(x0_data)
-        err = (x0_data - r.D(xt, r.ts[i])[0]).pow(2)
-        post.append(err.mean(0) if r.diag else err.mean())
+        xt = _lin((r.ca[i], x0_data), (r.cs[i], r.noise(x0_data)))
+        err = (x0_data - r.D_at(xt, r.ts[i])[0]).pow(2)
+        post.append(err.mean(0).double() if r.diag else err.mean().double())
+    b2, bt2 = _beta2(r)
+    A, E, C = _ddim_coefs(r, bt2)
+    lam = r.a[1:] - r.a[:-1] * torch.sqrt((r.s[1:]**2 - bt2).clamp(min=0)) / r.s[:-1]
+    # beta-tilde noise (the forward noise, dropped at the last step) plus the uncertainty about x0, kept even at the last
+    # step: with few steps the last one is long, and carries much of the samples' spread
+    CX = r.K(torch.sqrt(lam**2 * torch.stack(post).to(lam)))
     for i in range(r.N):
-        x0, eps = r.D(z, r.ts[i])
-        b2, bt2 = _beta2(r, i, z)
-        lam = r.a[i + 1] - r.a[i] * torch.sqrt((r.s[i + 1]**2 - bt2).clamp(min=0)) / r.s[i]
-        # beta-tilde noise (the forward noise, dropped at the last step) plus the uncertainty about x0 (kept, even at the last step:
-        # with few steps the last one is long, and it carries most of the samples' spread)
-        z = _ddim_move(r, i, z, x0, eps, bt2) + torch.sqrt(lam**2 * post[i]) * r.noise(z)
+        x0, eps = r.D(z, i)
+        z = r.add_noise(r.add_noise(_lin((A[i], x0), (E[i], eps)), C[i]), CX[i])
         yield z, x0
-
-# ## Checks
-#
-# Every method samples the ring. All of them call the same exact denoiser through the same interface:

@@ -28,7 +28,7 @@ def test_time_grids_strictly_decreasing_at_every_step_count(name, kind):
     "No duplicate time in any grid up to the training resolution (the trap that gave diffusers all-NaN samples)."
     p = dn.get_path(name)
     for steps in (1, 2, 3, 7, 50, 999, 1000):
-        g = dn.time_grid(p, steps, kind)
+        g = dn.time_grid(p, steps, kind, data_scale=3.)
         assert len(g) == steps + 1 and g[0].item() == p.t_max and g[-1].item() == p.t_min
         assert bool((g[1:] < g[:-1]).all()), (name, kind, steps)
 
