@@ -173,7 +173,7 @@ def denoiser(self:GaussianMixture, path:Path|str, y=None) -> Denoiser:
     "An exact Denoiser for this mixture on `path` (conditional on class y when given)."
     path = get_path(path)
     def oracle(x, t, y_call=None): return self.x0(x, t, path, y if y_call is None else y_call)
-    return Denoiser(oracle, path, param='x0', data_scale=self.rms_radius())
+    return Denoiser(oracle, path, param='x0', data_scale=self.rms_radius(), event_shape=(self.dim,))
 
 @patch
 def rms_radius(self:GaussianMixture) -> float:
@@ -264,7 +264,8 @@ class EmpiricalOracle:
     def denoiser(self, path:Path|str) -> Denoiser:
         "An exact Denoiser for the empirical distribution on `path`."
         path = get_path(path)
-        return Denoiser(lambda x, t: self.x0(x, t, path), path, param='x0', data_scale=self.flat.pow(2).sum(1).mean().sqrt().item())
+        return Denoiser(lambda x, t: self.x0(x, t, path), path, param='x0', data_scale=self.flat.pow(2).sum(1).mean().sqrt().item(),
+                        event_shape=tuple(self.data.shape[1:]))
 
     def nearest(self, x:Tensor) -> tuple[Tensor, Tensor]:
         "Distance to, and index of, the nearest training point."

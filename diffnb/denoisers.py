@@ -22,11 +22,13 @@ class Denoiser:
                  param:str='eps',            # what net returns: eps, x0, v, score, velocity or edm
                  sigma_data:float=0.5,       # data standard deviation, for param='edm'
                  data_scale:float|None=None, # RMS radius of the data, sqrt(E|x0|^2), for data-scaled time grids
+                 event_shape:tuple|None=None, # shape of one sample, so samplers can draw n of them
                 ):
         if param not in PARAMS: raise ValueError(f"param={param!r} is unknown; known parametrizations: {', '.join(PARAMS)}")
         if not sigma_data > 0: raise ValueError(f"sigma_data={sigma_data}: must be > 0")
         self.net, self.path, self.param, self.sigma_data = net, get_path(path), param, float(sigma_data)
         self.data_scale = None if data_scale is None else float(data_scale)
+        self.event_shape = None if event_shape is None else tuple(event_shape)
         self.nfe = 0
     def reset_nfe(self): self.nfe = 0
     def __repr__(self): return f"{type(self).__name__}(param={self.param!r}, path={self.path!r}, nfe={self.nfe})"

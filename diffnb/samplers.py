@@ -8,12 +8,13 @@ import math
 from dataclasses import dataclass, field
 import torch
 from torch import Tensor
-from .paths import Path, DiagonalPath, time_grid, TIME_GRIDS, as_time
+from .paths import Path, DiagonalPath, time_grid, TIME_GRIDS, GRID_FITTERS, as_time
 from .denoisers import Denoiser
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'Step', 'SamplerInfo', 'register', 'ddim', 'ddpm', 'sample_iter', 'sample', 'euler', 'heun', 'rk4',
-           'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde', 'analytic_dpm']
+           'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde', 'analytic_dpm',
+           'fit_grid']
 
 # %% ../nbs/04_samplers.ipynb #c006
 @dataclass
@@ -448,3 +449,46 @@ def analytic_dpm(r, z, data=None):
         x0, eps = r.D(z, i)
         z = r.add_noise(r.add_noise(_lin((A[i], x0), (E[i], eps)), C[i]), CX[i])
         yield z, x0
+
+# %% ../nbs/04_samplers.ipynb #c031
+def fit_grid(den:Denoiser,           # the model the grid is for
+             steps:int,              # the sampler's steps
+             pilot=512,              # pilot batch: a number of prior draws or the states at t_max
+             method:str='dpmpp_2m',  # the deterministic sampler the grid is for
+             shape=None,             # event shape (when pilot is a number and the Denoiser has none)
+             start:str='best',       # the grid kind to start from; 'best': whichever of log_snr, karras, auto does best on the pilot
+             max_evals:int=600,      # budget of pilot runs for the optimiser
+             generator:torch.Generator|None=None,
+             rtol:float=1e-5,        # tolerance of the dopri5 reference
+            ) -> Tensor:
+    "A time grid fitted to `den` for `method` at `steps` steps on a pilot batch, against an accurate reference."
+    from scipy.optimize import minimize
+    if SAMPLERS.get(method) is None or SAMPLERS[method].stochastic: raise ValueError(f"method={method!r}: fit_grid needs a deterministic sampler ({', '.join(m for m, i in SAMPLERS.items() if not i.stochastic)})")
+    P = den.path
+    if isinstance(P, DiagonalPath): raise ValueError("den: fit_grid needs a scalar path (it moves points in log-SNR)")
+    xT = _initial_state(den, pilot, shape, generator, torch.float64, None)
+    ref = sample(den, xT, 'dopri5', rtol=rtol, atol=rtol)
+    scale = den.data_scale or math.sqrt(xT[0].numel())
+    starts = {k: P.log_snr(time_grid(P, steps, k, data_scale=scale)) for k in (('log_snr', 'karras', 'auto') if start == 'best' else (start,))}
+    lo, hi = P.log_snr(P.t_max).item(), P.log_snr(P.t_min).item()
+    def grid_of(theta):
+        w = torch.softmax(torch.as_tensor(theta, dtype=torch.float64), 0)
+        g = P.t_of_log_snr(lo + (hi - lo) * torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(w, 0)]))
+        g[0], g[-1] = P.t_max, P.t_min
+        return g
+    def loss(theta):
+        g = grid_of(theta)
+        if not bool((g[1:] < g[:-1]).all()): return float('inf')
+        x = sample(den, xT, method, grid=g).flatten(1); r_ = ref.flatten(1)
+        return ((x - r_).pow(2).mean() + (x.mean(0) - r_.mean(0)).pow(2).mean() + (torch.cov(x.T) - torch.cov(r_.T)).pow(2).mean().sqrt()).item()
+    thetas = [torch.log(torch.diff(l) / (hi - lo)).numpy() for l in starts.values()]
+    theta0 = min(thetas, key=loss)
+    res = minimize(loss, theta0, method='Powell', options=dict(maxfev=max_evals, xtol=1e-3, ftol=1e-4))
+    best = res.x if res.fun <= loss(theta0) else theta0
+    return grid_of(best)
+
+def _fitted(path, steps, den=None, **kw):
+    if den is None: raise ValueError("den: kind='fitted' needs the Denoiser to fit the grid for (time_grid(path, steps, 'fitted', den=den))")
+    if den.path is not path: raise ValueError("den: its path is not the path of the grid")
+    return fit_grid(den, steps, **kw)
+GRID_FITTERS['fitted'] = _fitted
