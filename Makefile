@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.diffnb-installed
 TORCH ?= torch==2.13.0
 
-.PHONY: install test checks pytest docs readme export clean-nbs clean
+.PHONY: install test demo checks pytest docs readme export clean-nbs clean
 
 $(STAMP): setup.py settings.ini
 	@command -v python3 >/dev/null || { echo "make: python3 (3.10+) is needed to create $(VENV)"; exit 1; }
@@ -23,6 +23,10 @@ install: $(STAMP)
 test: install
 	@$(PY) tools/checks.py sync clean docs readme
 	@$(PY) -m pytest tests
+
+# The main job: train on the 8-Gaussian ring (GPU if present, else CPU), compare samplers, write demo/report.html.
+demo: install
+	@$(PY) -m diffnb demo --out demo
 
 checks: install
 	@$(PY) tools/checks.py

@@ -13,4 +13,5 @@ from .denoisers import *
 from .data import *
 from .metrics import *
 from .samplers import *
-from .cli import resolve_device
+from .nets import *
+from .train import *

@@ -36,14 +36,15 @@ class SamplerInfo:
     options: dict = field(default_factory=dict)   # option name -> default
     doc: str = ''
     fn: object = None
+    grid: str = 'auto'         # the time grid that kind='auto' means for this method
     def __repr__(self): return f"{self.name}: order {self.order}, {'stochastic' if self.stochastic else 'deterministic'}, options {self.options}"
 
 SAMPLERS = {}
 
-def register(name, order, stochastic, evals, **options):
+def register(name, order, stochastic, evals, grid='auto', **options):
     "Decorator adding a method's step generator to SAMPLERS."
     def deco(fn):
-        SAMPLERS[name] = SamplerInfo(name, order, stochastic, evals, options, (fn.__doc__ or '').strip(), fn)
+        SAMPLERS[name] = SamplerInfo(name, order, stochastic, evals, options, (fn.__doc__ or '').strip(), fn, grid)
         return fn
     return deco
 
@@ -187,7 +188,8 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
     x = _initial_state(den, n_or_xT, shape, generator, dtype, device)
     if grid is None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
-        if kind == 'auto' and isinstance(P, DiagonalPath): kind = 'uniform'     # no scalar noise level to scale
+        if kind == 'auto': kind = info.grid    # explicit first-order steps in t cannot take auto's long first jump
+        if kind in ('auto', 'log_snr', 'karras') and isinstance(P, DiagonalPath): kind = 'uniform'     # no scalar noise level
         scale = (data_scale or den.data_scale or math.sqrt(x[0].numel())) if kind == 'auto' else None   # z-scored data: sqrt(d)
         grid = time_grid(P, steps, kind, data_scale=scale)
     grid = _check_grid(grid, P)
@@ -237,7 +239,7 @@ def _velocity(r, z, i=None, t=None):
     else: (x0, eps), (_, _, da, ds) = r.D_at(z, t), r.coefs_at(t)
     return _lin((da, x0), (ds, eps)), x0
 
-@register('euler', order=1, stochastic=False, evals=1)
+@register('euler', order=1, stochastic=False, evals=1, grid='log_snr')
 def euler(r, z):
     "Euler steps of the probability-flow ODE in t."
     for i in range(r.N):
@@ -312,7 +314,7 @@ def _em_coefs(r, gamma):
     f, g2, s = r.f[:-1], r.g2[:-1], r.s[:-1]
     return r.K(1 - dt * f), r.K(dt * (1 + g * g) / 2 * g2 / s * -1), r.K(g * torch.sqrt(g2 * dt))
 
-@register('sde', order=1, stochastic=True, evals=1, gamma=1.)
+@register('sde', order=1, stochastic=True, evals=1, gamma=1., grid='log_snr')
 def sde(r, z, gamma=1.):
     "Euler-Maruyama on the SDE family with gamma in [0, 1]: 0 is the pfODE, 1 the reverse SDE."
     if not 0 <= gamma <= 1: raise ValueError(f"gamma={gamma}: must be in [0, 1]")
@@ -322,12 +324,12 @@ def sde(r, z, gamma=1.):
         z = r.add_noise(_lin((CZ[i], z), (CE[i], eps)), CN[i])
         yield z, x0
 
-@register('euler_maruyama', order=1, stochastic=True, evals=1)
+@register('euler_maruyama', order=1, stochastic=True, evals=1, grid='log_snr')
 def euler_maruyama(r, z):
     "Euler-Maruyama on the reverse SDE (Anderson)."
     yield from sde(r, z, 1.)
 
-@register('pc', order=1, stochastic=True, evals=2, snr=0.16, corrector_steps=1)
+@register('pc', order=1, stochastic=True, evals=2, snr=0.16, corrector_steps=1, grid='log_snr')
 def pc(r, z, snr=0.16, corrector_steps=1):
     "Predictor-corrector (Song et al.): a reverse-SDE step, then Langevin steps at the new time."
     if not snr > 0 or int(corrector_steps) < 0: raise ValueError(f"snr={snr}, corrector_steps={corrector_steps}: need snr > 0 and corrector_steps >= 0")
