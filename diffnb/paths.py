@@ -419,7 +419,8 @@ def time_grid(path:Path,             # the forward path whose [t_min, t_max] the
         else:
             if data_scale is None or not data_scale > 0: raise ValueError(f"data_scale={data_scale}: kind='auto' needs the data's RMS radius (> 0)")
             r_jump = 2.5 * float(data_scale)
-            if steps == 1 or not r_min < r_jump < r_max: r = _karras_r(r_max, r_min, steps, 5.)
+            if steps > 30: r = torch.exp(-torch.linspace(l_lo.item(), l_hi.item(), steps + 1, dtype=torch.float64) / 2)   # many steps: log-SNR
+            elif steps == 1 or not r_min < r_jump < r_max: r = _karras_r(r_max, r_min, steps, 5.)
             else: r = torch.cat([torch.tensor([r_max], dtype=torch.float64), _karras_r(r_jump, r_min, steps - 1, 5.)])
             l = -2 * torch.log(r)
         g = path.t_of_log_snr(l)

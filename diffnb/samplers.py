@@ -473,8 +473,8 @@ def fit_grid(den:Denoiser,           # the model the grid is for
     scale = den.data_scale or math.sqrt(xT[0].numel())
     starts = {k: P.log_snr(time_grid(P, steps, k, data_scale=scale)) for k in (('log_snr', 'karras', 'auto') if start == 'best' else (start,))}
     lo, hi = P.log_snr(P.t_max).item(), P.log_snr(P.t_min).item()
-    def grid_of(theta):
-        w = torch.softmax(torch.as_tensor(theta, dtype=torch.float64), 0)
+    def grid_of(theta):   # every step keeps at least a tenth of its even share: no near-duplicate times, which float32 cannot take
+        w = 0.9 * torch.softmax(torch.as_tensor(theta, dtype=torch.float64), 0) + 0.1 / steps
         g = P.t_of_log_snr(lo + (hi - lo) * torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(w, 0)]))
         g[0], g[-1] = P.t_max, P.t_min
         return g
@@ -483,7 +483,7 @@ def fit_grid(den:Denoiser,           # the model the grid is for
         if not bool((g[1:] < g[:-1]).all()): return float('inf')
         x = sample(den, xT, method, grid=g).flatten(1); r_ = ref.flatten(1)
         return ((x - r_).pow(2).mean() + (x.mean(0) - r_.mean(0)).pow(2).mean() + (torch.cov(x.T) - torch.cov(r_.T)).pow(2).mean().sqrt()).item()
-    thetas = [torch.log(torch.diff(l) / (hi - lo)).numpy() for l in starts.values()]
+    thetas = [torch.log((torch.diff(l) / (hi - lo) - 0.1 / steps).clamp(min=1e-6) / 0.9).numpy() for l in starts.values()]
     theta0 = min(thetas, key=loss)
     res = minimize(loss, theta0, method='Powell', options=dict(maxfev=max_evals, xtol=1e-3, ftol=1e-4))
     best = res.x if res.fun <= loss(theta0) else theta0
