@@ -102,7 +102,7 @@ def _sample(args) -> int:
     return 0
 
 # %% ../nbs/12_cli.ipynb #c012
-DEMO_SAMPLERS = (('dpmpp_2m_sde', 50, 'reverse SDE', {}), ('heun', 25, 'pfODE, 2nd order', {}), ('dpmpp_2m', 10, 'few-step', {}),
+DEMO_SAMPLERS = (('dpmpp_2m_sde', 50, 'reverse SDE', {}), ('heun', 25, 'pfODE, 2nd order', dict(kind='karras')), ('dpmpp_2m', 10, 'few-step', {}),
                  ('dopri5', 20, 'adaptive pfODE', dict(rtol=1e-3, atol=1e-3)))
 
 def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, progress:bool=True) -> dict:
