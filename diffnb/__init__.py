@@ -15,3 +15,4 @@ from .metrics import *
 from .samplers import *
 from .nets import *
 from .train import *
+from .distributed import init_distributed, launch

@@ -202,11 +202,11 @@ def _batch(self:Trainer):
     return x0.to(dev), None if y is None else y.to(dev), t.to(dev), eps.to(dev)
 
 @patch
-def train_step(self:Trainer) -> TrainStep:
-    "One optimiser step."
+def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
+    "One optimiser step (on `batch` = (x0, y, t, eps) when given, else on the next drawn batch)."
     t0 = time.perf_counter()
     self.net.train()
-    x0, y, t, eps = self._batch()
+    x0, y, t, eps = batch if batch is not None else self._batch()
     lr = self.lr * min(1., (self.step + 1) / self.warmup) if self.warmup else self.lr
     for group in self.opt.param_groups: group['lr'] = lr
     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -231,7 +231,7 @@ def steps(self:Trainer, n:int):
     for _ in range(n):
         s = self.train_step()
         s.time = time.perf_counter() - t0
-        if self.save_every and self.step % self.save_every == 0: self.save(self.folder)
+        if self.save_every and self.step % self.save_every == 0 and getattr(self, 'rank', 0) == 0: self.save(self.folder)   # rank 0 alone saves
         yield s
 
 # %% ../nbs/06_train.ipynb #c027
