@@ -11,9 +11,9 @@ TORCH ?= torch==2.13.0
 $(STAMP): setup.py settings.ini
 	@command -v python3 >/dev/null || { echo "make: python3 (3.10+) is needed to create $(VENV)"; exit 1; }
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q $(TORCH) numpy            # torch first: the CPU wheel, not a CUDA build pulled in by a dependency
-	$(PIP) install -q -e ".[dev]"
-	$(PIP) install -q --no-deps k-diffusion torchsde trampoline   # k-diffusion's own requirements would replace torch
+	$(PIP) install -qq $(TORCH) numpy            # torch first: the CPU wheel, not a CUDA build pulled in by a dependency
+	$(PIP) install -qq -e ".[dev]"
+	$(PIP) install -qq --no-deps k-diffusion torchsde trampoline   # k-diffusion's own requirements would replace torch
 	$(PY) -m ipykernel install --sys-prefix --name diffnb --display-name "Python (diffnb)" >/dev/null
 	@touch $@
 
