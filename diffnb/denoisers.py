@@ -39,18 +39,22 @@ def _batch_time(t, x:Tensor) -> Tensor:
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     return t.expand(x.shape[0]) if t.dim() == 0 else t
 
-def _axpby(a, x:Tensor, b, y:Tensor) -> Tensor:
-    "a x + b y, in two tensor operations when a and b are Python numbers (the samplers' hot path)."
-    if isinstance(a, float) and isinstance(b, float) and a != 0: return torch.add(x, y, alpha=b / a).mul_(a)
-    return a * x + b * y
+def _lin(*terms) -> Tensor:
+    "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates; Python-number coefficients cost one operation each (the samplers' hot path)."
+    (c, x), rest = terms[0], terms[1:]
+    out = x * c
+    for c, x in rest:
+        if isinstance(c, float): out.add_(x, alpha=c)
+        else: out.add_(c * x)
+    return out
 
 def _from_output(param, out, z, a, s, da=None, ds=None, need_eps=True):
     "(x0, eps) in basis coordinates from a network output `out` in the same coordinates (eps None if not needed by an x0 net)."
-    if param == 'eps': return _axpby(1 / a, z, -s / a, out), out
-    if param == 'x0': return out, (_axpby(1 / s, z, -a / s, out) if need_eps else None)
-    if param == 'score': return _axpby(1 / a, z, s * s / a, out), -s * out
-    if param == 'v': n = a * a + s * s; return _axpby(a / n, z, -s / n, out), _axpby(s / n, z, a / n, out)
-    if param == 'velocity': det = a * ds - s * da; return _axpby(ds / det, z, -s / det, out), _axpby(-da / det, z, a / det, out)
+    if param == 'eps': return _lin((1 / a, z), (-s / a, out)), out
+    if param == 'x0': return out, (_lin((1 / s, z), (-a / s, out)) if need_eps else None)
+    if param == 'score': return _lin((1 / a, z), (s * s / a, out)), -s * out
+    if param == 'v': n = a * a + s * s; return _lin((a / n, z), (-s / n, out)), _lin((s / n, z), (a / n, out))
+    if param == 'velocity': det = a * ds - s * da; return _lin((ds / det, z), (-s / det, out)), _lin((-da / det, z), (a / det, out))
     raise ValueError(f"param={param!r} is unknown; known parametrizations: {', '.join(PARAMS)}")
 
 # %% ../nbs/01_denoisers.ipynb #c009

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 from .paths import Path, DiagonalPath, time_grid, TIME_GRIDS, GRID_FITTERS, as_time
-from .denoisers import Denoiser
+from .denoisers import Denoiser, _lin
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'Step', 'SamplerInfo', 'register', 'ddim', 'ddpm', 'sample_iter', 'sample', 'euler', 'heun', 'rk4',
@@ -96,15 +96,6 @@ class _Run:
         "z + c xi, skipped when c is zero."
         if isinstance(c, float): return z.add_(self.noise(z), alpha=c) if c > 0 else z
         return z + c * self.noise(z)
-
-def _lin(*terms) -> Tensor:
-    "Sum of coefficient * tensor terms: one new tensor, then in-place updates (coefficients are numbers or tensors)."
-    (c, x), rest = terms[0], terms[1:]
-    out = x * c
-    for c, x in rest:
-        if isinstance(c, float): out.add_(x, alpha=c)
-        else: out.add_(c * x)
-    return out
 
 # %% ../nbs/04_samplers.ipynb #c010
 def _beta2(r):

@@ -342,9 +342,9 @@ def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
     "Train n more steps with a progress bar showing the loss."
     from tqdm.auto import tqdm
     bar = tqdm(total=n, disable=not progress, desc='training')
-    for s in self.steps(n):
+    for k, s in enumerate(self.steps(n), 1):
         bar.update(1)
-        if s.step % 10 == 0 or s.step == self.step: bar.set_postfix(loss=f"{sum(self.losses[-50:]) / len(self.losses[-50:]):.4f}")
+        if k % 10 == 0 or k == n: bar.set_postfix(loss=f"{sum(self.losses[-50:]) / len(self.losses[-50:]):.4f}")
     bar.close()
     return self
 
