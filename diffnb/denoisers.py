@@ -140,6 +140,7 @@ class CFG(Denoiser):
         if den_uncond is None and y_null is None: raise ValueError("y_null: needed when den_uncond is None")
         self.den_cond, self.den_uncond, self.scale, self.y, self.y_null = den_cond, den_uncond, float(scale), y, y_null
         self.path, self.param, self.nfe = den_cond.path, 'eps', 0
+        self.data_scale, self.event_shape = den_cond.data_scale, den_cond.event_shape
     def _predict(self, x, z, t, a, s, da=None, ds=None, y=None, need_eps=True):
         y = self.y if y is None else y
         _, ec = self.den_cond._predict(x, z, t, a, s, da, ds, y)
@@ -163,6 +164,7 @@ class ClassifierGuidance(Denoiser):
                 ):
         self.den, self.classifier, self.y, self.scale = den, classifier, y, float(scale)
         self.path, self.param, self.nfe = den.path, 'eps', 0
+        self.data_scale, self.event_shape = den.data_scale, den.event_shape
     def _predict(self, x, z, t, a, s, da=None, ds=None, y=None, need_eps=True):
         y = _full_label(self.y if y is None else y, x)
         _, eps = self.den._predict(x, z, t, a, s, da, ds)

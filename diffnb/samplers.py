@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 from .paths import Path, DiagonalPath, time_grid, TIME_GRIDS, GRID_FITTERS, as_time
-from .denoisers import Denoiser, _lin
+from .denoisers import Denoiser, CFG, _lin
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'Step', 'SamplerInfo', 'register', 'ddim', 'ddpm', 'sample_iter', 'sample', 'euler', 'heun', 'rk4',
@@ -155,6 +155,12 @@ def _initial_state(den, n_or_xT, shape, generator, dtype, device):
     return P.prior(n_or_xT, shape, generator=generator, dtype=dtype or torch.float32, device=device)
 
 # %% ../nbs/04_samplers.ipynb #c013
+def _guided(den, scale):
+    "`den` under classifier-free guidance: its net's null label gives the unconditional prediction."
+    null = getattr(getattr(den, 'net', None), 'null_label', None)
+    if null is None: raise ValueError(f"scale={scale!r}: classifier-free guidance needs a conditional network with a null label (e.g. dn.MLP(..., n_classes=K)); wrap other Denoisers in dn.CFG")
+    return CFG(den, None, scale, y_null=null)
+
 def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, oracle, guided)
                 n_or_xT,             # number of samples (drawn from the prior) or the state at t_max
                 method:str='dpmpp_2m', # a key of SAMPLERS
@@ -165,6 +171,7 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
                 shape=None,          # event shape when n_or_xT is an int (default: the Denoiser's event_shape)
                 data_scale:float|None=None, # data RMS radius for kind='auto' (default: the Denoiser's, else sqrt(d))
                 y=None,              # label(s) for a conditional Denoiser
+                scale:float|None=None, # classifier-free guidance scale for a conditional network (None: no guidance)
                 dtype=None,          # state dtype (float32 by default; float64 for reference runs)
                 device=None,
                 progress:bool=False, # a tqdm progress bar
@@ -175,6 +182,7 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
     info = SAMPLERS[method]
     bad = [k for k in opts if k not in info.options]
     if bad: raise ValueError(f"{', '.join(bad)}: not an option of method {method!r}; its options are {', '.join(info.options) or 'none'}")
+    if scale is not None: den = _guided(den, scale)
     P = den.path
     x = _initial_state(den, n_or_xT, shape, generator, dtype, device)
     if grid is None:

@@ -81,3 +81,14 @@ def test_sliced_w2_matches_gaussian_w2_in_1d():
 def test_bad_input_names_the_argument(call, needle):
     with pytest.raises(ValueError, match=None) as e: call()
     assert needle in str(e.value), str(e.value)
+
+def test_sample_scale_is_cfg_with_the_null_label():
+    "sample(..., y=, scale=) equals sampling dn.CFG(den, None, scale, y_null=net.null_label); scale 1 is the conditional model."
+    p = dn.get_path('vp'); torch.manual_seed(0)
+    den = dn.Denoiser(dn.MLP(2, hidden=32, depth=2, n_classes=3), p, event_shape=(2,))
+    y = torch.tensor([0, 1, 2, 0, 1])
+    run = lambda d, **kw: dn.sample(d, 5, steps=4, y=y, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(run(den, scale=2.), run(dn.CFG(den, None, 2., y_null=3)))
+    torch.testing.assert_close(run(den, scale=1.), run(den), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(run(den, scale=3.), run(den))
+    with pytest.raises(ValueError, match='scale'): dn.sample(dn.Denoiser(dn.MLP(2), p, event_shape=(2,)), 3, scale=2.)
