@@ -85,7 +85,7 @@ def test_bad_input_names_the_argument(call, needle):
 def test_sample_scale_is_cfg_with_the_null_label():
     "sample(..., y=, scale=) equals sampling dn.CFG(den, None, scale, y_null=net.null_label); scale 1 is the conditional model."
     p = dn.get_path('vp'); torch.manual_seed(0)
-    den = dn.Denoiser(dn.MLP(2, hidden=32, depth=2, n_classes=3), p, event_shape=(2,))
+    den = dn.Denoiser(dn.randomize_(dn.MLP(2, hidden=32, depth=2, n_classes=3)), p, event_shape=(2,))
     y = torch.tensor([0, 1, 2, 0, 1])
     run = lambda d, **kw: dn.sample(d, 5, steps=4, y=y, generator=torch.Generator().manual_seed(0), **kw)
     assert torch.equal(run(den, scale=2.), run(dn.CFG(den, None, 2., y_null=3)))
