@@ -199,13 +199,16 @@ def run_kdiffusion(spec, model, ctx, steps, g):
     return fn(net, x, sigmas, disable=True, **kw, **spec.opts)
 
 def run_torch(spec, model, ctx, steps, g):
-    "The hand-written baseline: Euler on the probability-flow ODE in sigma, Karras sigmas, last step to sigma = 0."
+    """The hand-written baselines on Karras sigmas, last step to sigma = 0: Euler on the probability-flow ODE in sigma ('euler'),
+    or ancestral Euler ('euler_ancestral': a deterministic step to sigma_down, then fresh noise of std sigma_up), the least a stochastic step costs."""
     net = model.for_kdiffusion()
     i = torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)
     sig = ((SIGMA_MAX**(1 / 7) + i * (SIGMA_MIN**(1 / 7) - SIGMA_MAX**(1 / 7)))**7).tolist() + [0.]
     x = ctx.init(SIGMA, sig[0], g)
     for s0, s1 in zip(sig[:-1], sig[1:]):
-        x = x + (s1 - s0) / s0 * (x - net(x, s0))
+        if spec.name == 'euler' or s1 == 0: x = x + (s1 - s0) / s0 * (x - net(x, s0)); continue
+        up = min(s1, (s1**2 * (s0**2 - s1**2) / s0**2) ** 0.5); down = (s1**2 - up**2) ** 0.5
+        x = (x + (down - s0) / s0 * (x - net(x, s0))).add_(torch.randn(x.shape, generator=g, dtype=x.dtype), alpha=up)
     return x
 
 RUNNERS = {'diffnb': run_diffnb, 'diffusers': run_diffusers, 'k-diffusion': run_kdiffusion, 'torch': run_torch}
@@ -472,7 +475,7 @@ def overhead(steps, repeats, log) -> str:
     "Per-NFE time outside the model, in microseconds, for every sampler of every library, with a trivial model."
     specs = [diffnb_spec(m) for m in dn.SAMPLERS] + peer_specs() + [
         Spec('k-diffusion', 'sample_dpm_adaptive (rtol=0.05, atol=0.0078)', 'sample_dpm_adaptive', 0, opts=dict(rtol=0.05, atol=0.0078)),
-        Spec('torch', 'hand-written Euler loop', 'euler')]
+        Spec('torch', 'hand-written Euler loop', 'euler'), Spec('torch', 'hand-written ancestral Euler loop', 'euler_ancestral')]
     cols = {}
     for title, shape in OVERHEAD_SHAPES.items():
         model = CountingModel(lambda x, t, path: x * 0.5, shape[0])
