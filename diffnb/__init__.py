@@ -16,3 +16,5 @@ from .samplers import *
 from .nets import *
 from .train import *
 from .distributed import init_distributed, launch
+from .flows import *
+from .constructions import *

@@ -46,11 +46,12 @@ class Path:
     def _dsigma(self, t): return derivative(self._sigma, t)
 
     def _check_t(self, t, name='t') -> Tensor:
+        low = isinstance(t, Tensor) and t.is_floating_point() and t.dtype != torch.float64   # a float32 t_max may round above t_max
         t = as_time(t)
-        tol = 1e-9 * max(1., abs(self.t_max))
+        tol = max(1., abs(self.t_max)) * (4 * torch.finfo(torch.float32).eps if low else 1e-9)
         if t.numel() and (bool((t < self.t_min - tol).any()) or bool((t > self.t_max + tol).any()) or bool(t.isnan().any())):
             raise ValueError(f"{name}={_show(t)} is outside path '{self.name}''s range [t_min, t_max] = [{self.t_min}, {self.t_max}]")
-        return t
+        return t.clamp(self.t_min, self.t_max) if low else t
 
     def _params(self) -> dict: return {}
     def __repr__(self):

@@ -92,3 +92,13 @@ def test_sample_scale_is_cfg_with_the_null_label():
     torch.testing.assert_close(run(den, scale=1.), run(den), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(run(den, scale=3.), run(den))
     with pytest.raises(ValueError, match='scale'): dn.sample(dn.Denoiser(dn.MLP(2), p, event_shape=(2,)), 3, scale=2.)
+
+def test_float32_t_max_is_inside_the_range():
+    "A float32 tensor holding t_max (0.999 rounds to 0.99900001) is t_max, not out of range; a time truly outside still raises."
+    p = dn.get_path('linear')
+    t32 = torch.tensor([p.t_max], dtype=torch.float32)
+    assert float(t32) > p.t_max
+    torch.testing.assert_close(p.alpha(t32), p.alpha(p.t_max).reshape(1))
+    den = dn.EmpiricalOracle(torch.randn(10, 2, generator=torch.Generator().manual_seed(0))).denoiser(p)
+    assert torch.isfinite(den.x0(torch.randn(3, 2), p.t_max)).all()
+    with pytest.raises(ValueError, match='outside'): p.alpha(torch.tensor([0.9995]))
