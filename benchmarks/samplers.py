@@ -473,7 +473,7 @@ OVERHEAD_SHAPES = {'100k 2-D points': (100_000, 2), '64 images 3x32x32': (64, 3,
 
 def overhead(steps, repeats, log) -> str:
     "Per-NFE time outside the model, in microseconds, for every sampler of every library, with a trivial model."
-    specs = [diffnb_spec(m) for m in dn.SAMPLERS] + peer_specs() + [
+    specs = [diffnb_spec(m) for m, info in dn.SAMPLERS.items() if 'head' not in info.options] + peer_specs() + [   # npr_dpm, sn_dpm need a trained head
         Spec('k-diffusion', 'sample_dpm_adaptive (rtol=0.05, atol=0.0078)', 'sample_dpm_adaptive', 0, opts=dict(rtol=0.05, atol=0.0078)),
         Spec('torch', 'hand-written Euler loop', 'euler'), Spec('torch', 'hand-written ancestral Euler loop', 'euler_ancestral')]
     cols = {}

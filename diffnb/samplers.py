@@ -12,9 +12,9 @@ from .paths import Path, DiagonalPath, time_grid, TIME_GRIDS, GRID_FITTERS, as_t
 from .denoisers import Denoiser, CFG, _lin
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'Step', 'SamplerInfo', 'register', 'ddim', 'ddpm', 'sample_iter', 'sample', 'euler', 'heun', 'rk4',
-           'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde', 'analytic_dpm',
-           'fit_grid']
+__all__ = ['SAMPLERS', 'VARIANCE_KINDS', 'Step', 'SamplerInfo', 'register', 'ddim', 'ddpm', 'sample_iter', 'sample', 'euler',
+           'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde',
+           'analytic_dpm', 'fit_grid', 'VarianceHead', 'fit_variance', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
 
 # %% ../nbs/04_samplers.ipynb #c006
 @dataclass
@@ -234,8 +234,9 @@ def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator
 # %% ../nbs/04_samplers.ipynb #c019
 def _velocity(r, z, i=None, t=None):
     "pfODE drift alpha' x0 + sigma' eps in basis coordinates, at grid point i or at any time t."
-    if i is not None: (x0, eps), da, ds = r.D(z, i), r.cda[i], r.cds[i]
-    else: (x0, eps), (_, _, da, ds) = r.D_at(z, t), r.coefs_at(t)
+    if i is not None: (x0, eps), (a, s, da, ds) = r.D(z, i, need_eps=False), (r.ca[i], r.cs[i], r.cda[i], r.cds[i])
+    else: (x0, eps), (a, s, da, ds) = r.D_at(z, t, need_eps=False), r.coefs_at(t)
+    if eps is None: return _lin((ds / s, z), (da - ds * a / s, x0)), x0   # an x0 net: eps = (z - a x0) / s folded in, one pass fewer
     return _lin((da, x0), (ds, eps)), x0
 
 @register('euler', order=1, stochastic=False, evals=1, grid='log_snr')
@@ -493,3 +494,179 @@ def _fitted(path, steps, den=None, **kw):
     if den.path is not path: raise ValueError("den: its path is not the path of the grid")
     return fit_grid(den, steps, **kw)
 GRID_FITTERS['fitted'] = _fitted
+
+# %% ../nbs/04_samplers.ipynb #c052
+from torch import nn
+from types import SimpleNamespace
+from fastcore.basics import patch
+
+VARIANCE_KINDS = ('npr', 'sn')
+
+class VarianceHead(nn.Module):
+    "A second network on a frozen Denoiser: `head(x, t)` is Var[x0 | x_t] per coordinate, learned by NPR or SN regression."
+    def __init__(self, net:nn.Module,   # net(x, t) returning x's shape (e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)): a log-scale correction
+                 den:Denoiser,          # the trained mean model, kept frozen
+                 kind:str='npr',        # 'npr': regress (eps - eps_hat)^2; 'sn': regress eps^2
+                 data_var=1.,           # per-coordinate data variance: the upper bound on Var[x0 | x_t]
+                ):
+        super().__init__()
+        if kind not in VARIANCE_KINDS: raise ValueError(f"kind={kind!r}: must be one of {', '.join(VARIANCE_KINDS)}")
+        if isinstance(den.path, DiagonalPath): raise ValueError("den: a variance head needs a scalar path (one noise level per sample)")
+        self.net, self.den, self.kind = net, den, kind
+        self.register_buffer('data_var', torch.as_tensor(data_var, dtype=torch.float32))
+    def __repr__(self): return f"VarianceHead(kind={self.kind!r}, path={self.den.path!r})"
+
+# %% ../nbs/04_samplers.ipynb #c054
+@patch
+def eps_var(self:VarianceHead, x:Tensor, t) -> Tensor:
+    "The head's Var[eps | x_t] per coordinate: alpha^2/(alpha^2 + sigma^2) times a learned positive factor (1 at initialisation)."
+    P, t64 = self.den.path, self.den.path._check_t(t)
+    a2, s2 = P.coef(P._alpha(t64)**2, x), P.coef(P._sigma(t64)**2, x)
+    dt = next(self.net.parameters(), x).dtype        # the head's own precision, whatever the state's
+    out = self.net(x.to(dt), _batch_time(t64, x.to(dt))).to(x.dtype)
+    return a2 / (a2 + s2) * nn.functional.softplus(out + math.log(math.e - 1))
+
+@patch
+def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
+    "Var[x0 | x_t] per coordinate: sigma^2/alpha^2 Var[eps | x_t], clipped to the data's variance (seed 003 §7.4)."
+    P, t64 = self.den.path, self.den.path._check_t(t)
+    r2 = P.coef((P._sigma(t64) / P._alpha(t64))**2, x)
+    return torch.minimum(r2 * self.eps_var(x, t), self.data_var.to(x))
+
+# %% ../nbs/04_samplers.ipynb #c056
+from .denoisers import _batch_time
+
+def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
+    "The head's regression loss at (x0, t, eps), per sample."
+    P = head.den.path
+    a, s = P.coef(P._alpha(t), x0), P.coef(P._sigma(t), x0)
+    xt = a * x0 + s * eps
+    with torch.no_grad(): eps_hat = head.den.eps(xt, t)
+    u = head.eps_var(xt, t)
+    if head.kind == 'npr': err = ((eps - eps_hat)**2 - u) * (a * a + s * s) / (a * a)
+    else: err = eps**2 - (eps_hat**2 + u)
+    return err.pow(2).flatten(1).mean(1)
+
+def fit_variance(den:Denoiser,        # the trained mean model (kept frozen)
+                 data,                # training points (n, *event)
+                 net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)
+                 kind:str='npr',      # 'npr' (NPR-DPM) or 'sn' (SN-DPM)
+                 steps:int=400,       # optimiser steps
+                 batch_size:int=1024, lr:float=2e-3,
+                 generator:torch.Generator|None=None, # draws batches, times and noise
+                ) -> VarianceHead:
+    "Train a VarianceHead (NPR-DPM or SN-DPM, seed 003 §8.4-8.5) on top of a frozen Denoiser."
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0: raise ValueError(f"steps={steps!r}: must be an integer >= 0")
+    data = torch.as_tensor(data, dtype=torch.float32)
+    head = VarianceHead(net, den, kind, data.var(0))
+    opt, P = torch.optim.Adam(net.parameters(), lr=lr), den.path
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / max(steps, 1))   # linear decay to 0: less noise in the final fit
+    for _ in range(steps):
+        x0 = data[torch.randint(0, len(data), (batch_size,), generator=generator)]
+        t = P.t_min + (P.t_max - P.t_min) * torch.rand(batch_size, generator=generator, dtype=torch.float64)
+        loss = _variance_loss(head, x0, t, torch.randn(x0.shape, generator=generator)).mean()
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+    return head.eval()
+
+# %% ../nbs/04_samplers.ipynb #c060
+def _head_variance(r, z, head, name):
+    "Ancestral steps with the posterior mean and the variance beta_tilde^2 + lambda^2 head(x_t, t)."
+    kind = name.split('_')[0]
+    if not isinstance(head, VarianceHead): raise ValueError(f"head: {name} needs head= (a VarianceHead from fit_variance(..., kind={kind!r}))")
+    if head.kind != kind: raise ValueError(f"head: a {head.kind!r} head was given to {name}; train one with kind={kind!r}")
+    if r.diag: raise ValueError(f"{name}: needs a scalar path")
+    _, bt2 = _beta2(r)
+    A, E, C = _ddim_coefs(r, bt2)
+    lam = r.K(r.a[1:] - r.a[:-1] * torch.sqrt((r.s[1:]**2 - bt2).clamp(min=0)) / r.s[:-1])
+    for i in range(r.N):
+        x0, eps = r.D(z, i)
+        v = head(r.path.from_basis(z, r.like), r.tb[i]).to(z)
+        z = r.add_noise(_lin((A[i], x0), (E[i], eps)), C[i])
+        z = z + lam[i] * r.path.to_basis(v).sqrt() * r.noise(z)
+        yield z, x0
+
+@register('npr_dpm', order=1, stochastic=True, evals=1, head=None)
+def npr_dpm(r, z, head=None):
+    "Ancestral sampling with NPR-DPM's state-dependent variance (a VarianceHead of kind 'npr')."
+    yield from _head_variance(r, z, head, 'npr_dpm')
+
+@register('sn_dpm', order=1, stochastic=True, evals=1, head=None)
+def sn_dpm(r, z, head=None):
+    "Ancestral sampling with SN-DPM's state-dependent variance (a VarianceHead of kind 'sn')."
+    yield from _head_variance(r, z, head, 'sn_dpm')
+
+# %% ../nbs/04_samplers.ipynb #c063
+@dataclass
+class ELBO:
+    "The terms of a DDPM chain's variational bound per sample, in nats: -log p(x0) <= prior + steps.sum(1) + decoder."
+    prior: Tensor     # (B,) L_T = KL(q(x_N | x0) || p(x_N))
+    steps: Tensor     # (B, N-1) L_i = KL(q(x_{i-1} | x_i, x0) || p(x_{i-1} | x_i)), noisiest first
+    decoder: Tensor   # (B,) L_0 = -log p(x0 | x_1)
+    dim: int          # numbers per sample
+    @property
+    def nll(self) -> Tensor: return self.prior + self.steps.sum(1) + self.decoder
+    @property
+    def bits_per_dim(self) -> Tensor: return self.nll / (self.dim * math.log(2))
+    def __repr__(self):
+        m = lambda v: v.mean().item()
+        return (f"ELBO: -log p(x0) <= {m(self.nll):.4f} nats ({m(self.bits_per_dim):.4f} bits/dim) = prior {m(self.prior):.3g}"
+                f" + {self.steps.shape[1]} steps {m(self.steps.sum(1)):.4f} + decoder {m(self.decoder):.4f}")
+
+def _gauss_kl(m2, v_q, v_p):
+    "KL(N(m_q, v_q) || N(m_p, v_p)) per coordinate, with m2 = (m_q - m_p)^2."
+    return 0.5 * (torch.log(v_p / v_q) + (v_q + m2) / v_p - 1)
+
+def _denoising_error(den, data, a, s, t, generator):
+    "E|x0 - x0-hat(x_t)|^2 / d on data points noised to time t (Analytic-DPM's expected posterior variance)."
+    x0 = torch.as_tensor(data, dtype=torch.float64)
+    xt = a * x0 + s * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    return (x0 - den.x0(xt, torch.full((len(x0),), t, dtype=x0.dtype))).pow(2).mean().item()
+
+# %% ../nbs/04_samplers.ipynb #c065
+def ddpm_elbo(den:Denoiser,           # the model: its posterior means define the reverse chain
+              x0,                     # (B, *event) points to score
+              steps:int=1000,         # number N of noisy latents, uniform in t from t_min to t_max (a DDPM path with steps=T: its own chain)
+              grid=None,              # explicit descending times t_N > ... > t_1 of the chain (overrides steps)
+              variance='beta_tilde',  # reverse variance: 'beta_tilde', 'beta', 'analytic' (needs data) or a VarianceHead
+              decoder_var=None,       # variance v0 of p(x0 | x_1): 'beta' (sigma_1^2/alpha_1^2), 'analytic', a float or a VarianceHead; None follows variance
+              data=None,              # training points, for 'analytic'
+              n_mc:int=1,             # draws of x_i per point and step
+              generator:torch.Generator|None=None,
+             ) -> ELBO:
+    "The variational bound of the discrete DDPM chain on `grid` for `den`, at the points `x0` (seed 003 chapter 2)."
+    P = den.path
+    if isinstance(P, DiagonalPath): raise ValueError("den: ddpm_elbo needs a scalar path")
+    ok = lambda v, extra=(): v in ('beta_tilde', 'beta', 'analytic') + extra or isinstance(v, VarianceHead)
+    if not ok(variance): raise ValueError(f"variance={variance!r}: must be 'beta_tilde', 'beta', 'analytic' or a VarianceHead")
+    if decoder_var is None: decoder_var = variance if variance == 'analytic' or isinstance(variance, VarianceHead) else 'beta'
+    if not (isinstance(decoder_var, float) and decoder_var > 0) and (not ok(decoder_var) or decoder_var == 'beta_tilde'):
+        raise ValueError(f"decoder_var={decoder_var!r}: must be 'beta', 'analytic', a float > 0 or a VarianceHead")
+    if data is None and 'analytic' in (variance, decoder_var): raise ValueError("data: variance='analytic' needs data= (training points)")
+    if grid is None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 2): raise ValueError(f"steps={steps!r}: must be an integer >= 2")
+    g = _check_grid(time_grid(P, steps - 1, 'uniform') if grid is None else grid, P)
+    a, s = P._alpha(g), P._sigma(g)
+    b2, bt2 = _beta2(SimpleNamespace(a=a, s=s))
+    lam = a[1:] - a[:-1] * torch.sqrt((s[1:]**2 - bt2).clamp(min=0)) / s[:-1]
+    x0 = torch.as_tensor(x0)
+    B, total = x0.shape[0], lambda v: v.flatten(1).sum(1)
+    ps2 = P.prior_std().item()**2
+    prior = total(_gauss_kl((a[0] * x0)**2, s[0]**2 * torch.ones_like(x0), ps2 * torch.ones_like(x0)))
+    terms = []
+    for j in range(len(g)):
+        last, t = j == len(g) - 1, torch.full((B,), g[j].item(), dtype=x0.dtype)
+        choice = decoder_var if last else variance
+        if choice == 'analytic': post = _denoising_error(den, data, a[j].item(), s[j].item(), g[j].item(), generator)
+        acc = 0
+        for _ in range(n_mc):
+            xt = a[j] * x0 + s[j] * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+            err = (x0 - den.x0(xt, t))**2
+            pv = post if choice == 'analytic' else choice(xt, t).to(x0) if isinstance(choice, VarianceHead) else None
+            if last:
+                v0 = (s[j] / a[j]).item()**2 if choice == 'beta' else choice if isinstance(choice, float) else pv
+                acc = acc + total(0.5 * torch.log(2 * math.pi * v0 * torch.ones_like(err)) + err / (2 * v0))
+            else:
+                vq = bt2[j].item()
+                vp = vq if choice == 'beta_tilde' else b2[j].item() if choice == 'beta' else vq + lam[j].item()**2 * pv
+                acc = acc + total(_gauss_kl(lam[j].item()**2 * err, vq * torch.ones_like(err), vp * torch.ones_like(err)))
+        terms.append(acc / n_mc)
+    return ELBO(prior, torch.stack(terms[:-1], 1), terms[-1], x0[0].numel())

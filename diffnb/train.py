@@ -16,7 +16,8 @@ from .data import toy, TOYS
 
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'T_DENSITIES', 'resolve_device', 'x0_weight', 'sample_t', 'dsm_loss', 'EMA', 'TrainStep', 'Trainer',
-           'load_denoiser']
+           'load_denoiser', 'ClassifierMLP', 'NoisyClassifier', 'ClassifierTrainer', 'train_classifier',
+           'SimilarityGuidance', 'cosine_similarity']
 
 # %% ../nbs/06_train.ipynb #c006
 def resolve_device(device:str|torch.device='auto') -> torch.device:
@@ -362,3 +363,157 @@ def plot(self:Trainer, smooth:int=50) -> go.Figure:
 
 @patch
 def _repr_mimebundle_(self:Trainer, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
+
+# %% ../nbs/06_train.ipynb #c041
+import torch.nn.functional as F
+from .denoisers import _batch_time
+from .nets import Conditioning, _MLPBlock, _check_ints, _config, time_input
+
+# %% ../nbs/06_train.ipynb #c042
+class ClassifierMLP(nn.Module):
+    "A residual MLP classifier of noisy vectors: net(x, t) returns (B, n_classes) logits."
+    def __init__(self, dim:int,               # features per sample (x is (B, dim), or (B, *event) with dim elements)
+                 n_classes:int,                # number of classes (>= 2)
+                 hidden:int=128,               # width of the hidden layers
+                 depth:int=3,                  # number of residual blocks, FiLM-conditioned on t
+                 emb_dim:int=64,               # size of the time embedding
+                 time_emb:str='sinusoidal',    # 'sinusoidal' or 'fourier'
+                 log_time:bool=False,          # embed log t (for EDM's t = sigma)
+                ):
+        super().__init__()
+        _check_ints(dim=(dim, 1), n_classes=(n_classes, 2), hidden=(hidden, 1), depth=(depth, 0), emb_dim=(emb_dim, 1))
+        self.dim, self.n_classes = dim, n_classes
+        self.config = _config(dim=dim, n_classes=n_classes, hidden=hidden, depth=depth, emb_dim=emb_dim, time_emb=time_emb, log_time=log_time)
+        self.cond = Conditioning(emb_dim, None, time_emb, log_time)
+        self.inp = nn.Linear(dim, hidden)
+        self.blocks = nn.ModuleList(_MLPBlock(hidden, emb_dim, True, True) for _ in range(depth))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, n_classes))
+    def forward(self, x:Tensor, t) -> Tensor:
+        if x.dim() < 2 or math.prod(x.shape[1:]) != self.dim: raise ValueError(f"x: shape {tuple(x.shape)}; expected (B, {self.dim}) (or (B, *event) with {self.dim} elements per sample)")
+        h = self.inp(x.reshape(len(x), self.dim))
+        e = self.cond(time_input(t, x))
+        for block in self.blocks: h = block(h, e)
+        return self.out(h)
+
+# %% ../nbs/06_train.ipynb #c045
+def _unit_variance(path:Path, x:Tensor, t:Tensor, sigma_data:float) -> Tensor:
+    "x_t divided by its standard deviation sqrt(alpha^2 sigma_data^2 + sigma^2), per direction of the path's basis."
+    z = path.to_basis(x)
+    t64 = t.to(torch.float64)
+    a, s = path.coef(path._alpha(t64), z).to(x.dtype), path.coef(path._sigma(t64), z).to(x.dtype)
+    return path.from_basis(z / (a * a * sigma_data**2 + s * s).sqrt(), x)
+
+class NoisyClassifier(nn.Module):
+    "A classifier of x_t on a path: (x, t) -> logits of p_t(y | x), its input scaled to unit variance; for ClassifierGuidance."
+    def __init__(self, net:nn.Module,        # net(x, t) -> (B, n_classes) logits
+                 path:Path|str,               # the path whose x_t it classifies
+                 sigma_data:float=1.,         # data standard deviation, for the input scaling
+                ):
+        super().__init__()
+        if not sigma_data > 0: raise ValueError(f"sigma_data={sigma_data}: must be > 0")
+        self.net, self.path, self.sigma_data = net, get_path(path), float(sigma_data)
+    def forward(self, x:Tensor, t) -> Tensor:
+        t = _batch_time(t, x)
+        return self.net(_unit_variance(self.path, x, t, self.sigma_data), t)
+    def log_prob(self, x:Tensor, t) -> Tensor:
+        "log p_t(y | x) for every class, shape (B, n_classes)."
+        return torch.log_softmax(self(x, t), -1)
+
+# %% ../nbs/06_train.ipynb #c049
+class ClassifierTrainer:
+    "Trains a classifier of noisy inputs x_t at random t on a path by cross-entropy; steps() is a generator."
+    def __init__(self, net:nn.Module,      # net(x, t) -> (B, n_classes) logits, e.g. ClassifierMLP
+                 path:Path|str,             # the forward path the classifier will guide on
+                 data,                      # labelled data: an (x, y) pair or a Dataset of (x, y)
+                 batch_size:int=256, lr:float=1e-3,
+                 ema:float=0.99,            # EMA decay of the weights (with warm-up)
+                 t_density:str='uniform',   # training time density (see T_DENSITIES)
+                 grad_clip:float|None=1.,   # clip the gradient norm (None: no clipping)
+                 weight_decay:float=0.,     # AdamW weight decay
+                 sigma_data:float|None=None, # data standard deviation for the input scaling (default: measured on the data)
+                 device='auto', seed:int=0):
+        self.path = get_path(path)
+        if t_density not in T_DENSITIES: raise ValueError(f"t_density={t_density!r} is unknown; known densities: {', '.join(T_DENSITIES)}")
+        self.x, self.y = _as_data(data, seed)
+        if self.y is None: raise ValueError("data: a classifier needs labels; pass an (x, y) pair")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= self.x.shape[0]:
+            raise ValueError(f"batch_size={batch_size!r}: must be an integer from 1 to the number of data points ({self.x.shape[0]})")
+        if not lr > 0: raise ValueError(f"lr={lr}: must be > 0")
+        self.device = resolve_device(device)
+        self.net, self.batch_size, self.lr, self.t_density, self.grad_clip = net.to(self.device), batch_size, float(lr), t_density, grad_clip
+        self.sigma_data = float(sigma_data) if sigma_data is not None else self.x.std().item()
+        self.n_classes = int(self.y.max()) + 1
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=weight_decay)
+        self.ema, self.gen = EMA(self.net, ema), torch.Generator().manual_seed(seed)
+        self.step, self.losses, self.save_every, self.folder = 0, [], None, None
+    def __repr__(self): return f"ClassifierTrainer(step={self.step}, path={self.path!r}, data={tuple(self.x.shape)}, classes={self.n_classes}, device={self.device})"
+
+# %% ../nbs/06_train.ipynb #c051
+@patch
+def train_step(self:ClassifierTrainer) -> TrainStep:
+    "One optimiser step of cross-entropy on x_t = alpha x0 + sigma eps, t from the time density."
+    t0, g, P = time.perf_counter(), self.gen, self.path
+    idx = torch.randint(0, self.x.shape[0], (self.batch_size,), generator=g)
+    t = sample_t(P, self.batch_size, self.t_density, g, self.sigma_data)
+    x0, y, t = self.x[idx].to(self.device), self.y[idx].to(self.device), t.to(self.device)
+    eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype).to(self.device)
+    z0 = P.to_basis(x0)
+    xt = P.from_basis(P.coef(P._alpha(t), z0).to(x0.dtype) * z0 + P.coef(P._sigma(t), z0).to(x0.dtype) * P.to_basis(eps), x0)
+    self.net.train()
+    loss = F.cross_entropy(NoisyClassifier(self.net, P, self.sigma_data)(xt, t.to(x0.dtype)), y)
+    if not math.isfinite(loss.item()): raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1}")
+    self.opt.zero_grad(set_to_none=True); loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip if self.grad_clip else float('inf')).item()
+    self.opt.step(); self.ema.update(self.net)
+    self.step += 1; self.losses.append(loss.item())
+    return TrainStep(self.step, loss.item(), self.lr, gn, time.perf_counter() - t0)
+
+@patch
+def classifier(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
+    "The trained classifier (the EMA weights by default): a callable (x, t) -> logits for ClassifierGuidance."
+    return NoisyClassifier(self.ema.net if ema else self.net, self.path, self.sigma_data)
+
+ClassifierTrainer.steps, ClassifierTrainer.fit, ClassifierTrainer.plot = Trainer.steps, Trainer.fit, Trainer.plot
+ClassifierTrainer._repr_mimebundle_ = Trainer._repr_mimebundle_
+
+def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
+                     path:Path|str,   # the forward path
+                     data,            # an (x, y) pair
+                     steps:int=1000,  # optimiser steps
+                     **kw,            # ClassifierTrainer's options (batch_size, lr, t_density, device, seed, ...)
+                    ) -> NoisyClassifier:
+    "Train a noisy-input classifier and return it as a callable (x, t) -> logits."
+    tr = ClassifierTrainer(net, path, data, **kw)
+    for _ in tr.steps(steps): pass
+    return tr.classifier()
+
+# %% ../nbs/06_train.ipynb #c058
+class SimilarityGuidance(Denoiser):
+    "Similarity guidance: score + scale * grad_x sim(x, t, y) for a differentiable similarity."
+    def __init__(self, den:Denoiser,   # the model being guided
+                 sim,                   # sim(x, t, y) -> (B,) similarity of each x_t to the target y
+                 y,                     # the target (anything sim accepts)
+                 scale:float=1.,        # guidance scale gamma
+                ):
+        if not callable(sim): raise TypeError(f"sim: expected a callable sim(x, t, y), got {type(sim).__name__}")
+        self.den, self.sim, self.y, self.scale = den, sim, y, float(scale)
+        self.path, self.param, self.nfe = den.path, 'eps', 0
+        self.data_scale, self.event_shape = den.data_scale, den.event_shape
+    def _predict(self, x, z, t, a, s, da=None, ds=None, y=None, need_eps=True):
+        _, eps = self.den._predict(x, z, t, a, s, da, ds)
+        self.nfe += 1
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            grad, = torch.autograd.grad(self.sim(xg, _batch_time(t, x), self.y if y is None else y).sum(), xg)
+        eps = eps - self.scale * s * self.path.to_basis(grad.to(x))
+        return (z - s * eps) / a, eps
+
+def cosine_similarity(encode_x=None, # E1(x, t) -> (B, k) embedding of the noisy sample (default: x flattened)
+                      encode_y=None, # E2(y) -> (k,) or (B, k) embedding of the target (default: y itself)
+                     ):
+    "sim(x, t, y) = cos(E1(x, t), E2(y)), for SimilarityGuidance."
+    def sim(x, t, y):
+        ex = x.flatten(1) if encode_x is None else encode_x(x, t)
+        ey = torch.as_tensor(y, dtype=ex.dtype, device=ex.device) if encode_y is None else encode_y(y)
+        return F.cosine_similarity(ex, ey.reshape(-1, ex.shape[1]).expand_as(ex), dim=-1)
+    return sim
