@@ -18,3 +18,4 @@ from .train import *
 from .distributed import init_distributed, launch
 from .flows import *
 from .constructions import *
+from .widgets import *

@@ -200,15 +200,20 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
         from tqdm.auto import tqdm
         bar = tqdm(total=r.N, desc=method)
     i = 0
+    steps_of = info.fn(r, z, **opts)
+    while True:   # no_grad only while a step computes, never across a yield: an abandoned or interleaved run cannot leak the grad mode
+        with torch.no_grad():
+            try: z, x0 = next(steps_of)
+            except StopIteration: break
+        i += 1
+        t = r.ts[min(i, r.N)] if info.evals else r.t_now
+        if not math.isfinite(z.sum().item()):   # one reduction: NaN or inf anywhere makes the sum non-finite
+            raise FloatingPointError(f"{method}: non-finite values at step {i} (t={t:g}); the Denoiser or the grid is at fault")
+        if bar is not None: bar.update(1)
+        final = (t <= r.ts[-1]) if not info.evals else i == r.N
+        if not final:
+            yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), den.nfe - nfe0)
     with torch.no_grad():
-        for i, (z, x0) in enumerate(info.fn(r, z, **opts), 1):
-            t = r.ts[min(i, r.N)] if info.evals else r.t_now
-            if not math.isfinite(z.sum().item()):   # one reduction: NaN or inf anywhere makes the sum non-finite
-                raise FloatingPointError(f"{method}: non-finite values at step {i} (t={t:g}); the Denoiser or the grid is at fault")
-            if bar is not None: bar.update(1)
-            final = (t <= r.ts[-1]) if not info.evals else i == r.N
-            if not final:
-                yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), den.nfe - nfe0)
         aN, sN = r.K(r.a[-1:])[0], r.K(r.s[-1:])[0]
         out = _lin((1 / aN, z), (-sN / aN, r.eps_last())) if r.last is not None else z
     if bar is not None: bar.close()

@@ -102,3 +102,14 @@ def test_float32_t_max_is_inside_the_range():
     den = dn.EmpiricalOracle(torch.randn(10, 2, generator=torch.Generator().manual_seed(0))).denoiser(p)
     assert torch.isfinite(den.x0(torch.randn(3, 2), p.t_max)).all()
     with pytest.raises(ValueError, match='outside'): p.alpha(torch.tensor([0.9995]))
+
+def test_abandoned_sampling_run_leaves_grad_mode_alone():
+    "Interleaved and abandoned sample_iter generators never switch gradients off for the caller."
+    p = dn.get_path('vp'); den = dn.ring_mixture().denoiser(p)
+    a, b = dn.sample_iter(den, 4, 'ddim', 5), dn.sample_iter(den, 4, 'sde', 5)
+    next(a); next(b); next(a)
+    assert torch.is_grad_enabled()
+    del a, b
+    assert torch.is_grad_enabled()
+    s = next(dn.sample_iter(den, 4, 'ddim', 5))
+    assert not s.x.requires_grad

@@ -165,6 +165,8 @@ def build_preview(nbs=None, out_dir:Path=OUT) -> Path:
     rendered = {p.relative_to(processed): render_nb(p) for p in pages}
     plotly_js = (Path(__import__('plotly').__file__).parent / 'package_data' / 'plotly.min.js').read_text()
     out_dir.mkdir(parents=True, exist_ok=True)
+    static = ROOT / 'diffnb' / 'static'   # widget scripts: the pages' widget snapshots load them from static/
+    if static.exists(): shutil.copytree(static, out_dir / 'static', dirs_exist_ok=True)
     math = fetch_katex()
     if math: shutil.copytree(KATEX, out_dir / 'katex', dirs_exist_ok=True)
     else: print('KaTeX could not be fetched (no npm?): math shows as TeX source')
