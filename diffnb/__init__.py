@@ -17,5 +17,6 @@ from .nets import *
 from .train import *
 from .distributed import init_distributed, launch
 from .flows import *
+from .inflationary import *
 from .constructions import *
 from .widgets import *

@@ -1,0 +1,171 @@
+"Inflationary flows: schedules, PR, Gaussian closed forms, training objectives, round trips and coverage, against exact answers."
+import math
+import pytest
+import torch
+import diffnb as dn
+from diffnb.inflationary import *
+from diffnb.flows import encode, decode
+
+F64 = torch.float64
+
+def _gauss4():
+    R = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(0), dtype=F64))[0]
+    return dn.GaussianMixture(torch.zeros(1, 4), (R @ torch.diag(torch.tensor([3., 1, .5, .2], dtype=F64)) @ R.T)[None])
+
+class Zero(torch.nn.Module):
+    def forward(self, x, t): return torch.zeros_like(x)
+
+@pytest.mark.parametrize('form', FORMS)
+def test_derivatives_match_autograd(form):
+    p = InflationaryPath(torch.tensor([3., 1, .5]), g=torch.tensor([1., .4, .2]) if form == 'paper' else torch.tensor([1., 0., -.5]), rho=1.3, form=form)
+    t = torch.tensor([1e-3, .5, 3., 6.9], dtype=F64)
+    for f, df in ((p._alpha, p._dalpha), (p._sigma, p._dsigma)):
+        torch.testing.assert_close(df(t), torch.func.jacfwd(f)(t).diagonal(dim1=0, dim2=2).T, rtol=1e-9, atol=1e-12)
+
+def test_participation_ratio_values():
+    assert participation_ratio(torch.ones(7)).item() == pytest.approx(7)
+    assert participation_ratio(torch.tensor([1., 0, 0])).item() == pytest.approx(1)
+    assert participation_ratio(torch.tensor([3., 1, .5, .2])).item() == pytest.approx(4.7**2 / 10.29)
+    with pytest.raises(ValueError, match='var'): participation_ratio(torch.tensor([1., -1.]))
+
+def test_pr_constant_under_paper_prp_and_to_kept_block_under_prr():
+    gm = _gauss4()
+    t = torch.linspace(1e-4, 30., 50, dtype=F64)
+    pr0 = participation_ratio(torch.tensor([3., 1, .5, .2], dtype=F64)).item()
+    prp = inflationary_path(gm, 'prp', t_max=30.)
+    torch.testing.assert_close(prp.pr(t), torch.full_like(t, pr0), rtol=1e-10, atol=0)
+    for keep in (1, 2, 3):
+        prr = inflationary_path(gm, 'prr', keep, t_max=30.)
+        assert prr.pr(30.).item() == pytest.approx(participation_ratio(torch.tensor([3., 1, .5, .2][:keep])).item(), rel=1e-3)
+        assert prr.pr(t).diff().max().item() <= 1e-12          # PR falls monotonically
+        code = inflationary_path(gm, 'prr', keep, form='code', t_max=30.)
+        assert code.pr(30.).item() == pytest.approx(keep, rel=1e-3)   # isotropic noise: PR -> the kept dimension
+    assert inflationary_path(gm, 'prp', form='code', t_max=30.).pr(30.).item() == pytest.approx(4, rel=1e-3)
+
+@pytest.mark.parametrize('form', FORMS)
+def test_oracle_marginal_covariance_is_path_cov(form):
+    gm = _gauss4()
+    p = inflationary_path(gm, 'prr', 2, form=form)
+    for t in (1e-3, 1., 5.):
+        S = gm.marginal(p, t).covs[0]
+        torch.testing.assert_close(p.basis.T @ S @ p.basis, torch.diag(p.cov(t)), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(p.prior_std(), p.cov(p.t_max).sqrt())
+
+def test_prp_is_ou_on_whitened_data():
+    gm = dn.GaussianMixture(torch.tensor([[-1., .5, 0.], [1.5, -.3, .4]]), torch.tensor([.3, .6]))
+    rho = 1.5
+    p, ou = inflationary_path(gm, 'prp', rho=rho), dn.get_path('ou')
+    sq = p.xi.sqrt()
+    white = dn.GaussianMixture(gm.means @ p.basis / sq, (p.basis.T @ gm.covs @ p.basis) / (sq[:, None] * sq), gm.weights)
+    x = gm.marginal(p, 2.).sample(300, generator=torch.Generator().manual_seed(1), dtype=F64)
+    v_if = p.to_basis(gm.denoiser(p).velocity(x, 2.))
+    v_ou = white.denoiser(ou).velocity(p.to_basis(x) / sq, rho)
+    torch.testing.assert_close(v_if, sq * rho / 2 * v_ou, rtol=1e-8, atol=1e-10)
+
+@pytest.mark.parametrize('kind,keep', [('prp', None), ('prr', 2)])
+def test_gaussian_encode_gives_predicted_latent(kind, keep):
+    "The pfODE of Gaussian data scales eigen-coordinates by sqrt(v(t_max) / v(t_min)); PRP: identity."
+    gm = _gauss4()
+    p = inflationary_path(gm, kind, keep)
+    x = gm.sample(64, generator=torch.Generator().manual_seed(2), dtype=F64)
+    zT = p.to_basis(encode(if_denoiser(Zero(), p), x, method='rk4', steps=20)) * p.prior_std()
+    torch.testing.assert_close(zT, p.to_basis(x) * (p.cov(p.t_max) / p.cov(p.t_min)).sqrt(), rtol=1e-4, atol=1e-6)
+    if kind == 'prp': torch.testing.assert_close(p.cov(p.t_max), torch.tensor([3., 1, .5, .2], dtype=F64))
+
+def test_precond_with_zero_net_is_gaussian_oracle():
+    gm = _gauss4()
+    for form in FORMS:
+        p = inflationary_path(gm, 'prr', 1, form=form)
+        x = gm.marginal(p, 2.).sample(16, generator=torch.Generator().manual_seed(3), dtype=F64)
+        torch.testing.assert_close(if_denoiser(Zero(), p).x0(x, 2.), gm.x0(x, 2., p), rtol=1e-8, atol=1e-9)
+    with pytest.raises(TypeError, match='path'): IFPrecond(Zero(), dn.get_path('vp'))
+
+def test_fm_conditional_field_expectation_is_pfode_drift():
+    gm = dn.GaussianMixture(torch.tensor([[-1., .5], [1.5, -.3]]), torch.tensor([.3, .6]))
+    p, t = inflationary_path(gm, 'prr', 1), 1.
+    xt = gm.marginal(p, t).sample(4, generator=torch.Generator().manual_seed(4), dtype=F64)
+    x0 = gm.sample(200_000, generator=torch.Generator().manual_seed(5), dtype=F64)
+    eps = (p.to_basis(xt)[:, None] - p._alpha(torch.tensor(t, dtype=F64)) * p.to_basis(x0)[None]) / p._sigma(torch.tensor(t, dtype=F64))
+    w = torch.softmax(-0.5 * (eps**2).sum(-1), 1)
+    _, u = conditional_field(p, x0.expand(4, -1, -1).reshape(-1, 2), p.from_basis(eps.reshape(-1, 2), eps.reshape(-1, 2)), t)
+    Eu = (w.reshape(-1, 1) * u).reshape(4, -1, 2).sum(1)
+    v = gm.denoiser(p).velocity(xt, t)
+    torch.testing.assert_close(Eu, v, rtol=0, atol=0.03 * v.abs().max().item())
+
+def test_fm_loss_is_trainers_native_velocity_loss():
+    "dn.Trainer(param='velocity') on an inflationary path minimises exactly the flow-matching loss."
+    x = dn.toy('moons', 64)
+    p = inflationary_path(x, 'prr', 1)
+    den = dn.Denoiser(dn.randomize_(dn.MLP(2, hidden=16, depth=1), generator=torch.Generator().manual_seed(0)), p, 'velocity')
+    g = torch.Generator().manual_seed(1)
+    t, eps = dn.sample_t(p, 64, 'uniform', g), torch.randn(64, 2, generator=g)
+    torch.testing.assert_close(fm_loss(den, x, t, eps), dn.dsm_loss(den, x, t, eps), rtol=1e-4, atol=1e-6)
+    xt, u = conditional_field(p, x, eps, t)
+    torch.testing.assert_close(fm_loss(den, x, t, eps), (den.velocity(xt, t) - u).pow(2).mean(1), rtol=1e-4, atol=1e-6)
+
+def test_training_learns_the_gaussian_optimum():
+    "On Gaussian data the preconditioned net's optimum is F = 0; training from a random net must close most of the gap to it."
+    R = torch.linalg.qr(torch.randn(2, 2, generator=torch.Generator().manual_seed(3), dtype=F64))[0]
+    gm = dn.GaussianMixture(torch.zeros(1, 2), (R @ torch.diag(torch.tensor([2., .5], dtype=F64)) @ R.T)[None])
+    p = inflationary_path(gm, 'prr', 1)
+    x = gm.sample(2000, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(2)
+    xe, te = gm.sample(4000, generator=g), dn.sample_t(p, 4000, 'uniform', g)
+    ee = torch.randn(xe.shape, generator=g)
+    den = if_denoiser(dn.randomize_(dn.MLP(2, hidden=32, depth=1), std=1., generator=torch.Generator().manual_seed(0)), p)
+    with torch.no_grad():
+        l_opt, l_init = if_loss(if_denoiser(Zero(), p), xe, te, ee).mean().item(), if_loss(den, xe, te, ee).mean().item()
+    trained = fit_if(den, x, 100, batch_size=128)
+    with torch.no_grad(): l_fit = if_loss(trained, xe, te, ee).mean().item()
+    assert l_init > 1.2 * l_opt and l_fit - l_opt < 0.3 * (l_init - l_opt)
+    assert len(trained.losses) == 100
+
+def test_round_trip_error_shrinks_with_order():
+    gm = dn.ring_mixture(4, radius=2., stds=(.2, .4))
+    p = inflationary_path(gm, 'prr', 1, t_max=5., t_min=1e-2)
+    x = gm.sample(40, generator=torch.Generator().manual_seed(5), dtype=F64)
+    e = {m: round_trip(gm.denoiser(p), x, method=m, steps=40).mean().item() for m in ('euler', 'heun', 'rk4')}
+    assert e['euler'] > 10 * e['heun'] > 100 * e['rk4']
+
+def test_compress_and_decompress_are_the_latent_split():
+    gm = dn.ring_mixture(4, radius=2., stds=(.2, .4))
+    x = gm.sample(40, generator=torch.Generator().manual_seed(6), dtype=F64)
+    p = inflationary_path(gm, 'prr', 1, t_max=5., t_min=1e-2)
+    den, kw = gm.denoiser(p), dict(method='rk4', steps=20)
+    z = p.to_basis(encode(den, x, **kw))
+    codes = compress(den, x, **kw)
+    assert codes.shape == (40, 1)
+    torch.testing.assert_close(codes, z[:, :1])
+    torch.testing.assert_close(compress(den, x, 2, **kw), z)
+    rest = torch.randn(40, 1, generator=torch.Generator().manual_seed(1), dtype=F64)
+    torch.testing.assert_close(decompress(den, codes, eps=1., generator=torch.Generator().manual_seed(1), **kw),
+                               decode(den, p.from_basis(torch.cat([codes, rest], 1), x), **kw))
+    # the compressed direction's latent is small in absolute units: exp(-rho gap t_max / 2) of the data's std (paper form)
+    assert p.prior_std()[1].item() == pytest.approx(p.xi[1].sqrt().item() * math.exp(-0.9 * 5 / 2), rel=1e-6)
+    with pytest.raises(ValueError, match='keep'): compress(den, x, 3, **kw)
+
+@pytest.mark.parametrize('d', [2, 3])
+def test_winding_number_inside_outside(d):
+    V, F = sphere_mesh(d, 300)
+    pts = torch.randn(2000, d, generator=torch.Generator().manual_seed(7), dtype=F64)
+    w, r = winding_number(pts, 1.5 * V, F), pts.norm(dim=1)
+    torch.testing.assert_close(w[r < 1.4], torch.ones_like(w[r < 1.4]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(w[r > 1.6], torch.zeros_like(w[r > 1.6]), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match='d=4'): sphere_mesh(4)
+
+def test_calibration_with_oracle_within_mc_error():
+    gm = dn.ring_mixture(4, radius=2., stds=(.2, .4))
+    den = gm.denoiser(inflationary_path(gm, 'prr', 1, t_max=5., t_min=1e-2))
+    xd = gm.sample(800, generator=torch.Generator().manual_seed(8), dtype=F64)
+    tab = calibration(den, radii=(1., 2.), n=800, n_boundary=100, data=xd, generator=torch.Generator().manual_seed(9), method='rk4', steps=20)
+    for col in ('latent', 'generated', 'round_trip'): assert ((tab[col] - tab['nominal']).abs() <= 4 * tab['stderr'] + 2e-3).all(), col
+    assert ((tab['data'] - tab['nominal_kept']).abs() <= 4 * tab['data_stderr'] + 0.01).all()
+
+def test_bad_input_names_the_argument():
+    x = dn.toy('moons', 100)
+    for kw, name in ((dict(kind='pca'), 'kind'), (dict(kind='prr'), 'keep'), (dict(kind='prr', keep=2), 'keep'),
+                     (dict(kind='prr', keep=1, gap=1.), 'gap'), (dict(form='other'), 'form'), (dict(rho=-1.), 'rho')):
+        with pytest.raises(ValueError, match=name): inflationary_path(x, **kw)
+    with pytest.raises(ValueError, match='xi'): InflationaryPath(torch.tensor([1., 0.]))
+    with pytest.raises(ValueError, match='g'): InflationaryPath(torch.tensor([1., 1.]), g=torch.tensor([1., 0.]))
+    with pytest.raises(ValueError, match='steps'): next(train_if(if_denoiser(Zero(), inflationary_path(x)), x, -1))
