@@ -361,21 +361,25 @@ def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
     sig64 = r.s / r.a
     sig, sig_max = r.K(sig64), sig64[0].max().item()
     for i in range(r.N):
-        xt, s_hat = z / r.ca[i], sig[i]
+        xt, s_hat = _times(z, 1 / r.ca[i]), sig[i]
         gamma = min(S_churn / r.N, math.sqrt(2) - 1) if S_churn > 0 and S_min <= s_hat <= S_max and i < r.N - 1 else 0.
         if gamma > 0:
             s_hat = min(s_hat * (1 + gamma), sig_max)
             t_hat = min(P.t_of_log_snr(torch.tensor(-2 * math.log(s_hat))).item(), P.t_max)
-            xt = r.add_noise(xt, math.sqrt(max(s_hat**2 - sig[i]**2, 0.)) * S_noise)
+            xt = r.add_noise(xt.clone(), math.sqrt(max(s_hat**2 - sig[i]**2, 0.)) * S_noise)   # xt may be z itself: the caller's last state
             x0, d = r.D_at(r.coefs_at(t_hat)[0] * xt, t_hat)
         else: x0, d = r.D(z, i)                    # d x~ / d sigma~ = eps
         step = sig[i + 1] - s_hat
-        x_next = xt + step * d
+        x_next = _lin((1., xt), (step, d))
         if bool((r.s[i + 1] > 0).all()):
-            x0, d1 = r.D(r.ca[i + 1] * x_next, i + 1)
-            x_next = xt + step * (d + d1) / 2
-        z = r.ca[i + 1] * x_next
+            x0, d1 = r.D(_times(x_next, r.ca[i + 1]), i + 1)
+            x_next = _lin((1., xt), (step / 2, d), (step / 2, d1))
+        z = _times(x_next, r.ca[i + 1])
         yield z, x0
+
+def _times(v:Tensor, c) -> Tensor:
+    "c v, skipping the pass when c is the number 1 (alpha = 1 on the EDM and VE paths)."
+    return v if isinstance(c, float) and c == 1. else v * c
 
 # %% ../nbs/04_samplers.ipynb #c027
 def _dpm_steps(r, order:int, sde:bool=False):
