@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from .paths import Path, DiagonalPath, time_grid, as_time
 from .denoisers import Denoiser
+from .samplers import sample, _DP_C, _DP_A, _DP_E
 
 # %% auto #0
 __all__ = ['TABLEAUS', 'ODE_METHODS', 'ODEInfo', 'odeint', 'encode', 'decode', 'prior_log_prob', 'log_prob', 'bits_per_dim',
@@ -22,11 +23,8 @@ TABLEAUS = {   # name -> (c, A, b, b_err): Butcher tableaus; b_err is the embedd
     'euler': ([0.], [[]], [1.], None),
     'heun': ([0., 1.], [[], [1.]], [.5, .5], None),
     'rk4': ([0., .5, .5, 1.], [[], [.5], [0., .5], [0., 0., 1.]], [1/6, 1/3, 1/3, 1/6], None),
-    'dopri5': ([0., 1/5, 3/10, 4/5, 8/9, 1., 1.],
-               [[], [1/5], [3/40, 9/40], [44/45, -56/15, 32/9], [19372/6561, -25360/2187, 64448/6561, -212/729],
-                [9017/3168, -355/33, 46732/5247, 49/176, -5103/18656], [35/384, 0., 500/1113, 125/192, -2187/6784, 11/84]],
-               [35/384, 0., 500/1113, 125/192, -2187/6784, 11/84, 0.],
-               [5179/57600, 0., 7571/16695, 393/640, -92097/339200, 187/2100, 1/40]),
+    'dopri5': ([float(c) for c in _DP_C], _DP_A, _DP_A[6] + [0.],   # the samplers' Dormand-Prince 5(4) tableau, not a second copy
+               [b - e for b, e in zip(_DP_A[6] + [0.], _DP_E)]),    # 4th-order weights = 5th-order weights - error weights
 }
 ODE_METHODS = tuple(TABLEAUS)
 
@@ -379,7 +377,6 @@ def sdedit(den:Denoiser, x:Tensor,
            **kw,                     # passed to dn.sample (y=, scale=, the method's options)
           ) -> Tensor:
     "Edit x by noising it to time t and sampling back to t_min."
-    from diffnb.samplers import sample
     x, P = _check_x(den, x), den.path
     t = float(P._check_t(t, 't'))
     if not t > P.t_min: raise ValueError(f"t={t}: must be above t_min={P.t_min}")
