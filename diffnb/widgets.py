@@ -93,6 +93,7 @@ class SamplerPreview(anywidget.AnyWidget):
     running = traitlets.Bool(False).tag(sync=True)
     status = traitlets.Unicode('ready').tag(sync=True)
     canvas_size = traitlets.Int(260).tag(sync=True)
+    ack_ms = traitlets.Int(250).tag(sync=True)             # the browser acknowledges at most this often (cumulatively; the final frame at once)
 
 # %% ../nbs/11_widgets.ipynb #c014
 def _check_preview(den, n, max_fps, max_inflight):
@@ -106,7 +107,7 @@ def _sp_init(self, den:Denoiser,      # what to sample (network, oracle or guide
              n:int=4096,               # samples per run
              method:str='dpmpp_2m', steps:int=20,
              max_fps:float=30.,        # most frames sent per second (the last frame is always sent)
-             max_inflight:int=6,       # most frames awaiting the browser's acknowledgement (about 0.2 s at 30 a second)
+             max_inflight:int=12,      # most frames awaiting the browser's acknowledgement (0.4 s at 30 a second: > ack_ms + latency)
              ack_timeout:float=2.,     # seconds after which an unacknowledged frame counts as lost (a closed view)
              clock=time.perf_counter,  # time source of the throttle, the ack timeout and the elapsed time (tests inject one)
              final_wait:float=1.,      # real seconds the final frame waits for a free slot before it goes anyway
@@ -139,7 +140,7 @@ def _on_msg(self, _, content, buffers):
     kind = content.get('type') if isinstance(content, dict) else None
     if kind == 'ack':
         with self._cv:
-            seq = int(content.get('seq', 0)); self._acked = max(self._acked, seq); self._acks += 1
+            seq = int(content.get('seq', 0)); self._acked = max(self._acked, seq); self._acks += 1   # cumulative: seq and every frame before it
             if seq in self._sent_at: self._latency.append(self.clock() - self._sent_at[seq])
             self._cv.notify_all()
     elif kind == 'hello': self.views += 1
@@ -251,9 +252,12 @@ def _stream_(self, cfgs:list):
     with self._cv: self._cv.wait_for(self._room, timeout=self.final_wait)   # the final frame waits for room, not forever
     status = 'stopped' if stopped else 'done'
     if all(l is not None for l in latest): self._send_frame(latest, cfgs, True, elapsed, status)
+    if self.views:   # the browser acknowledges the final frame at once: wait for it (briefly), so the record below is complete
+        with self._cv: self._cv.wait_for(lambda: self._acked >= self._seq, timeout=self.final_wait)
     self._latest, self._cfgs = latest, cfgs
     self.result = [l.x for l in latest if l is not None]
-    self.last_run = dict(steps=n_steps, frames=self._seq - sent0, throttled=throttled, held=held, stopped=stopped, elapsed=elapsed,
+    with self._cv: acked = self._acked - sent0 - self._lost
+    self.last_run = dict(steps=n_steps, frames=self._seq - sent0, acked=acked, throttled=throttled, held=held, stopped=stopped, elapsed=elapsed,
                          nfe=[l.nfe for l in latest if l is not None], bytes=sum(self._frame_bytes), views=self.views,
                          ack_latency=sorted(self._latency)[len(self._latency) // 2] if self._latency else None)
     self.status = status

@@ -11,7 +11,7 @@ class Clock:
     def __call__(self): return self.t
 
 class Browser:
-    "A recording comm: keeps every message, acknowledges frames (at once, never, or when asked) and can press Stop."
+    "A recording comm: keeps every message, acknowledges frames (at once, every k-th cumulatively, or never) and can press Stop."
     comm_id = 'recording'
     def __init__(self, w, ack='now', stop_at=None):
         self.w, self.ack, self.stop_at, self.msgs = w, ack, stop_at, []
@@ -21,7 +21,8 @@ class Browser:
         self.msgs.append((data, [bytes(b) for b in (buffers or [])]))
         if data.get('method') == 'custom' and data['content'].get('type') == 'frame':
             seq = data['content']['seq']
-            if self.ack == 'now': self.w._on_msg(self.w, {'type': 'ack', 'seq': seq}, [])
+            if self.ack == 'now' or (isinstance(self.ack, int) and (seq % self.ack == 0 or data['content']['final'])):
+                self.w._on_msg(self.w, {'type': 'ack', 'seq': seq}, [])   # an int k: one cumulative ack per k frames, as the browser does
             if self.stop_at is not None and len(self.frames) == self.stop_at: self.w._on_msg(self.w, {'type': 'stop'}, [])
     def close(self, *a, **k): pass
     def on_msg(self, *a, **k): pass
@@ -76,6 +77,21 @@ def test_unacknowledged_frames_hold_the_stream_and_the_final_frame_still_goes():
     fr = b.frames
     assert len(fr) == 3 and fr[-1][0]['final'] and fr[-1][0]['step'] == 60
     assert w.last_run['held'] >= 45 and w.last_run['throttled'] > 0   # after two frames every step waits for acknowledgements
+
+def test_cumulative_acknowledgements():
+    clock = Clock()
+    w = SamplerPreview(ring_den(clock, dt=0.05), n=100, method='euler', steps=60, clock=clock, max_inflight=4, ack_timeout=1e9, final_wait=0.05)
+    b = Browser(w, ack=3)
+    w.run(wait=True)
+    r = w.last_run
+    # one message per 3 frames acknowledges them all: the stream is never held, and every frame counts as acknowledged
+    assert r['held'] == 0 and r['throttled'] == 0 and r['acked'] == r['frames'] == len(b.frames) == 61, r
+    assert w._acks == 21 and w._acked == w._seq
+    # with room for only 2 unacknowledged frames the same browser holds the stream every third frame
+    w2 = SamplerPreview(ring_den(clock, dt=0.05), n=100, method='euler', steps=60, clock=clock, max_inflight=2, ack_timeout=1e9, final_wait=0.05)
+    b2 = Browser(w2, ack=3)
+    w2.run(wait=True)
+    assert w2.last_run['held'] >= 15 and w2.last_run['acked'] == w2.last_run['frames'] == len(b2.frames), w2.last_run
 
 def test_lost_acknowledgements_time_out():
     clock = Clock()

@@ -1,4 +1,4 @@
-// diffnb SamplerPreview: draws streamed frames (point clouds or image grids) on canvases and acknowledges each one.
+// diffnb SamplerPreview: draws streamed frames (point clouds or image grids) on canvases and acknowledges them.
 // A classic script: anywidget gets it with `export default {render: diffnbSamplerRender}` appended (see diffnb/widgets.py);
 // the static docs load it with <script src> and render an embedded snapshot through diffnbStaticModel.
 
@@ -107,10 +107,21 @@ function diffnbSamplerRender({ model, el }) {
     root.dataset.frames = drawn; root.dataset.seq = msg.seq; root.dataset.final = msg.final ? '1' : '0'; root.dataset.status = msg.status;
     stats.textContent = `${msg.status}  t=${(+msg.t).toPrecision(4)}  step ${msg.step}/${msg.total}  NFE ${msg.nfe}  ${msg.elapsed.toFixed(2)} s  frame ${msg.seq}`;
   }
+  // acknowledgements are cumulative (seq acknowledges every frame up to it) and go at most every ack_ms, plus the final
+  // frame's: each message to the kernel costs it a busy/idle round and the page a status redraw, so one per frame halves the rate
+  let lastAck = -1e9, ackTimer = null, pending = 0;
+  function ack(seq, final) {
+    pending = Math.max(pending, seq);
+    const wait = lastAck + model.get('ack_ms') - performance.now();
+    if (final || wait <= 0) {
+      if (ackTimer) { clearTimeout(ackTimer); ackTimer = null; }
+      lastAck = performance.now(); model.send({ type: 'ack', seq: pending, final: !!final });
+    } else if (!ackTimer) ackTimer = setTimeout(() => { ackTimer = null; ack(pending, false); }, wait);
+  }
   model.on('msg:custom', (msg, buffers) => {
     if (msg.type !== 'frame') return;
     draw(msg, buffers);
-    model.send({ type: 'ack', seq: msg.seq, final: !!msg.final });
+    ack(msg.seq, msg.final);
   });
   if (model.get('snapshot_frame')) {   // a static snapshot (docs): the last frame, embedded as base64
     const f = model.get('snapshot_frame');
