@@ -507,7 +507,32 @@ def overhead(steps, repeats, log) -> str:
             f'median of {repeats} repeats after one warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads. '
             'Overhead = (wall time - time inside the model views - time drawing the initial state) / NFE. '
             'diffnb rows use the EDM path and the log_snr grid; analytic_dpm estimates its variance on 256 extra points.\n\n'
-            + table(header, rows) + '\n')
+            + table(header, rows) + '\n\n' + noise_floor(repeats))
+
+def noise_floor(repeats) -> str:
+    "What one stochastic step cannot avoid: drawing N(0, I) noise the size of the state, by the ways this CPU offers."
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+    pool, rng = ThreadPoolExecutor(1), np.random.default_rng(0)
+    def timed(f):
+        f(); ts = []
+        for _ in range(max(repeats, 3) * 20):
+            t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+        return statistics.median(ts) * 1e6
+    rows = []
+    for title, shape in OVERHEAD_SHAPES.items():
+        n, g, g2 = math.prod(shape), torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+        out, buf = torch.empty(n), np.empty(n, np.float32)
+        def two_threads():   # two generators, one half each, on both cores
+            h = pool.submit(out[:n // 2].normal_, generator=g2); out[n // 2:].normal_(generator=g); h.result()
+        rows.append([title, f'{n:,}'] + [f'{timed(f):.0f}' for f in (
+            lambda: torch.randn(shape, generator=g), lambda: torch.rand(shape, generator=g), two_threads,
+            lambda: rng.standard_normal(dtype=np.float32, out=buf))])
+    pool.shutdown()
+    return ('## The noise floor of a stochastic step\n\nMicroseconds to draw one state of N(0, I) noise, median of '
+            f'{max(repeats, 3) * 20} draws: the least a stochastic step costs beyond the model. torch\'s CPU generator (mt19937) '
+            'is single-threaded; two generators on both cores halve it at best; numpy\'s PCG64 ziggurat is slower here.\n\n'
+            + table(['state', 'numbers', 'torch.randn', 'torch.rand (uniform)', 'torch, 2 generators x 2 threads', 'numpy PCG64 float32'], rows) + '\n')
 
 
 # ----------------------------------------------------------------------------------------------
