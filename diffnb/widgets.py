@@ -16,6 +16,7 @@ from .paths import Path, DiagonalPath, get_path, time_grid, figure_bundle, TIME_
 from .denoisers import Denoiser
 from .data import GaussianMixture
 from .samplers import SAMPLERS, sample_iter, sample, fit_grid, _initial_state
+from .flows import _net_dtype
 from .train import Trainer
 
 # %% auto #0
@@ -352,8 +353,7 @@ def integrate_paths(den:Denoiser,      # the model whose flow is followed
     P = den.path
     ts = torch.linspace(P.t_max, P.t_min, steps + 1, dtype=torch.float64)
     if direction == 'forward': ts = ts.flip(0)
-    net = getattr(den, 'net', None)
-    dt = next(net.parameters()).dtype if isinstance(net, torch.nn.Module) else torch.float64   # networks in their own dtype, oracles in float64
+    dt = _net_dtype(den) or torch.float64   # networks in their own dtype, oracles in float64
     x = x.to(dt).clone(); out = [x.clone()]
     sgn = 1. if direction == 'forward' else -1.
     def drift(x, t):   # one Denoiser call: the score follows from the velocity, v = f x - g^2/2 score

@@ -87,11 +87,14 @@ def test_cumulative_acknowledgements():
     # one message per 3 frames acknowledges them all: the stream is never held, and every frame counts as acknowledged
     assert r['held'] == 0 and r['throttled'] == 0 and r['acked'] == r['frames'] == len(b.frames) == 61, r
     assert w._acks == 21 and w._acked == w._seq
-    # with room for only 2 unacknowledged frames the same browser holds the stream every third frame
+    # max_inflight must exceed the frames between acknowledgements: with room for 2, a browser that acknowledges every 3rd
+    # frame gets two frames, then every later step is held until the final frame goes (which it acknowledges)
     w2 = SamplerPreview(ring_den(clock, dt=0.05), n=100, method='euler', steps=60, clock=clock, max_inflight=2, ack_timeout=1e9, final_wait=0.05)
     b2 = Browser(w2, ack=3)
     w2.run(wait=True)
-    assert w2.last_run['held'] >= 15 and w2.last_run['acked'] == w2.last_run['frames'] == len(b2.frames), w2.last_run
+    r2 = w2.last_run
+    assert [f[0]['seq'] for f in b2.frames] == [1, 2, 3] and b2.frames[-1][0]['final'], r2
+    assert r2['held'] == 58 and r2['acked'] == r2['frames'] == 3, r2
 
 def test_lost_acknowledgements_time_out():
     clock = Clock()
