@@ -4,11 +4,12 @@
 
 # %% ../nbs/10_constructions.ipynb #c002
 from __future__ import annotations
-import math, copy, itertools
+import math, itertools
 import torch
 from torch import Tensor, nn
 from fastcore.basics import patch_to
-from .paths import Path, get_path
+from .paths import Path
+from .flows import odeint
 from .denoisers import Denoiser
 from .train import Trainer, sample_t, TrainStep
 
@@ -127,13 +128,14 @@ def continuity_residual(flow:KernelFlow, x:Tensor, t, x0:Tensor) -> Tensor:
 
 # %% ../nbs/10_constructions.ipynb #c022
 @patch_to(KernelFlow)
-def x0(self, x:Tensor, t:float, data:Tensor, chunk_elems:int=2**22) -> Tensor:
-    "Exact E[x0 | x_t = x] under the empirical distribution of data (n, d)."
-    t, y = float(t), data.to(x)
+def x0(self, x:Tensor, t, data:Tensor, chunk_elems:int=2**22) -> Tensor:
+    "Exact E[x0 | x_t = x] under the empirical distribution of data (n, d); t one time, or a (B, 1) column (one per row)."
+    y = data.to(x)
     out = torch.empty_like(x)
     step = max(1, chunk_elems // (y.shape[0] * x.shape[1]))
     for i in range(0, x.shape[0], step):
-        lw = self.prior._log_weight((x[i:i+step, None, :] - self.mu(y, t)[None]) / t)
+        ti = t[i:i+step, :, None].to(x) if isinstance(t, Tensor) else float(t)   # (b, 1, 1): broadcasts over the data points
+        lw = self.prior._log_weight((x[i:i+step, None, :] - self.mu(y, ti)) / ti)
         out[i:i+step] = torch.softmax(lw, -1) @ y
     return out
 
@@ -156,6 +158,13 @@ def sample_prior(self, n:int, d:int, generator=None, data:Tensor|None=None, dtyp
     return x
 
 # %% ../nbs/10_constructions.ipynb #c026
+def _integrate(drift, x:Tensor, grid:list, method:str, return_traj:bool) -> Tensor:
+    "dn.flows.odeint over a fixed grid: the final state, or every grid point's state stacked (one odeint call per interval)."
+    if not return_traj: return odeint(drift, (x,), grid[0], grid[-1], method, grid=grid)[0][0]
+    traj = [x]
+    for a, b in zip(grid[:-1], grid[1:]): traj.append(odeint(drift, (traj[-1],), a, b, method, grid=[a, b])[0][0])
+    return torch.stack(traj)
+
 def kernel_sample(den,                    # D(x, t) -> x0-hat: a KernelFlow oracle or a trained KernelDenoiser
                   xT:Tensor,              # the state at t = T
                   T:float, t_min:float,   # integrate from T down to t_min
@@ -167,15 +176,7 @@ def kernel_sample(den,                    # D(x, t) -> x0-hat: a KernelFlow orac
     if method not in ('heun', 'euler'): raise ValueError(f"method={method!r}: must be 'heun' or 'euler'")
     if not 0 < t_min < T: raise ValueError(f"t_min={t_min}, T={T}: need 0 < t_min < T")
     s = torch.linspace(math.log(T), math.log(t_min), steps + 1, dtype=torch.float64).tolist()
-    x, traj = xT, [xT]
-    for s0, s1 in zip(s[:-1], s[1:]):
-        h, k1 = s1 - s0, x - den(x, math.exp(s0))
-        if method == 'euler': x = x + h * k1
-        else:
-            xe = x + h * k1
-            x = x + h / 2 * (k1 + xe - den(xe, math.exp(s1)))
-        if return_traj: traj.append(x)
-    return torch.stack(traj) if return_traj else x
+    return _integrate(lambda s_, y: (y[0] - den(y[0], math.exp(s_)),), xT, s, method, return_traj)
 
 # %% ../nbs/10_constructions.ipynb #c030
 def poisson_field(x:Tensor,     # (n, d) positions on the plane
@@ -227,7 +228,7 @@ def kernel_flow_steps(flow:KernelFlow, model:nn.Module, data:Tensor,
         u = torch.rand(batch_size, 1, generator=g)
         t = flow.t_min * (flow.T / flow.t_min)**u if flow.kind == 'green' else flow.t_min + (flow.T - flow.t_min) * u
         x = flow.cond_sample(y, t, g)
-        if target == 'field': y = torch.softmax(flow.prior._log_weight((x[:, None] - flow.mu(y[None], t[:, :, None])) / t[:, :, None]), -1) @ y
+        if target == 'field': y = flow.x0(x, t, y)   # the minibatch's exact D at each row's time
         loss = ((model(x.to(dev), t[:, 0].to(dev)) - y.to(dev))**2).sum(1).mean()
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         yield TrainStep(k + 1, loss.item(), lr, float('nan'), 0.)
@@ -239,11 +240,8 @@ def flow_euler(den:Denoiser, z:Tensor,   # a Denoiser on a path, and states at t
     "Euler on the probability-flow drift den.velocity from t_max to t_min, uniform in t."
     P = den.path
     ts = torch.linspace(P.t_max, P.t_min, steps + 1, dtype=torch.float64).tolist()
-    x, traj = z, [z]
-    for t0, t1 in zip(ts[:-1], ts[1:]):
-        x = x + (t1 - t0) * den.velocity(x, torch.full((x.shape[0],), t0, dtype=torch.float64, device=x.device)).to(x)
-        traj.append(x)
-    return torch.stack(traj) if return_traj else x
+    drift = lambda t, y: (den.velocity(y[0], torch.full((y[0].shape[0],), t, dtype=torch.float64, device=y[0].device)).to(y[0]),)
+    return _integrate(drift, z, ts, 'euler', return_traj)
 
 def straightness(den:Denoiser, z:Tensor, steps:int=50) -> float:
     "mean over the trajectory of |(x_end - x_start)/(t_min - t_max) - v(x_t, t)|^2 along Euler trajectories from z."

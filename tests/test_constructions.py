@@ -64,6 +64,10 @@ def test_cond_sample_matches_density():
     x0 = torch.full((100_000, 1), 2., dtype=torch.float64)
     xt = fl.cond_sample(x0, 0.5, g())
     assert abs(xt.mean().item() - 2) < 0.01 and abs(xt.std().item() - 0.5) < 0.01
+    # the shape, not only two moments: (x_t - 2) / 0.5 is the unit-variance Laplace (scale 1/sqrt 2); a Gaussian fails this
+    z = ((xt - 2) / 0.5).flatten().numpy()
+    assert stats.kstest(z, 'laplace', args=(0, 2**-0.5)).pvalue > 1e-3
+    assert stats.kstest(z, 'norm').pvalue < 1e-6
 
 @pytest.mark.parametrize('name', ['gaussian', 'laplace', 'cauchy', 'tanh', 'exp'])
 @pytest.mark.parametrize('kind', ['linear', 'green'])
@@ -159,9 +163,14 @@ def test_reflow_pairs_and_steps():
     assert torch.allclose(P.alpha(P.t_max).item() * x0 + P.sigma(P.t_max).item() * eps, z, atol=1e-5)
     assert torch.cdist(x0, y.double()).min(1).values.max() < 0.05
     x0, eps = x0.float(), eps.float()
-    tr = dn.Trainer(dn.MLP(2, hidden=16, depth=1), P, x0, param='velocity', batch_size=16, device='cpu')
-    steps = list(reflow_steps(tr, x0, eps, 3, generator=g()))
-    assert len(steps) == 3 and tr.step == 3
+    def first_losses(noise):   # identical nets and draws: only the coupling's noise differs
+        torch.manual_seed(0)
+        tr = dn.Trainer(dn.MLP(2, hidden=16, depth=1), P, x0, param='velocity', batch_size=16, device='cpu')
+        steps = list(reflow_steps(tr, x0, noise, 3, generator=g()))
+        assert len(steps) == 3 and tr.step == 3
+        return [s.loss for s in steps]
+    # the steps train on the given pairs: the same coupling repeats exactly, another noise gives other losses
+    assert first_losses(eps) == first_losses(eps.clone()) != first_losses(-eps)
 
 # cold diffusion
 def test_blur_matrix():
