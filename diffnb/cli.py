@@ -89,10 +89,7 @@ def _sample(args) -> int:
     g = torch.Generator(device='cpu').manual_seed(args.seed)
     t0 = time.perf_counter()
     kw = dict(y=torch.full((args.n,), args.label, dtype=torch.long)) if args.label is not None else {}
-    if args.label is not None and args.guidance != 1.:
-        from diffnb.denoisers import CFG
-        null = getattr(den.net, 'null_label', None)
-        den = CFG(den, None, args.guidance, y=kw.pop('y'), y_null=null)
+    if args.label is not None and args.guidance != 1.: kw['scale'] = args.guidance   # classifier-free guidance with the net's null label
     x = sample(den, args.n, args.method, args.steps, generator=g, progress=not args.quiet, **kw)
     out = FilePath(args.out)
     import numpy as np

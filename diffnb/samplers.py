@@ -98,11 +98,14 @@ class _Run:
         return z + c * self.noise(z)
 
 # %% ../nbs/04_samplers.ipynb #c010
-def _beta2(r):
-    "Per step i: variance added by the forward kernel from t_{i+1} to t_i, and its posterior (reverse) variance."
-    a0, a1, s0, s1 = r.a[:-1], r.a[1:], r.s[:-1], r.s[1:]
+def _ddpm_coefs(a:Tensor, # alpha at the descending grid times
+                s:Tensor, # sigma at the same times
+               ) -> tuple:
+    "Per step i: beta^2 (forward kernel's variance from t_{i+1} to t_i), beta-tilde^2 (its posterior's) and lambda (the posterior mean's coefficient on x0)."
+    a0, a1, s0, s1 = a[:-1], a[1:], s[:-1], s[1:]
     b2 = (s0**2 - (a0 / a1)**2 * s1**2).clamp(min=0)
-    return b2, s1**2 * b2 / s0**2
+    bt2 = s1**2 * b2 / s0**2
+    return b2, bt2, a1 - a0 * torch.sqrt((s1**2 - bt2).clamp(min=0)) / s0
 
 def _ddim_coefs(r, c2):
     "Coefficients of x_{i+1} = alpha x0 + sqrt(sigma^2 - c^2) eps + c xi; no noise at the last step."
@@ -113,7 +116,7 @@ def _ddim_coefs(r, c2):
 def ddim(r, z, eta=0.):
     "DDIM with eta in [0, 1]: deterministic at 0, ancestral DDPM at 1."
     if not 0 <= eta <= 1: raise ValueError(f"eta={eta}: must be in [0, 1]")
-    A, E, C = _ddim_coefs(r, eta**2 * _beta2(r)[1])
+    A, E, C = _ddim_coefs(r, eta**2 * _ddpm_coefs(r.a, r.s)[1])
     for i in range(r.N):
         x0, eps = r.D(z, i)
         z = r.add_noise(_lin((A[i], x0), (E[i], eps)), C[i])
@@ -123,7 +126,7 @@ def ddim(r, z, eta=0.):
 def ddpm(r, z, variance='beta_tilde'):
     "Ancestral DDPM: the posterior mean, with variance 'beta_tilde' (posterior) or 'beta' (forward step)."
     if variance not in ('beta_tilde', 'beta'): raise ValueError(f"variance={variance!r}: must be 'beta_tilde' or 'beta'")
-    b2, bt2 = _beta2(r)
+    b2, bt2, _ = _ddpm_coefs(r.a, r.s)
     A, E, _ = _ddim_coefs(r, bt2)                       # the posterior mean
     C = _ddim_coefs(r, b2 if variance == 'beta' else bt2)[2]
     for i in range(r.N):
@@ -189,8 +192,8 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
         if kind == 'auto': kind = info.grid    # explicit first-order steps in t cannot take auto's long first jump
         if kind in ('auto', 'log_snr', 'karras') and isinstance(P, DiagonalPath): kind = 'uniform'     # no scalar noise level
-        scale = (data_scale or den.data_scale or math.sqrt(x[0].numel())) if kind == 'auto' else None   # z-scored data: sqrt(d)
-        grid = time_grid(P, steps, kind, data_scale=scale)
+        radius = (data_scale or den.data_scale or math.sqrt(x[0].numel())) if kind == 'auto' else None   # z-scored data: sqrt(d)
+        grid = time_grid(P, steps, kind, data_scale=radius)
     grid = _check_grid(grid, P)
     r = _Run(den, grid, x, y, generator, x.dtype)
     nfe0 = den.nfe
@@ -450,9 +453,8 @@ def analytic_dpm(r, z, data=None):
         xt = _lin((r.ca[i], x0_data), (r.cs[i], r.noise(x0_data)))
         err = (x0_data - r.D_at(xt, r.ts[i])[0]).pow(2)
         post.append(err.mean(0).double() if r.diag else err.mean().double())
-    b2, bt2 = _beta2(r)
+    _, bt2, lam = _ddpm_coefs(r.a, r.s)
     A, E, C = _ddim_coefs(r, bt2)
-    lam = r.a[1:] - r.a[:-1] * torch.sqrt((r.s[1:]**2 - bt2).clamp(min=0)) / r.s[:-1]
     # beta-tilde noise (the forward noise, dropped at the last step) plus the uncertainty about x0, kept even at the last
     # step: with few steps the last one is long, and carries much of the samples' spread
     CX = r.K(torch.sqrt(lam**2 * torch.stack(post).to(lam)))
@@ -506,7 +508,6 @@ GRID_FITTERS['fitted'] = _fitted
 
 # %% ../nbs/04_samplers.ipynb #c052
 from torch import nn
-from types import SimpleNamespace
 from fastcore.basics import patch
 
 VARIANCE_KINDS = ('npr', 'sn')
@@ -545,15 +546,20 @@ def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
 # %% ../nbs/04_samplers.ipynb #c056
 from .denoisers import _batch_time
 
+def _variance_target(kind:str, # 'npr' or 'sn'
+                     eps:Tensor, eps_hat:Tensor, # the noise drawn and the mean model's estimate of it
+                    ) -> Tensor:
+    "The regression target for the head's Var[eps | x_t]: NPR's (eps - eps_hat)^2 or SN's eps^2 - eps_hat^2."
+    return (eps - eps_hat)**2 if kind == 'npr' else eps**2 - eps_hat**2
+
 def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
     "The head's regression loss at (x0, t, eps), per sample."
     P = head.den.path
     a, s = P.coef(P._alpha(t), x0), P.coef(P._sigma(t), x0)
     xt = a * x0 + s * eps
     with torch.no_grad(): eps_hat = head.den.eps(xt, t)
-    u = head.eps_var(xt, t)
-    if head.kind == 'npr': err = ((eps - eps_hat)**2 - u) * (a * a + s * s) / (a * a)
-    else: err = eps**2 - (eps_hat**2 + u)
+    err = _variance_target(head.kind, eps, eps_hat) - head.eps_var(xt, t)
+    if head.kind == 'npr': err = err * (a * a + s * s) / (a * a)     # relative to alpha^2 / (alpha^2 + sigma^2)
     return err.pow(2).flatten(1).mean(1)
 
 def fit_variance(den:Denoiser,        # the trained mean model (kept frozen)
@@ -584,9 +590,9 @@ def _head_variance(r, z, head, name):
     if not isinstance(head, VarianceHead): raise ValueError(f"head: {name} needs head= (a VarianceHead from fit_variance(..., kind={kind!r}))")
     if head.kind != kind: raise ValueError(f"head: a {head.kind!r} head was given to {name}; train one with kind={kind!r}")
     if r.diag: raise ValueError(f"{name}: needs a scalar path")
-    _, bt2 = _beta2(r)
+    _, bt2, lam = _ddpm_coefs(r.a, r.s)
     A, E, C = _ddim_coefs(r, bt2)
-    lam = r.K(r.a[1:] - r.a[:-1] * torch.sqrt((r.s[1:]**2 - bt2).clamp(min=0)) / r.s[:-1])
+    lam = r.K(lam)
     for i in range(r.N):
         x0, eps = r.D(z, i)
         v = head(r.path.from_basis(z, r.like), r.tb[i]).to(z)
@@ -654,8 +660,7 @@ def ddpm_elbo(den:Denoiser,           # the model: its posterior means define th
     if grid is None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 2): raise ValueError(f"steps={steps!r}: must be an integer >= 2")
     g = _check_grid(time_grid(P, steps - 1, 'uniform') if grid is None else grid, P)
     a, s = P._alpha(g), P._sigma(g)
-    b2, bt2 = _beta2(SimpleNamespace(a=a, s=s))
-    lam = a[1:] - a[:-1] * torch.sqrt((s[1:]**2 - bt2).clamp(min=0)) / s[:-1]
+    b2, bt2, lam = _ddpm_coefs(a, s)
     x0 = torch.as_tensor(x0)
     B, total = x0.shape[0], lambda v: v.flatten(1).sum(1)
     ps2 = P.prior_std().item()**2

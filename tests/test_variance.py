@@ -3,16 +3,16 @@ import math
 import pytest
 import torch
 import diffnb as dn
-from types import SimpleNamespace
-from diffnb.samplers import _beta2
+from diffnb.samplers import _ddpm_coefs, _variance_target, _variance_loss
 
 P = dn.get_path('vp')
 
 def gaussian_elbo(x0, mu, V, path, steps, variance, v0=None):
     "Closed-form ELBO (nats per point) for N(mu, V I) data with the exact denoiser, coordinates independent."
     g = dn.time_grid(path, steps - 1, 'uniform'); a, s = path._alpha(g), path._sigma(g)
-    b2, bt2 = _beta2(SimpleNamespace(a=a, s=s))
-    lam = a[1:] - a[:-1] * torch.sqrt((s[1:]**2 - bt2).clamp(min=0)) / s[:-1]
+    b2 = s[:-1]**2 - (a[:-1] / a[1:])**2 * s[1:]**2      # q(x_t | x_s) = N(alpha_t/alpha_s x_s, b2), t = g[i] > s = g[i+1]
+    bt2 = s[1:]**2 * b2 / s[:-1]**2                       # Var q(x_s | x_t, x0)
+    lam = a[1:] * b2 / s[:-1]**2                          # E q(x_s | x_t, x0)'s coefficient on x0: alpha_s b2 / sigma_t^2 (Ho et al. eq. 7)
     k = a * V / (a**2 * V + s**2)
     err = ((1 - k * a)[:, None, None]**2 * (x0 - mu)**2 + (k * s)[:, None, None]**2)       # (N, B, d)
     post = V * s**2 / (a**2 * V + s**2)
@@ -23,6 +23,19 @@ def gaussian_elbo(x0, mu, V, path, steps, variance, v0=None):
     if v0 is None: v0 = post[-1] if variance == 'analytic' else s[-1]**2 / a[-1]**2
     dec = (0.5 * torch.log(2 * math.pi * torch.as_tensor(v0)) + err[-1] / (2 * v0)).sum(1)
     return prior + mid.sum((0, 2)) + dec
+
+def test_ddpm_coefs_match_ho_et_al():
+    "On the DDPM chain, beta^2, beta-tilde^2 and lambda are Ho et al.'s beta_t, (1 - abar_{t-1}) / (1 - abar_t) beta_t and sqrt(abar_{t-1}) beta_t / (1 - abar_t)."
+    p = dn.get_path('ddpm', T=50)
+    beta = p.betas
+    abar = torch.cumprod(1 - beta, 0)
+    k = torch.arange(p.T - 1, -1, -1)                      # every step of the chain, noisiest first
+    g = p.t_of_step(k)
+    b2, bt2, lam = _ddpm_coefs(p._alpha(g), p._sigma(g))
+    t = k[:-1]                                            # the noisier end of each step
+    torch.testing.assert_close(b2, beta[t])
+    torch.testing.assert_close(bt2, (1 - abar[t - 1]) / (1 - abar[t]) * beta[t])
+    torch.testing.assert_close(lam, abar[t - 1].sqrt() * beta[t] / (1 - abar[t]))
 
 @pytest.mark.parametrize('variance', ['beta_tilde', 'beta', 'analytic'])
 @pytest.mark.parametrize('path', ['vp', 'ddpm'])
@@ -103,11 +116,19 @@ def test_npr_and_sn_differ_with_a_biased_mean():
     a, s = P.alpha(0.3).item(), P.sigma(0.3).item()
     xt = a * x0 + s * eps
     var_eps = a**2 / (a**2 + s**2)                      # Var[eps | x_t] for N(0, 1) data
-    npr_target = (eps - biased.eps(xt, t))**2
+    eps_hat = biased.eps(xt, t)
+    npr_target = _variance_target('npr', eps, eps_hat)
+    torch.testing.assert_close(npr_target, (eps - eps_hat)**2)
     assert npr_target.mean().item() == pytest.approx(var_eps + delta**2, rel=0.02)
-    sn_target = eps**2 - biased.eps(xt, t)**2           # E[eps | x] has mean zero over x
-    assert sn_target.mean().item() == pytest.approx(var_eps - delta**2, rel=0.03)
+    sn_target = _variance_target('sn', eps, eps_hat)
+    torch.testing.assert_close(sn_target, eps**2 - eps_hat**2)
+    assert sn_target.mean().item() == pytest.approx(var_eps - delta**2, rel=0.03)   # E[eps | x] has mean zero over x
     assert head.data_var.item() == 1.
+    head_sn = dn.VarianceHead(dn.MLP(1, hidden=8, depth=1), biased, 'sn')
+    for h, target, w in ((head, npr_target, 1 / var_eps), (head_sn, sn_target, 1.)):   # NPR's error is relative to a^2 / (a^2 + s^2)
+        with torch.no_grad():
+            u = h.eps_var(xt[:1000], t[:1000])
+            torch.testing.assert_close(_variance_loss(h, x0[:1000], t[:1000], eps[:1000]), (((target[:1000] - u) * w)**2).flatten(1).mean(1))
 
 def test_variance_bad_input(gaussian_heads):
     gm, train, heads = gaussian_heads
