@@ -235,7 +235,7 @@ def fit_if(den:Denoiser, data:Tensor, steps:int, loss=if_loss, ema:float=0.99, s
     "Train with `train_if` and return the EMA model as a Denoiser (its `losses` attribute holds the loss curve)."
     avg = EMA(den.net, ema)
     losses = [s.loss for s in train_if(den, data, steps, loss, ema=avg, generator=torch.Generator().manual_seed(seed), **kw)]
-    out = Denoiser(avg.net, den.path, den.param, data_scale=den.data_scale, event_shape=den.event_shape)
+    out = Denoiser(avg.net, den.path, den.param, sigma_data=den.sigma_data, data_scale=den.data_scale, event_shape=den.event_shape)
     out.losses = losses
     return out
 
