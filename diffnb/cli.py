@@ -12,11 +12,10 @@ from .denoisers import PARAMS
 from .data import TOYS, toy
 from .metrics import sliced_wasserstein, mmd
 from .samplers import SAMPLERS, sample
-from .nets import MLP, UNet
-from .train import Trainer, resolve_device, load_denoiser
+from .train import Trainer, RECIPE, default_net, resolve_device, load_denoiser
 
 # %% auto #0
-__all__ = ['DEMO_SAMPLERS', 'default_trainer', 'write_png', 'picture', 'run_demo', 'write_report', 'build_parser', 'main']
+__all__ = ['DEMO_SAMPLERS', 'write_png', 'picture', 'run_demo', 'write_report', 'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #c006
 def _info(args) -> int:
@@ -38,21 +37,15 @@ def _load_data(spec:str, n:int, seed:int):
     if p.suffix == '.pt' and p.exists(): return torch.load(p, weights_only=True)
     raise ValueError(f"--data {spec!r}: a toy ({', '.join(TOYS)}), 'digits', or an existing .npy/.pt file")
 
-def default_trainer(data, path:str='edm', steps:int=3000, batch_size:int=512, lr:float=2e-3, device='auto', seed:int=0,
-                    hidden:int=256, depth:int=4, folder=None, save_every=None) -> Trainer:
-    "diffnb's default recipe for a data tensor (or (x, y) pair): EDM preconditioning, data-scaled noise density, warm-up, EMA."
-    x = data[0] if isinstance(data, tuple) else data
-    n_classes = int(data[1].max()) + 1 if isinstance(data, tuple) else None
-    net = MLP(x[0].numel(), hidden=hidden, depth=depth, n_classes=n_classes) if x.dim() == 2 else UNet(x.shape[1], n_classes=n_classes)
-    return Trainer(net, path, data, param='edm', t_density='edm', batch_size=min(batch_size, x.shape[0]), lr=lr, warmup=min(200, steps // 10),
-                   ema=0.999 if steps >= 2000 else 0.99, device=device, seed=seed, folder=folder, save_every=save_every)
-
 def _train(args) -> int:
     data = _load_data(args.data, args.n, args.seed)
-    tr = default_trainer(data, args.path, args.steps, args.batch_size, args.lr, args.device, args.seed, folder=args.out,
-                         save_every=max(1, args.steps // 10))
-    print(f"training {type(tr.net).__name__} on {args.data} {tuple(tr.x.shape)} for {args.steps} steps on {tr.device}", flush=True)
-    tr.fit(args.steps, progress=not args.quiet)
+    if (FilePath(args.out) / 'latest').exists():
+        tr = Trainer.load(args.out, data=data, device=args.device, total_steps=args.steps)
+        print(f"resuming {args.out} at step {tr.step} of {args.steps}", flush=True)
+    else: tr = Trainer(default_net(data), args.path, data, batch_size=args.batch_size, lr=args.lr, total_steps=args.steps, device=args.device,
+                       seed=args.seed, folder=args.out, save_every=max(1, args.steps // 10))
+    print(f"training {type(tr.net).__name__} on {args.data} {tuple(tr.x.shape)} for {max(0, args.steps - tr.step)} steps on {tr.device}", flush=True)
+    tr.fit(max(0, args.steps - tr.step), progress=not args.quiet)
     out = tr.save(args.out)
     print(f"saved {out} (loss {sum(tr.losses[-100:]) / len(tr.losses[-100:]):.4f})")
     return 0
@@ -83,19 +76,28 @@ def picture(x:torch.Tensor, size:int=256):
     for n, im in enumerate(imgs): grid[(n // k) * (H + 1):(n // k) * (H + 1) + H, (n % k) * (W + 1):(n % k) * (W + 1) + W] = im
     return grid.repeat_interleave(max(1, size // grid.shape[0]), 0).repeat_interleave(max(1, size // grid.shape[1]), 1)
 
+def _outputs(out:str) -> tuple:
+    "(.npz, .png) paths for --out, which may name either file (or neither suffix); its folder must exist."
+    out = FilePath(out)
+    npz = out.with_suffix('.npz') if out.suffix in ('.png', '') else out
+    if npz.suffix != '.npz': raise ValueError(f"--out {str(out)!r}: name a .npz (the samples) or a .png (the picture); both are written")
+    if not npz.parent.is_dir(): raise ValueError(f"--out {str(out)!r}: the folder {str(npz.parent)!r} does not exist")
+    return npz, npz.with_suffix('.png')
+
 def _sample(args) -> int:
+    if args.guidance != 1. and args.label is None: raise ValueError(f"--guidance {args.guidance}: classifier-free guidance needs --label")
+    npz, png = _outputs(args.out)
     den = load_denoiser(args.run, device=args.device)
-    if args.method not in SAMPLERS: raise ValueError(f"--method {args.method!r}: known samplers: {', '.join(SAMPLERS)}")
     g = torch.Generator(device='cpu').manual_seed(args.seed)
     t0 = time.perf_counter()
     kw = dict(y=torch.full((args.n,), args.label, dtype=torch.long)) if args.label is not None else {}
     if args.label is not None and args.guidance != 1.: kw['scale'] = args.guidance   # classifier-free guidance with the net's null label
     x = sample(den, args.n, args.method, args.steps, generator=g, progress=not args.quiet, **kw)
-    out = FilePath(args.out)
     import numpy as np
-    np.savez(out, samples=x.cpu().numpy())
-    write_png(out.with_suffix('.png'), picture(x))
-    print(f"{args.n} samples with {args.method} ({den.nfe} NFE, {time.perf_counter() - t0:.1f} s): {out} and {out.with_suffix('.png')}")
+    np.savez(npz, samples=x.cpu().numpy())
+    write_png(png, picture(x))
+    note = ' (adaptive steps: --steps is not used)' if args.method == 'dopri5' else ''
+    print(f"{args.n} samples with {args.method} ({den.nfe} NFE{note}, {time.perf_counter() - t0:.1f} s): {npz} and {png}")
     return 0
 
 # %% ../nbs/12_cli.ipynb #c012
@@ -106,7 +108,7 @@ def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, 
     "Train on the 8-Gaussian ring, sample with several samplers, write out/report.html; returns the report's numbers."
     out = FilePath(out); out.mkdir(parents=True, exist_ok=True)
     data, held_out = toy('ring8', 20_000, seed=seed), toy('ring8', n, seed=seed + 1)
-    tr = default_trainer(data, 'edm', steps, device=device, seed=seed)
+    tr = Trainer(default_net(data), 'edm', data, total_steps=steps, device=device, seed=seed)
     if progress: print(f"training on ring8 for {steps} steps on {tr.device}", flush=True)
     t0 = time.perf_counter(); tr.fit(steps, progress=progress); train_s = time.perf_counter() - t0
     den = tr.denoiser()
@@ -161,25 +163,29 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='diffnb', description='Diffusion, score-based and flow generative models.')
     ap.add_argument('--version', action='version', version=f'diffnb {__version__}')
     sub = ap.add_subparsers(dest='command', metavar='COMMAND')
+    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub.add_parser('info', help='versions, the device "auto" picks, and the known paths').set_defaults(func=_info)
-    t = sub.add_parser('train', help='train the default recipe on a data set')
+    t = sub.add_parser('train', help='train the default recipe on a data set', **fmt)
     t.add_argument('--data', default='ring8', help=f"a toy ({', '.join(TOYS)}), 'digits', or a .npy/.pt file")
     t.add_argument('--path', default='edm', choices=list(PATHS)); t.add_argument('--steps', type=int, default=3000)
     t.add_argument('--out', required=True, help='checkpoint folder'); t.add_argument('--n', type=int, default=20_000, help='toy data size')
-    t.add_argument('--batch-size', type=int, default=512); t.add_argument('--lr', type=float, default=2e-3)
+    t.add_argument('--batch-size', type=int, default=None, help=f"default: {RECIPE['batch_size']}, or all the data if less")
+    t.add_argument('--lr', type=float, default=RECIPE['lr'], help='peak learning rate')
     t.add_argument('--device', default='auto'); t.add_argument('--seed', type=int, default=0); t.add_argument('--quiet', action='store_true')
     t.set_defaults(func=_train)
-    s = sub.add_parser('sample', help='sample a trained run')
-    s.add_argument('run', help='checkpoint folder written by diffnb train'); s.add_argument('--method', default='dpmpp_2m')
-    s.add_argument('--steps', type=int, default=20); s.add_argument('-n', type=int, default=5000); s.add_argument('--out', default='samples.npz')
+    s = sub.add_parser('sample', help='sample a trained run', **fmt)
+    s.add_argument('run', help='checkpoint folder written by diffnb train'); s.add_argument('--method', default='dpmpp_2m', choices=list(SAMPLERS))
+    s.add_argument('--steps', type=int, default=20); s.add_argument('-n', type=int, default=5000, help='number of samples')
+    s.add_argument('--out', default='samples.npz', help='the .npz of samples; a .png picture is written beside it')
     s.add_argument('--label', type=int, default=None, help='class label (conditional models)')
     s.add_argument('--guidance', type=float, default=1., help='classifier-free guidance scale with --label')
     s.add_argument('--device', default='auto'); s.add_argument('--seed', type=int, default=0); s.add_argument('--quiet', action='store_true')
     s.set_defaults(func=_sample)
-    d = sub.add_parser('demo', help='train on the 8-Gaussian ring, compare samplers, write a report')
+    d = sub.add_parser('demo', help='train on the 8-Gaussian ring, compare samplers, write a report', **fmt)
     d.add_argument('--out', default='demo'); d.add_argument('--steps', type=int, default=3000); d.add_argument('--n', type=int, default=5000)
     d.add_argument('--device', default='auto'); d.add_argument('--seed', type=int, default=0); d.add_argument('--quiet', action='store_true')
     d.set_defaults(func=_demo)
+    for p_ in (t, s, d): p_.add_argument('--threads', type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small nets)")
     return ap
 
 def main(argv:list|None=None) -> int:
@@ -187,7 +193,11 @@ def main(argv:list|None=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     if not getattr(args, 'func', None): ap.print_help(); return 0
-    if getattr(args, 'steps', 1) < 1 or getattr(args, 'n', 2) < 2: ap.error('--steps must be >= 1 and -n/--n >= 2')
+    if getattr(args, 'steps', 1) < 1: ap.error(f'--steps {args.steps}: must be >= 1')
+    if getattr(args, 'n', 2) < (1 if args.command == 'sample' else 2): ap.error(f"{'-n' if args.command == 'sample' else '--n'} {args.n}: must be >= {1 if args.command == 'sample' else 2}")
+    if getattr(args, 'threads', None) is not None:
+        if args.threads < 1: ap.error(f'--threads {args.threads}: must be >= 1')
+        torch.set_num_threads(args.threads)
     try: return args.func(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"diffnb {args.command}: {e}", file=sys.stderr); return 2

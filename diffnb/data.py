@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 from fastcore.basics import patch
 import plotly.graph_objects as go
-from .paths import Path, DiagonalPath, get_path, as_time, figure_bundle
+from .paths import Path, DiagonalPath, get_path, figure_bundle
 from .denoisers import Denoiser
 
 # %% auto #0
-__all__ = ['TOYS', 'GaussianMixture', 'ring_mixture', 'random_mixture', 'EmpiricalOracle', 'toy', 'digits']
+__all__ = ['TOYS', 'GaussianMixture', 'density_map', 'ring_mixture', 'random_mixture', 'EmpiricalOracle', 'toy', 'digits']
 
 # %% ../nbs/02_data.ipynb #c006
 def _as64(x, name):
@@ -30,13 +30,15 @@ class GaussianMixture:
                  labels=None,        # (K,) class of each component (for conditional oracles); component index when None
                 ):
         mu = _as64(means, 'means')
-        if mu.dim() != 2: raise ValueError(f"means: shape {tuple(mu.shape)}, expected (K, d)")
+        if mu.dim() != 2 or mu.numel() == 0: raise ValueError(f"means: shape {tuple(mu.shape)}, expected (K, d) with K, d >= 1")
+        if not bool(torch.isfinite(mu).all()): raise ValueError("means: contain NaN or infinite values")
         K, d = mu.shape
         covs = 1. if covs is None else covs
         S = _as64(covs, 'covs')
         if S.dim() == 0: S = S * torch.eye(d, dtype=torch.float64).expand(K, d, d)
         elif S.dim() == 1 and S.shape[0] == K: S = S[:, None, None] * torch.eye(d, dtype=torch.float64)
         if S.shape != (K, d, d): raise ValueError(f"covs: shape {tuple(S.shape)}, expected ({K}, {d}, {d}), ({K},) or a float")
+        if not bool(torch.isfinite(S).all()): raise ValueError("covs: contain NaN or infinite values")
         asym = (S - S.transpose(1, 2)).abs().max().item()
         if asym > 1e-9 * (1 + S.abs().max().item()): raise ValueError(f"covs: not symmetric (max |C - C^T| = {asym:.2g})")
         lam, V = torch.linalg.eigh(S)
@@ -57,6 +59,7 @@ class GaussianMixture:
 @patch
 def sample(self:GaussianMixture, n:int, generator=None, return_labels:bool=False, dtype=torch.float32):
     "n draws (and their class labels when asked)."
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n={n!r}: the number of draws must be an integer >= 1")
     k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
     xi = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
     x = (self.means[k] + torch.einsum('nde,ne->nd', self.V[k], self.lam[k].sqrt() * xi)).to(dtype)
@@ -95,10 +98,9 @@ def _components_basis(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor, U:Tens
 @patch
 def _components(self:GaussianMixture, x:Tensor, t, path:Path):
     "Per-component weighted log-densities (B, K), scores and posterior means (B, K, d), in basis coordinates of `path`."
-    t64 = path._check_t(t)
     z = path.to_basis(x.to(torch.float64).flatten(1))
     if z.shape[1] != self.dim: raise ValueError(f"x: event size {z.shape[1]}, but the mixture has d={self.dim}")
-    a, s = path._alpha(t64), path._sigma(t64)
+    a, s, _, _ = path.coefs(t)
     if isinstance(path, DiagonalPath):
         a, s = a.expand(z.shape[0], self.dim) if a.dim() < 2 else a, s.expand(z.shape[0], self.dim) if s.dim() < 2 else s
         return self._components_basis(z, a, s, path.basis)
@@ -157,9 +159,9 @@ def log_prob(self:GaussianMixture, x:Tensor) -> Tensor:
 @patch
 def marginal(self:GaussianMixture, path:Path, t:float) -> GaussianMixture:
     "The exact marginal p_t at one time t, as a GaussianMixture."
-    t64 = path._check_t(t)
+    t64 = path.check_t(t)
     if t64.numel() != 1: raise ValueError(f"t: marginal takes one time, got {t64.numel()}")
-    a, s = path._alpha(t64.reshape(())), path._sigma(t64.reshape(()))
+    a, s, _, _ = path.coefs(t64.reshape(()))
     if isinstance(path, DiagonalPath):
         U = torch.eye(self.dim, dtype=torch.float64) if path.basis is None else path.basis
         A, S2 = U @ torch.diag(a.expand(self.dim)) @ U.T, U @ torch.diag(s.expand(self.dim)**2) @ U.T
@@ -168,6 +170,45 @@ def marginal(self:GaussianMixture, path:Path, t:float) -> GaussianMixture:
     return GaussianMixture(a * self.means, a**2 * self.covs + s**2 * torch.eye(self.dim, dtype=torch.float64), self.weights, self.labels)
 
 # %% ../nbs/02_data.ipynb #c025
+@patch
+def cdf(self:GaussianMixture, x:Tensor) -> Tensor:
+    "The CDF of a 1-D mixture at x (any shape), float64."
+    if self.dim != 1: raise ValueError(f"cdf: needs a 1-D mixture, this one has d={self.dim}")
+    x = torch.as_tensor(x, dtype=torch.float64)
+    sd = self.covs[:, 0, 0].sqrt()
+    return (self.weights * torch.special.ndtr((x[..., None] - self.means[:, 0]) / sd)).sum(-1)
+
+@patch
+def quantile(self:GaussianMixture, u:Tensor, iters:int=100) -> Tensor:
+    "The inverse CDF of a 1-D mixture at levels u in (0, 1), by bisection in float64."
+    u = torch.as_tensor(u, dtype=torch.float64)
+    if bool(((u <= 0) | (u >= 1)).any()): raise ValueError("u: quantile levels must lie in (0, 1)")
+    span = (self.means.abs().max() + 40 * self.covs.amax().sqrt()).item()
+    lo, hi = torch.full_like(u, -span), torch.full_like(u, span)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        below = self.cdf(mid) < u
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return (lo + hi) / 2
+
+# %% ../nbs/02_data.ipynb #c026
+def density_map(model,                 # a GaussianMixture (exact) or an (n, d) tensor of data samples
+                path:Path, ts:Tensor, xs:Tensor, # times and the grid of x
+                axis:int=0,            # which coordinate's marginal
+               ) -> Tensor:
+    "log p_t(x) of one coordinate, shape (len(xs), len(ts)): exact for a mixture, a Gaussian kernel estimate from samples."
+    a, s, _, _ = path.coefs(torch.as_tensor(ts, dtype=torch.float64))
+    if isinstance(model, GaussianMixture): m, v, w = model.means[:, axis], model.covs[:, axis, axis], model.weights
+    else:
+        x = torch.as_tensor(model).flatten(1)[:, axis].double()
+        m, w = x, torch.full_like(x, 1 / len(x))
+        v = torch.full_like(x, (1.06 * x.std().item() * len(x) ** -0.2) ** 2)   # Silverman's bandwidth
+    mean = a[None, :, None] * m[None, None, :]
+    var = a[None, :, None] ** 2 * v[None, None, :] + s[None, :, None] ** 2
+    logp = -0.5 * (xs.double()[:, None, None] - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var) + torch.log(w)
+    return torch.logsumexp(logp, -1)
+
+# %% ../nbs/02_data.ipynb #c029
 @patch
 def denoiser(self:GaussianMixture, path:Path|str, y=None) -> Denoiser:
     "An exact Denoiser for this mixture on `path` (conditional on class y when given)."
@@ -186,7 +227,7 @@ def classifier(self:GaussianMixture, path:Path|str):
     path = get_path(path)
     return lambda x, t: self.class_logits(x, t, path).to(x.dtype)
 
-# %% ../nbs/02_data.ipynb #c028
+# %% ../nbs/02_data.ipynb #c032
 @patch
 def plot(self:GaussianMixture, n:int=120, lim:float|None=None) -> go.Figure:
     "Density heat map of a 1-D or 2-D mixture (first two coordinates of the data otherwise: means only)."
@@ -208,13 +249,15 @@ def plot(self:GaussianMixture, n:int=120, lim:float|None=None) -> go.Figure:
 @patch
 def _repr_mimebundle_(self:GaussianMixture, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
 
-# %% ../nbs/02_data.ipynb #c031
+# %% ../nbs/02_data.ipynb #c035
 def ring_mixture(k:int=8,                # number of modes
                  radius:float=4.,         # radius of the ring
                  stds:tuple=(0.1, 0.3),   # smallest and largest mode standard deviation
                  unequal:bool=True,       # unequal weights (1 to 3, normalised) or equal ones
                 ) -> GaussianMixture:
     "A ring of k isotropic Gaussians with spread-out widths and weights."
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1: raise ValueError(f"k={k!r}: the number of modes must be an integer >= 1")
+    if not radius > 0 or not 0 < stds[0] <= stds[1]: raise ValueError(f"radius={radius}, stds={stds}: need radius > 0 and 0 < stds[0] <= stds[1]")
     ang = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
     means = radius * torch.stack([torch.cos(ang), torch.sin(ang)], 1)
     sd = torch.linspace(stds[0], stds[1], k, dtype=torch.float64)
@@ -232,7 +275,7 @@ def random_mixture(d:int=32, k:int=6, seed:int=0,
     w = torch.rand(k, generator=g, dtype=torch.float64) + 0.5
     return GaussianMixture(means, covs, w / w.sum())
 
-# %% ../nbs/02_data.ipynb #c034
+# %% ../nbs/02_data.ipynb #c038
 class EmpiricalOracle:
     "Exact score and denoiser of the empirical distribution of a finite data set."
     def __init__(self, data:Tensor, # (n, *event) training points
@@ -246,10 +289,9 @@ class EmpiricalOracle:
 
     def x0(self, x:Tensor, t, path:Path) -> Tensor:
         "Exact posterior mean under the empirical distribution."
-        t64 = path._check_t(t)
         z = path.to_basis(x.to(torch.float64).flatten(1))
         pts = path.to_basis(self.flat)
-        a, s = path._alpha(t64), path._sigma(t64)
+        a, s, _, _ = path.coefs(t)
         a = path.coef(a, z) if not isinstance(path, DiagonalPath) else path.coef(a, z).expand_as(z)
         s = path.coef(s, z) if not isinstance(path, DiagonalPath) else path.coef(s, z).expand_as(z)
         a, s = a.expand(z.shape[0], -1), s.expand(z.shape[0], -1)
@@ -272,7 +314,7 @@ class EmpiricalOracle:
         d = torch.cdist(x.to(torch.float64).flatten(1), self.flat)
         return d.min(1)
 
-# %% ../nbs/02_data.ipynb #c038
+# %% ../nbs/02_data.ipynb #c042
 def _ring8(n, rng):
     k = rng.integers(0, 8, n); ang = k * 2 * np.pi / 8
     return np.stack([np.cos(ang), np.sin(ang)], 1) * 4 + 0.2 * rng.standard_normal((n, 2))
@@ -308,7 +350,7 @@ def toy(name:str,        # one of TOYS
     if alt: x[:, -1] *= 0.5
     return torch.as_tensor(x, dtype=torch.float32)
 
-# %% ../nbs/02_data.ipynb #c041
+# %% ../nbs/02_data.ipynb #c045
 def digits() -> tuple[Tensor, Tensor]:
     "sklearn's 8x8 digits: x (1797, 1, 8, 8) float32 in [-1, 1], y int64 labels."
     from sklearn.datasets import load_digits

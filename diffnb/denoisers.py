@@ -4,43 +4,72 @@
 
 # %% ../nbs/01_denoisers.ipynb #c002
 from __future__ import annotations
+import math
 import torch
 from torch import Tensor
+from torch import nn
 from fastcore.basics import patch
-from .paths import Path, get_path, as_time
+from .paths import Path, Coefs, get_path, check_choice
 
 # %% auto #0
-__all__ = ['PARAMS', 'Denoiser', 'CFG', 'ClassifierGuidance']
+__all__ = ['PARAMS', 'PARAM_ALIASES', 'Denoiser', 'batch_time', 'as_input', 'lincomb', 'Guided', 'full_label', 'CFG',
+           'GradientGuidance', 'ClassifierGuidance', 'SimilarityGuidance', 'cosine_similarity']
 
 # %% ../nbs/01_denoisers.ipynb #c006
 PARAMS = ('eps', 'x0', 'v', 'score', 'velocity', 'edm')
+PARAM_ALIASES = {'epsilon': 'eps', 'noise': 'eps', 'sample': 'x0', 'x_start': 'x0', 'v_prediction': 'v', 'flow': 'velocity'}
 
 class Denoiser:
     "A network (or exact oracle) on a path, seen through every parametrization; `den(x, t)` is `den.x0(x, t)`."
     def __init__(self, net,                 # net(x, t) or net(x, t, y), t a (B,) tensor in the path's time
                  path:Path|str,              # the forward path the net was trained on
                  param:str='eps',            # what net returns: eps, x0, v, score, velocity or edm
-                 sigma_data:float=0.5,       # data standard deviation, for param='edm'
+                 sigma_data=0.5,             # data standard deviation, for param='edm' (a float, or one per direction of a diagonal path)
                  data_scale:float|None=None, # RMS radius of the data, sqrt(E|x0|^2), for data-scaled time grids
                  event_shape:tuple|None=None, # shape of one sample, so samplers can draw n of them
                 ):
-        if param not in PARAMS: raise ValueError(f"param={param!r} is unknown; known parametrizations: {', '.join(PARAMS)}")
-        if not sigma_data > 0: raise ValueError(f"sigma_data={sigma_data}: must be > 0")
-        self.net, self.path, self.param, self.sigma_data = net, get_path(path), param, float(sigma_data)
+        if not callable(net): raise TypeError(f"net: expected a callable net(x, t) (an nn.Module or a function), got {type(net).__name__}")
+        self.param = check_choice('param', param, PARAMS, PARAM_ALIASES)
+        sd = torch.as_tensor(sigma_data, dtype=torch.float64)
+        if not bool((sd > 0).all() & torch.isfinite(sd).all()): raise ValueError(f"sigma_data={sigma_data}: must be > 0 and finite")
+        self.net, self.path = net, get_path(path)
+        self.sigma_data = sd.item() if sd.dim() == 0 else sd
         self.data_scale = None if data_scale is None else float(data_scale)
         self.event_shape = None if event_shape is None else tuple(event_shape)
         self.nfe = 0
+    evals = 1   # network evaluations per prediction (a guided Denoiser makes more)
     def reset_nfe(self): self.nfe = 0
     def __repr__(self): return f"{type(self).__name__}(param={self.param!r}, path={self.path!r}, nfe={self.nfe})"
 
 # %% ../nbs/01_denoisers.ipynb #c008
-def _batch_time(t, x:Tensor) -> Tensor:
-    "`t` as a (B,) tensor in x's dtype and device, as networks receive it."
+def batch_time(t,          # a number, a 0-d tensor or a (B,) tensor of times
+               x:Tensor,   # the batch the net is called on: t takes its batch size, dtype and device
+              ) -> Tensor:
+    "Times as a (B,) tensor in x's dtype and device; a single time is broadcast to the batch."
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    return t.expand(x.shape[0]) if t.dim() == 0 else t
+    if t.dim() == 0: return t.expand(x.shape[0])
+    if t.shape != (x.shape[0],): raise ValueError(f"t: shape {tuple(t.shape)}; expected () or ({x.shape[0]},), one time per sample of x")
+    return t
 
-def _lin(*terms) -> Tensor:
-    "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates; Python-number coefficients cost one operation each (the samplers' hot path)."
+def as_input(fn, x:Tensor) -> Tensor:
+    "x in the dtype and device of fn's parameters when fn is a module (a float32 net given a float64 state), else x."
+    p = next(fn.parameters(), None) if isinstance(fn, nn.Module) else None
+    return x if p is None or (p.dtype == x.dtype and p.device == x.device) or not p.is_floating_point() else x.to(p.device, p.dtype)
+
+@patch
+def _call(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
+    "One counted network evaluation, in the net's dtype and device, returned in x's; with a shape check."
+    xin = as_input(self.net, x)
+    t = batch_time(t, xin)
+    out = self.net(xin, t) if y is None else self.net(xin, t, torch.as_tensor(y, device=xin.device))
+    self.nfe += 1
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        raise ValueError(f"net returned {'shape ' + str(tuple(out.shape)) if isinstance(out, Tensor) else type(out).__name__} for x of shape {tuple(x.shape)}")
+    return out if out.dtype == x.dtype and out.device == x.device else out.to(x)
+
+# %% ../nbs/01_denoisers.ipynb #c009
+def lincomb(*terms) -> Tensor:
+    "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates (a Python-number coefficient costs one operation)."
     (c, x), rest = terms[0], terms[1:]
     out = x * c
     for c, x in rest:
@@ -48,86 +77,100 @@ def _lin(*terms) -> Tensor:
         else: out.add_(c * x)
     return out
 
-def _from_output(param, out, z, a, s, da=None, ds=None, need_eps=True):
+def _from_output(param, out, z, a, s, da, ds, need_eps=True):
     "(x0, eps) in basis coordinates from a network output `out` in the same coordinates (eps None if not needed by an x0 net)."
-    if param == 'eps': return _lin((1 / a, z), (-s / a, out)), out
-    if param == 'x0': return out, (_lin((1 / s, z), (-a / s, out)) if need_eps else None)
-    if param == 'score': return _lin((1 / a, z), (s * s / a, out)), -s * out
-    if param == 'v': n = a * a + s * s; return _lin((a / n, z), (-s / n, out)), _lin((s / n, z), (a / n, out))
-    if param == 'velocity': det = a * ds - s * da; return _lin((ds / det, z), (-s / det, out)), _lin((-da / det, z), (a / det, out))
-    raise ValueError(f"param={param!r} is unknown; known parametrizations: {', '.join(PARAMS)}")
-
-# %% ../nbs/01_denoisers.ipynb #c009
-@patch
-def _predict(self:Denoiser, x:Tensor, z:Tensor, t, a, s, da=None, ds=None, y=None, need_eps:bool=True):
-    "(x0, eps) in basis coordinates from one network call, given x, its basis coordinates z and the coefficients at time t."
-    P = self.path
-    if self.param == 'edm':
-        r = s / a
-        n = r * r + self.sigma_data**2
-        lr = 0.25 * torch.log(torch.as_tensor(r, dtype=torch.float64))
-        c_noise = lr.mean() if lr.dim() <= 1 else lr.reshape(lr.shape[0], -1).mean(-1)   # one noise label per sample
-        out = self._call(P.from_basis(z / a / n**0.5, x), _batch_time(c_noise, x), y)
-        x0 = self.sigma_data**2 / n * (z / a) + r * self.sigma_data / n**0.5 * P.to_basis(out)
-        return x0, (z - a * x0) / s
-    out = P.to_basis(self._call(x, _batch_time(t, x), y))
-    return _from_output(self.param, out, z, a, s, da, ds, need_eps)
-
-@patch
-def _pair(self:Denoiser, x:Tensor, t, y=None):
-    "(z, x0, eps, a, s, t64) in basis coordinates from one network call, the coefficients computed from t."
-    P = self.path
-    t64 = P._check_t(t)
-    z = P.to_basis(x)
-    a, s = P.coef(P._alpha(t64), z), P.coef(P._sigma(t64), z)
-    da = ds = None
-    if self.param == 'velocity': da, ds = P.coef(P._dalpha(t64), z), P.coef(P._dsigma(t64), z)
-    x0, eps = self._predict(x, z, t64, a, s, da, ds, y)
-    return z, x0, eps, a, s, t64
-
-@patch
-def _call(self:Denoiser, x, t, y):
-    "One counted network evaluation, with a shape check."
-    out = self.net(x, t) if y is None else self.net(x, t, y)
-    self.nfe += 1
-    if out.shape != x.shape: raise ValueError(f"net returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)}")
-    return out
+    if param == 'eps': return lincomb((1 / a, z), (-s / a, out)), out
+    if param == 'x0': return out, (lincomb((1 / s, z), (-a / s, out)) if need_eps else None)
+    if param == 'score': return lincomb((1 / a, z), (s * s / a, out)), -s * out
+    if param == 'v': n = a * a + s * s; return lincomb((a / n, z), (-s / n, out)), lincomb((s / n, z), (a / n, out))
+    det = a * ds - s * da   # velocity: the 2x2 system above
+    return lincomb((ds / det, z), (-s / det, out)), lincomb((-da / det, z), (a / det, out))
 
 # %% ../nbs/01_denoisers.ipynb #c011
+def _edm_predict(den, x, z, t, a, s, y):
+    "x0 in basis coordinates from an EDM-preconditioned net: x0 = c_skip x~ + c_out F(c_in x~, c_noise), x~ = x / alpha."
+    P, sd = den.path, den.sigma_data
+    if isinstance(sd, Tensor): sd = sd.to(z)
+    r = s / a
+    n = r * r + sd**2
+    lr = 0.25 * (math.log(r) if isinstance(r, float) else torch.log(torch.as_tensor(r, dtype=torch.float64)))
+    c_noise = lr if isinstance(lr, float) else lr.mean() if lr.dim() <= 1 or lr.shape[0] == 1 else lr.reshape(lr.shape[0], -1).mean(-1)   # one label per time
+    out = den._call(P.from_basis(z / a / n**0.5, x), c_noise, y)
+    return sd**2 / n * (z / a) + r * sd / n**0.5 * P.to_basis(out)
+
+@patch
+def predict(self:Denoiser, x:Tensor, t, y=None, *,
+            coefs:Coefs|None=None,   # the path's coefficients at t, shaped against z (computed from t when None)
+            z:Tensor|None=None,      # x in the path's basis coordinates (computed when None)
+            need_eps:bool=True,      # False: an x0 net may skip computing eps (returned as None)
+           ) -> tuple:
+    "(x0-hat, eps-hat) in the path's basis coordinates from one network call."
+    z = self.path.to_basis(x) if z is None else z
+    a, s, da, ds = self.path.coefs(t, z) if coefs is None else coefs
+    if self.param == 'edm':
+        x0 = _edm_predict(self, x, z, t, a, s, y)
+        return x0, (lincomb((1 / s, z), (-a / s, x0)) if need_eps else None)
+    return _from_output(self.param, self.path.to_basis(self._call(x, t, y)), z, a, s, da, ds, need_eps)
+
+# %% ../nbs/01_denoisers.ipynb #c013
+@patch
+def _pair(self:Denoiser, x:Tensor, t, y=None) -> tuple:
+    "(z, coefs, x0, eps) in basis coordinates: the state, the path's coefficients at t and one prediction."
+    z = self.path.to_basis(x)
+    c = self.path.coefs(t, z)
+    return (z, c, *self.predict(x, t, y, coefs=c, z=z))
+
 @patch
 def x0(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Posterior mean E[x0 | x_t = x]."
-    z, x0, *_ = self._pair(x, t, y); return self.path.from_basis(x0, x)
+    z, c, x0, eps = self._pair(x, t, y); return self.path.from_basis(x0, x)
 
 @patch
 def eps(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Predicted unit noise."
-    z, x0, eps, *_ = self._pair(x, t, y); return self.path.from_basis(eps, x)
+    z, c, x0, eps = self._pair(x, t, y); return self.path.from_basis(eps, x)
 
 @patch
 def score(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Score grad log p_t(x) = -eps / sigma."
-    z, x0, eps, a, s, _ = self._pair(x, t, y); return self.path.from_basis(-eps / s, x)
+    z, c, x0, eps = self._pair(x, t, y); return self.path.from_basis(-eps / c.sigma, x)
 
 @patch
 def v(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "v-prediction alpha eps - sigma x0."
-    z, x0, eps, a, s, _ = self._pair(x, t, y); return self.path.from_basis(a * eps - s * x0, x)
+    z, c, x0, eps = self._pair(x, t, y); return self.path.from_basis(c.alpha * eps - c.sigma * x0, x)
 
 @patch
 def velocity(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Probability-flow ODE drift dx/dt = alpha' x0 + sigma' eps."
-    z, x0, eps, a, s, t64 = self._pair(x, t, y)
-    P = self.path
-    return P.from_basis(P.coef(P._dalpha(t64), z) * x0 + P.coef(P._dsigma(t64), z) * eps, x)
+    z, c, x0, eps = self._pair(x, t, y); return self.path.from_basis(c.dalpha * x0 + c.dsigma * eps, x)
 
 @patch
 def __call__(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "`den(x, t)` is `den.x0(x, t)`."
     return self.x0(x, t, y)
 
-# %% ../nbs/01_denoisers.ipynb #c021
-class CFG(Denoiser):
+# %% ../nbs/01_denoisers.ipynb #c023
+class Guided(Denoiser):
+    "A Denoiser made from another by guidance: the same path, data scale and event shape; `predict` combines its predictions."
+    def __init__(self, den:Denoiser,   # the model being guided
+                 scale:float,           # guidance scale
+                 y=None,                # the condition (a label, a target), used when a call gives none
+                ):
+        if not isinstance(den, Denoiser): raise TypeError(f"den: expected a dn.Denoiser, got {type(den).__name__}")
+        if not math.isfinite(float(scale)): raise ValueError(f"scale={scale!r}: must be a finite number")
+        super().__init__(den.net, den.path, 'eps', den.sigma_data, den.data_scale, den.event_shape)
+        self.den, self.scale, self.y = den, float(scale), y
+    @property
+    def evals(self): return self.den.evals
+
+def full_label(y, x:Tensor) -> Tensor:
+    "A label broadcast to the batch of x."
+    y = torch.as_tensor(y, device=x.device)
+    return y.expand(x.shape[0]) if y.dim() == 0 else y
+
+# %% ../nbs/01_denoisers.ipynb #c025
+class CFG(Guided):
     "Classifier-free guidance: eps = eps_u + scale * (eps_c - eps_u)."
     def __init__(self, den_cond:Denoiser,   # conditional denoiser
                  den_uncond:Denoiser|None,   # unconditional one; None uses den_cond with label y_null
@@ -135,43 +178,78 @@ class CFG(Denoiser):
                  y=None,                     # label passed to den_cond (if it takes labels at call time)
                  y_null=None,                # label meaning 'no class' when den_uncond is None
                 ):
-        if den_uncond is not None and type(den_uncond.path) is not type(den_cond.path):
+        if den_uncond is not None and (type(den_uncond.path) is not type(den_cond.path) or den_uncond.path.params() != den_cond.path.params()):
             raise ValueError(f"den_uncond: path {den_uncond.path!r} differs from den_cond's {den_cond.path!r}")
         if den_uncond is None and y_null is None: raise ValueError("y_null: needed when den_uncond is None")
-        self.den_cond, self.den_uncond, self.scale, self.y, self.y_null = den_cond, den_uncond, float(scale), y, y_null
-        self.path, self.param, self.nfe = den_cond.path, 'eps', 0
-        self.data_scale, self.event_shape = den_cond.data_scale, den_cond.event_shape
-    def _predict(self, x, z, t, a, s, da=None, ds=None, y=None, need_eps=True):
-        y = self.y if y is None else y
-        _, ec = self.den_cond._predict(x, z, t, a, s, da, ds, y)
-        if self.den_uncond is None: _, eu = self.den_cond._predict(x, z, t, a, s, da, ds, _full_label(self.y_null, x))
-        else: _, eu = self.den_uncond._predict(x, z, t, a, s, da, ds)
-        self.nfe += 2
-        eps = eu + self.scale * (ec - eu)
-        return (z - s * eps) / a, eps
+        super().__init__(den_cond, scale, y)
+        self.den_uncond, self.y_null = den_uncond, y_null
+    @property
+    def evals(self): return self.den.evals + (self.den.evals if self.den_uncond is None else self.den_uncond.evals)
 
-def _full_label(y, x):
-    "A label broadcast to the batch of x."
-    y = torch.as_tensor(y, device=x.device)
-    return y.expand(x.shape[0]) if y.dim() == 0 else y
+@patch
+def predict(self:CFG, x, t, y=None, *, coefs=None, z=None, need_eps=True):
+    "(x0, eps) with the guided noise prediction."
+    z = self.path.to_basis(x) if z is None else z
+    coefs = self.path.coefs(t, z) if coefs is None else coefs
+    _, ec = self.den.predict(x, t, self.y if y is None else y, coefs=coefs, z=z)
+    if self.den_uncond is None: _, eu = self.den.predict(x, t, full_label(self.y_null, x), coefs=coefs, z=z)
+    else: _, eu = self.den_uncond.predict(x, t, coefs=coefs, z=z)
+    self.nfe += self.evals
+    eps = eu + self.scale * (ec - eu)
+    return (z - coefs.sigma * eps) / coefs.alpha, eps
 
-# %% ../nbs/01_denoisers.ipynb #c023
-class ClassifierGuidance(Denoiser):
+# %% ../nbs/01_denoisers.ipynb #c027
+class GradientGuidance(Guided):
+    "Guidance by a gradient: eps - scale * sigma * grad_x fn(x, t, y), fn any differentiable (B,) function of the noisy sample."
+    def __init__(self, den:Denoiser, fn, # fn(x, t, y) -> (B,): a log-likelihood or a similarity, t a (B,) tensor
+                 y=None, scale:float=1.):
+        if not callable(fn): raise TypeError(f"fn: expected a callable fn(x, t, y) -> (B,), got {type(fn).__name__}")
+        super().__init__(den, scale, y)
+        self.fn = fn
+
+@patch
+def predict(self:GradientGuidance, x, t, y=None, *, coefs=None, z=None, need_eps=True):
+    "(x0, eps) with the gradient of fn added to the score."
+    z = self.path.to_basis(x) if z is None else z
+    coefs = self.path.coefs(t, z) if coefs is None else coefs
+    _, eps = self.den.predict(x, t, coefs=coefs, z=z)
+    self.nfe += self.evals
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        grad, = torch.autograd.grad(self.fn(xg, batch_time(t, xg), self.y if y is None else y).sum(), xg)
+    eps = eps - self.scale * coefs.sigma * self.path.to_basis(grad.to(x))
+    return (z - coefs.sigma * eps) / coefs.alpha, eps
+
+# %% ../nbs/01_denoisers.ipynb #c028
+class ClassifierGuidance(GradientGuidance):
     "Classifier guidance: score + scale * grad_x log p_t(y | x) from a noisy classifier's logits."
     def __init__(self, den:Denoiser, classifier, # classifier(x, t) -> (B, n_classes) logits, t a (B,) tensor
                  y,                               # target label (int or (B,) tensor)
                  scale:float=1.,                  # guidance scale w
                 ):
-        self.den, self.classifier, self.y, self.scale = den, classifier, y, float(scale)
-        self.path, self.param, self.nfe = den.path, 'eps', 0
-        self.data_scale, self.event_shape = den.data_scale, den.event_shape
-    def _predict(self, x, z, t, a, s, da=None, ds=None, y=None, need_eps=True):
-        y = _full_label(self.y if y is None else y, x)
-        _, eps = self.den._predict(x, z, t, a, s, da, ds)
-        self.nfe += 1
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            logp = torch.log_softmax(self.classifier(xg, _batch_time(t, x)), -1)
-            grad, = torch.autograd.grad(logp.gather(1, y.long().view(-1, 1)).sum(), xg)
-        eps = eps - self.scale * s * self.path.to_basis(grad.to(x))
-        return (z - s * eps) / a, eps
+        if not callable(classifier): raise TypeError(f"classifier: expected a callable classifier(x, t) -> logits, got {type(classifier).__name__}")
+        def log_py(x, t, y):
+            logits = classifier(as_input(classifier, x), batch_time(t, as_input(classifier, x))).to(x.dtype)
+            return torch.log_softmax(logits, -1).gather(1, full_label(y, x).long().view(-1, 1))[:, 0]
+        super().__init__(den, log_py, y, scale)
+        self.classifier = classifier
+
+class SimilarityGuidance(GradientGuidance):
+    "Similarity guidance: score + scale * grad_x sim(x, t, y) for a differentiable similarity."
+    def __init__(self, den:Denoiser,   # the model being guided
+                 sim,                   # sim(x, t, y) -> (B,) similarity of each x_t to the target y
+                 y,                     # the target (anything sim accepts)
+                 scale:float=1.,        # guidance scale gamma
+                ):
+        if not callable(sim): raise TypeError(f"sim: expected a callable sim(x, t, y), got {type(sim).__name__}")
+        super().__init__(den, sim, y, scale)
+
+def cosine_similarity(encode_x=None, # E1(x, t) -> (B, k) embedding of the noisy sample (default: x flattened)
+                      encode_y=None, # E2(y) -> (k,) or (B, k) embedding of the target (default: y itself)
+                     ):
+    "sim(x, t, y) = cos(E1(x, t), E2(y)), for SimilarityGuidance."
+    def sim(x, t, y):
+        ex = x.flatten(1) if encode_x is None else encode_x(x, t)
+        ey = torch.as_tensor(y, dtype=ex.dtype, device=ex.device) if encode_y is None else encode_y(y)
+        return nn.functional.cosine_similarity(ex, ey.reshape(-1, ex.shape[1]).expand_as(ex), dim=-1)
+    return sim

@@ -4,25 +4,28 @@
 
 # %% ../nbs/07_distributed.ipynb #c002
 from __future__ import annotations
-import argparse, json, os, subprocess, sys, tempfile
+import argparse, json, os, subprocess, sys, tempfile, warnings
 from pathlib import Path as FilePath
 import torch
 import torch.distributed as dist
 from fastcore.basics import patch
 from .data import toy, TOYS
-from .nets import MLP
-from .train import Trainer
+from .train import Trainer, default_net, RECIPE
 
 # %% auto #0
 __all__ = ['init_distributed', 'run', 'launch']
 
 # %% ../nbs/07_distributed.ipynb #c006
-def init_distributed(backend:str|None=None) -> tuple[int, int, torch.device]:
+def init_distributed(backend:str|None=None,
+                     timeout:float=300.,   # seconds a collective waits for a frozen or dead rank before failing (torch's default is 30 minutes)
+                    ) -> tuple[int, int, torch.device]:
     "Join the process group torchrun set up; returns (rank, world size, this process's device)."
     if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
         raise RuntimeError("init_distributed: RANK and WORLD_SIZE are not set; start this with torchrun (or diffnb.distributed.launch)")
     cuda = torch.cuda.is_available()
-    if not dist.is_initialized(): dist.init_process_group(backend or ('nccl' if cuda else 'gloo'))
+    if not dist.is_initialized():
+        import datetime
+        dist.init_process_group(backend or ('nccl' if cuda else 'gloo'), timeout=datetime.timedelta(seconds=timeout))
     local = int(os.environ.get('LOCAL_RANK', 0))
     if cuda: torch.cuda.set_device(local)
     return dist.get_rank(), dist.get_world_size(), torch.device(f'cuda:{local}' if cuda else 'cpu')
@@ -34,9 +37,21 @@ def distribute(self:Trainer) -> Trainer:
     self.rank, self.world = dist.get_rank(), dist.get_world_size()
     self.x = self.x[self.rank::self.world]
     if self.y is not None: self.y = self.y[self.rank::self.world]
-    self.gen.manual_seed(self.seed + 1_000_003 * self.rank)
+    saved = getattr(self, 'saved_generators', None)
+    if self.step and saved is not None and len(saved) == self.world: self.gen.set_state(saved[self.rank])   # a resumed run: exact
+    else:
+        if self.step: warnings.warn(f"distribute: the checkpoint holds {len(saved or [])} generator states for {self.world} processes; batches after the resume are new draws")
+        self.gen.manual_seed(self.seed + 1_000_003 * self.rank + 7919 * self.step)
     self.fwd = DDP(self.net, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
+    self.rank_generators = self._gather_generators
     return self
+
+@patch
+def _gather_generators(self:Trainer) -> list:
+    "Every rank's generator state, gathered on every rank (a collective: all ranks call it together)."
+    states = [None] * self.world
+    dist.all_gather_object(states, self.gen.get_state())
+    return states
 
 # %% ../nbs/07_distributed.ipynb #c008
 def run(args:list|None=None) -> Trainer:
@@ -44,17 +59,21 @@ def run(args:list|None=None) -> Trainer:
     ap = argparse.ArgumentParser(prog='python -m diffnb.distributed')
     ap.add_argument('--data', default='ring8', choices=list(TOYS)); ap.add_argument('--size', type=int, default=20_000, help='toy data size')
     ap.add_argument('--path', default='edm'); ap.add_argument('--steps', type=int, default=1000)
-    ap.add_argument('--batch-size', type=int, default=256, help='per process'); ap.add_argument('--lr', type=float, default=2e-3)
+    ap.add_argument('--batch-size', type=int, default=256, help='per process'); ap.add_argument('--lr', type=float, default=RECIPE['lr'])
     ap.add_argument('--out', required=True); ap.add_argument('--seed', type=int, default=0)
     a = ap.parse_args(args)
     rank, world, dev = init_distributed()
     torch.manual_seed(a.seed)                                    # the same initial weights on every replica
     data = toy(a.data, a.size, seed=a.seed)
-    tr = Trainer(MLP(data.shape[1]), a.path, data, param='edm', t_density='edm', batch_size=a.batch_size, lr=a.lr, device=dev,
-                 seed=a.seed, folder=a.out, save_every=max(1, a.steps // 5)).distribute()
-    for s in tr.steps(a.steps):
+    if (FilePath(a.out) / 'latest').exists():
+        tr = Trainer.load(a.out, data=data, device=dev, total_steps=a.steps).distribute()
+        if rank == 0: print(f"resuming {a.out} at step {tr.step}", flush=True)
+    else: tr = Trainer(default_net(data), a.path, data, batch_size=a.batch_size, lr=a.lr, total_steps=a.steps, device=dev,
+                       seed=a.seed, folder=a.out, save_every=max(1, a.steps // 5)).distribute()
+    for s in tr.steps(max(0, a.steps - tr.step)):
         if rank == 0 and (s.step % max(1, a.steps // 10) == 0): print(f"step {s.step} loss {s.loss:.4f}", flush=True)
-    if rank == 0: tr.save(a.out)
+    gens = tr.rank_generators()
+    if rank == 0: tr.save(a.out, gens)
     dist.barrier(); dist.destroy_process_group()
     return tr
 

@@ -227,7 +227,7 @@ def encode(den:Denoiser,          # the model: any Denoiser (network, exact orac
           ):
     "Latent z ~ N(0, I): the pfODE from t0 up to t_max, divided by the prior's standard deviation."
     x, P = _check_x(den, x), den.path
-    t0 = P.t_min if t0 is None else float(P._check_t(t0, 't0'))
+    t0 = P.t_min if t0 is None else float(P.check_t(t0, 't0'))
     (xT,), info = _flow(den, x, t0, P.t_max, method, steps, rtol, atol, kind, dtype, y)
     z = _scale_prior(P, xT, -1)
     return (z, info) if return_info else z
@@ -238,7 +238,7 @@ def decode(den:Denoiser, z:Tensor, method:str='dopri5', steps:int=50, rtol:float
           ):
     "Data from a latent: z times the prior's standard deviation, then the pfODE from t_max down to t0 (default t_min)."
     z, P = _check_x(den, z, 'z'), den.path
-    t0 = P.t_min if t0 is None else float(P._check_t(t0, 't0'))
+    t0 = P.t_min if t0 is None else float(P.check_t(t0, 't0'))
     (x,), info = _flow(den, _scale_prior(P, z.to(dtype or z.dtype), 1), P.t_max, t0, method, steps, rtol, atol, kind, dtype, y)
     if denoise:
         with torch.no_grad(): x = den.x0(x, t0, y).to(x.dtype)
@@ -308,7 +308,7 @@ def log_prob(den:Denoiser, x:Tensor,
     "log p_t0(x) in nats, shape (B,), by the instantaneous change of variables along the pfODE."
     _check_div(div, n_probes, probe, return_stderr)
     x, P = _check_x(den, x), den.path
-    t0 = P.t_min if t0 is None else float(P._check_t(t0, 't0'))
+    t0 = P.t_min if t0 is None else float(P.check_t(t0, 't0'))
     x = x.to(dtype or x.dtype)
     probes = _draw_probes(x, n_probes, probe, generator) if div == 'hutchinson' else None
     acc = torch.zeros((x.shape[0],) if probes is None else (x.shape[0], n_probes), dtype=x.dtype, device=x.device)
@@ -373,7 +373,7 @@ def sdedit(den:Denoiser, x:Tensor,
           ) -> Tensor:
     "Edit x by noising it to time t and sampling back to t_min."
     x, P = _check_x(den, x), den.path
-    t = float(P._check_t(t, 't'))
+    t = float(P.check_t(t, 't'))
     if not t > P.t_min: raise ValueError(f"t={t}: must be above t_min={P.t_min}")
     xt, _ = P.noise(x, t, generator=generator)
     return sample(den, xt, method, generator=generator, grid=_grid(P, P.t_min, t, steps, kind).flip(0), **kw)
@@ -382,7 +382,7 @@ def sdedit(den:Denoiser, x:Tensor,
 def _ddim_step(den, x, t, tn, eta, generator, y=None):
     "One DDIM(eta) move of x from time t to tn (up or down); returns (x at tn, x0-hat)."
     P = den.path
-    z, x0, eps, a, s, _ = den._pair(x, t, y)
+    z, (a, s, _, _), x0, eps = den._pair(x, t, y)
     tn64 = as_time(tn)
     a1, s1 = P.coef(P._alpha(tn64), z), P.coef(P._sigma(tn64), z)
     if eta > 0 and tn < t:
@@ -427,7 +427,7 @@ def ddim_invert(den:Denoiser, x:Tensor,
                ) -> Tensor:
     "The state at t_end (not divided by the prior std) reached from x by deterministic DDIM steps upward."
     x, P = _check_x(den, x), den.path
-    t_end = P.t_max if t_end is None else float(P._check_t(t_end, 't_end'))
+    t_end = P.t_max if t_end is None else float(P.check_t(t_end, 't_end'))
     ts = _grid(P, P.t_min, t_end, steps, kind).tolist()
     with torch.no_grad():
         for t, tn in zip(ts[:-1], ts[1:]): x, _ = _ddim_step(den, x, t, tn, 0., None, y)
@@ -436,7 +436,7 @@ def ddim_invert(den:Denoiser, x:Tensor,
 def ddim_reconstruct(den:Denoiser, xt:Tensor, steps:int=50, t_end:float|None=None, kind:str|None=None, y=None) -> Tensor:
     "Deterministic DDIM steps from t_end back down to t_min on the grid `ddim_invert` used (its inverse up to step error)."
     xt, P = _check_x(den, xt, 'xt'), den.path
-    t_end = P.t_max if t_end is None else float(P._check_t(t_end, 't_end'))
+    t_end = P.t_max if t_end is None else float(P.check_t(t_end, 't_end'))
     ts = _grid(P, P.t_min, t_end, steps, kind).flip(0).tolist()
     with torch.no_grad():
         for t, tn in zip(ts[:-1], ts[1:]): xt, _ = _ddim_step(den, xt, t, tn, 0., None, y)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from fastcore.basics import patch
 import plotly.graph_objects as go
-from .paths import Path, DiagonalPath, as_time, figure_bundle
+from .paths import Path, Coefs, DiagonalPath, as_time, figure_bundle
 from .denoisers import Denoiser
 from .data import GaussianMixture
 from .train import EMA, TrainStep, sample_t
@@ -64,7 +64,7 @@ class InflationaryPath(DiagonalPath):
         self.g_star = g.max().item()
         self.keep = int((g == self.g_star).sum())
         super().__init__(d, basis, (1e-4 if form == 'paper' else 1e-7) if t_min is None else t_min, t_max)
-    def _params(self): return dict(form=self.form, rho=self.rho, keep=self.keep, dim=self.dim)
+    def params(self): return dict(form=self.form, rho=self.rho, keep=self.keep, dim=self.dim)
 
 # %% ../nbs/09_inflationary.ipynb #c014
 @patch
@@ -94,7 +94,7 @@ def _dsigma(self:InflationaryPath, t): A, dA, C, dC = self._AC(t); return dA * C
 @patch
 def cov(self:InflationaryPath, t, scaled:bool=True) -> Tensor:
     "Per-direction marginal variance at t of data with covariance eigenvalues xi: A^2 (xi + C) (scaled) or xi + C."
-    A, _, C, _ = self._AC(self._check_t(t))
+    A, _, C, _ = self._AC(self.check_t(t))
     return A**2 * (self.xi + C) if scaled else self.xi + C
 
 @patch
@@ -183,7 +183,7 @@ def _noised(den:Denoiser, x0:Tensor, t:Tensor, eps:Tensor) -> tuple:
     z0, ze = P.to_basis(x0), P.to_basis(eps)
     a, s, da, ds = (v.to(z0) for v in (P._alpha(t), P._sigma(t), P._dalpha(t), P._dsigma(t)))
     zt = a * z0 + s * ze
-    x0h, epsh = den._predict(P.from_basis(zt, x0), zt, t, a, s, da, ds, None)
+    x0h, epsh = den.predict(P.from_basis(zt, x0), t, coefs=Coefs(a, s, da, ds), z=zt)
     return z0, ze, x0h, epsh, a, s, da, ds
 
 def if_loss(den:Denoiser, # a Denoiser on an InflationaryPath (e.g. from if_denoiser)

@@ -123,17 +123,20 @@ def mode_coverage(x:Tensor, gm:GaussianMixture, min_share:float=0.1) -> ModeRepo
         w2sq += gm.weights[j].item() * gaussian_w2(xs.mean(0), torch.cov(xs.T).reshape(gm.dim, gm.dim), gm.means[j], gm.covs[j])**2
         wsum += gm.weights[j].item(); used += 1
     return ModeReport(coverage, tv, math.sqrt(w2sq / wsum) if wsum else math.inf, used)
-mode_coverage.against_truth = True
 
 # %% ../nbs/03_metrics.ipynb #c018
-def noise_floor(metric,                 # metric(x, y) -> float, or mode_coverage (compared with the truth)
+def noise_floor(metric,                 # metric(x, y) -> float, or metric(x, gm) against the truth (mode_coverage)
                 gm:GaussianMixture,      # the true distribution
                 n:int,                   # sample size the metric will be used at
                 reps:int=3,              # independent repetitions averaged
-                generator:torch.Generator|None=None):
+                generator:torch.Generator|None=None,
+                against_truth:bool|None=None, # metric(x, gm) rather than metric(x, y) (default: True for mode_coverage)
+               ):
     "The metric between two independent draws of the truth at sample size n (mean over reps); warns when n cannot resolve it."
-    if n < 2 or reps < 1: raise ValueError(f"n={n}, reps={reps}: need n >= 2 and reps >= 1")
-    if getattr(metric, 'against_truth', False):
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2 or isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ValueError(f"n={n!r}, reps={reps!r}: need integers n >= 2 and reps >= 1")
+    if against_truth is None: against_truth = metric is mode_coverage
+    if against_truth:
         expected = (gm.weights * n).min().item()
         if expected < 10 * (gm.dim + 1):
             warnings.warn(f"noise_floor: n={n} gives the lightest mode about {expected:.0f} samples, fewer than 10 (d + 1) = {10 * (gm.dim + 1)}; "

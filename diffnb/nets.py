@@ -10,24 +10,13 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.basics import patch
 from .paths import DDPM
-from .denoisers import Denoiser
+from .denoisers import Denoiser, batch_time
 
 # %% auto #0
-__all__ = ['TIME_EMBEDDINGS', 'DIFFUSERS_SCHEDULES', 'DIFFUSERS_PREDICTIONS', 'time_input', 'SinusoidalEmbedding',
-           'FourierEmbedding', 'Conditioning', 'as_labels', 'MLP', 'randomize_', 'UNet', 'DiffusersNet',
-           'from_diffusers']
+__all__ = ['TIME_EMBEDDINGS', 'NETS', 'DIFFUSERS_SCHEDULES', 'DIFFUSERS_PREDICTIONS', 'SinusoidalEmbedding', 'FourierEmbedding',
+           'Conditioning', 'as_labels', 'register_net', 'MLP', 'randomize_', 'UNet', 'DiffusersNet', 'from_diffusers']
 
-# %% ../nbs/05_nets.ipynb #c006
-def time_input(t,          # a number, a 0-d tensor or a (B,) tensor of times
-               x:Tensor,   # the batch the net is called on: t takes its batch size, dtype and device
-              ) -> Tensor:
-    "Times as a (B,) tensor in x's dtype and device; a single time is broadcast to the batch."
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    if t.dim() == 0: return t.expand(x.shape[0])
-    if t.shape != (x.shape[0],): raise ValueError(f"t: shape {tuple(t.shape)}; expected () or ({x.shape[0]},), one time per sample of x")
-    return t
-
-# %% ../nbs/05_nets.ipynb #c009
+# %% ../nbs/05_nets.ipynb #c008
 class SinusoidalEmbedding(nn.Module):
     "Sines and cosines of scale * t (or of scale * log t) at geometric frequencies from 1 to about 1/max_period."
     def __init__(self, dim:int=64,             # output features (even): dim/2 frequencies, a sine and a cosine each
@@ -51,7 +40,7 @@ def _periodic(emb, t:Tensor) -> Tensor:
     arg = (emb.mult * t)[:, None] * emb.freqs
     return torch.cat([torch.sin(arg), torch.cos(arg)], -1)
 
-# %% ../nbs/05_nets.ipynb #c015
+# %% ../nbs/05_nets.ipynb #c014
 class FourierEmbedding(nn.Module):
     "Sines and cosines of 2 pi W t (or of log t) at fixed random frequencies W ~ N(0, scale^2)."
     def __init__(self, dim:int=64,                    # output features (even)
@@ -68,7 +57,7 @@ class FourierEmbedding(nn.Module):
 
 TIME_EMBEDDINGS = {'sinusoidal': SinusoidalEmbedding, 'fourier': FourierEmbedding}
 
-# %% ../nbs/05_nets.ipynb #c018
+# %% ../nbs/05_nets.ipynb #c017
 class Conditioning(nn.Module):
     "The vector a net is conditioned on: an MLP of the time embedding plus a learned label embedding (index n_classes: no label)."
     def __init__(self, emb_dim:int=128,              # size of the conditioning vector
@@ -92,7 +81,7 @@ class Conditioning(nn.Module):
         "The label index that means 'no label' (classifier-free guidance's null token); None on an unconditional net."
         return self.n_classes
 
-# %% ../nbs/05_nets.ipynb #c020
+# %% ../nbs/05_nets.ipynb #c019
 def as_labels(y,                 # None, an int, a 0-d or a (B,) integer tensor
               batch:int,         # the batch size B
               n_classes:int,     # classes of the net; index n_classes is the null label
@@ -108,7 +97,7 @@ def as_labels(y,                 # None, an int, a 0-d or a (B,) integer tensor
         raise ValueError(f"y: labels in [{int(y.min())}, {int(y.max())}]; allowed 0..{n_classes - 1}, and {n_classes} for no label (the null label)")
     return y
 
-# %% ../nbs/05_nets.ipynb #c021
+# %% ../nbs/05_nets.ipynb #c020
 @patch
 def forward(self:Conditioning, t:Tensor, y=None) -> Tensor:
     "The (B, emb_dim) conditioning vector of (B,) times and optional labels."
@@ -118,7 +107,7 @@ def forward(self:Conditioning, t:Tensor, y=None) -> Tensor:
         return e
     return e + self.label(as_labels(y, len(t), self.n_classes, e.device))
 
-# %% ../nbs/05_nets.ipynb #c024
+# %% ../nbs/05_nets.ipynb #c023
 def _zero(m:nn.Module) -> nn.Module:
     "m with its parameters set to zero."
     for p in m.parameters(): nn.init.zeros_(p)
@@ -134,6 +123,14 @@ def _config(**kw) -> dict|None:
     if any(isinstance(v, nn.Module) for v in kw.values()): return None
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
 
+NETS = {}   # the network classes a checkpoint may name, by class name
+
+def register_net(cls:type) -> type:
+    "Class decorator: let checkpoints name `cls`, so Trainer.load can rebuild it from its recorded arguments (and nothing else)."
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)): raise ValueError(f"register_net: expected an nn.Module subclass, got {cls!r}")
+    NETS[cls.__name__] = cls
+    return cls
+
 class _MLPBlock(nn.Module):
     "One pre-norm residual block: h + W SiLU(LN(h) (1 + gamma(e)) + beta(e)), or + beta(e) alone without FiLM."
     def __init__(self, hidden:int, emb_dim:int, film:bool, norm:bool):
@@ -147,9 +144,10 @@ class _MLPBlock(nn.Module):
         else: z = self.norm(h) + m
         return h + self.lin(F.silu(z))
 
-# %% ../nbs/05_nets.ipynb #c025
+# %% ../nbs/05_nets.ipynb #c024
+@register_net
 class MLP(nn.Module):
-    "A residual MLP score/denoiser net for vectors: net(x, t) or net(x, t, y) returns x's shape."
+    "A residual MLP for vectors: net(x, t) or net(x, t, y) returns x's shape (a denoiser), or (B, out_dim) (e.g. a classifier's logits)."
     def __init__(self, dim:int,                # features per sample (x is (B, dim), or (B, *event) with dim elements)
                  hidden:int=256,               # width of the hidden layers
                  depth:int=4,                  # number of residual blocks
@@ -159,32 +157,35 @@ class MLP(nn.Module):
                  log_time:bool=False,          # embed log t (for EDM's t = sigma)
                  film:bool=True,               # FiLM (scale and shift) the hidden layers; False adds the conditioning
                  norm:bool=True,               # LayerNorm before each block
+                 out_dim:int|None=None,        # output features per sample (default: x's own shape)
                 ):
         super().__init__()
-        _check_ints(dim=(dim, 1), hidden=(hidden, 1), depth=(depth, 0), emb_dim=(emb_dim, 1))
-        self.dim = dim
-        self.config = _config(dim=dim, hidden=hidden, depth=depth, n_classes=n_classes, emb_dim=emb_dim, time_emb=time_emb, log_time=log_time, film=film, norm=norm)
+        _check_ints(dim=(dim, 1), hidden=(hidden, 1), depth=(depth, 0), emb_dim=(emb_dim, 1), out_dim=(dim if out_dim is None else out_dim, 1))
+        self.dim, self.out_dim = dim, out_dim
+        self.config = _config(dim=dim, hidden=hidden, depth=depth, n_classes=n_classes, emb_dim=emb_dim, time_emb=time_emb, log_time=log_time,
+                              film=film, norm=norm, out_dim=out_dim)
         self.cond = Conditioning(emb_dim, n_classes, time_emb, log_time)
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(_MLPBlock(hidden, emb_dim, film, norm) for _ in range(depth))
-        self.out = nn.Sequential(nn.LayerNorm(hidden) if norm else nn.Identity(), nn.SiLU(), _zero(nn.Linear(hidden, dim)))
+        self.out = nn.Sequential(nn.LayerNorm(hidden) if norm else nn.Identity(), nn.SiLU(), _zero(nn.Linear(hidden, out_dim or dim)))
     @property
     def null_label(self) -> int|None: return self.cond.null_label
     def forward(self, x:Tensor, t, y=None) -> Tensor:
         if x.dim() < 2 or math.prod(x.shape[1:]) != self.dim: raise ValueError(f"x: shape {tuple(x.shape)}; expected (B, {self.dim}) (or (B, *event) with {self.dim} elements per sample)")
-        e = self.cond(time_input(t, x), y)
+        e = self.cond(batch_time(t, x), y)
         h = self.inp(x.reshape(len(x), self.dim))
         for block in self.blocks: h = block(h, e)
-        return self.out(h).reshape(x.shape)
+        out = self.out(h)
+        return out.reshape(x.shape) if self.out_dim is None else out
 
-# %% ../nbs/05_nets.ipynb #c031
+# %% ../nbs/05_nets.ipynb #c032
 def randomize_(net:nn.Module, std:float=0.1, generator:torch.Generator|None=None) -> nn.Module:
     "Every parameter of net drawn from N(0, std^2), in place: an untrained net that does not predict zero, for tests."
     with torch.no_grad():
         for p in net.parameters(): p.copy_(std * torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device))
     return net
 
-# %% ../nbs/05_nets.ipynb #c034
+# %% ../nbs/05_nets.ipynb #c035
 class _ResBlock(nn.Module):
     "GroupNorm, SiLU, conv; + W e per channel; GroupNorm, SiLU, dropout, zero-initialised conv; plus a (1x1) skip."
     def __init__(self, c_in:int, c_out:int, emb_dim:int, groups:int, dropout:float=0.):
@@ -203,7 +204,8 @@ class _Up(nn.Module):
         super().__init__(); self.conv = nn.Conv2d(c, c, 3, padding=1)
     def forward(self, x:Tensor) -> Tensor: return self.conv(F.interpolate(x, scale_factor=2., mode='nearest'))
 
-# %% ../nbs/05_nets.ipynb #c035
+# %% ../nbs/05_nets.ipynb #c036
+@register_net
 class UNet(nn.Module):
     "A small U-Net score/denoiser net for images: net(x, t) or net(x, t, y) with x (B, C, H, W) returns x's shape."
     def __init__(self, in_channels:int=1,      # image channels C
@@ -242,14 +244,14 @@ class UNet(nn.Module):
     @property
     def null_label(self) -> int|None: return self.cond.null_label
 
-# %% ../nbs/05_nets.ipynb #c037
+# %% ../nbs/05_nets.ipynb #c038
 @patch
 def forward(self:UNet, x:Tensor, t, y=None) -> Tensor:
     "net(x, t[, y]): x (B, C, H, W), t a number or (B,) times, y labels or None."
     k = 2 ** (self.levels - 1)
     if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[2] % k or x.shape[3] % k:
         raise ValueError(f"x: shape {tuple(x.shape)}; expected (B, {self.in_channels}, H, W) with H and W divisible by {k} ({self.levels} levels)")
-    e = self.cond(time_input(t, x), y)
+    e = self.cond(batch_time(t, x), y)
     h, skips = self.stem(x), []
     for blocks, down in zip(self.down, self.downsample):
         for block in blocks: h = block(h, e)
@@ -260,7 +262,7 @@ def forward(self:UNet, x:Tensor, t, y=None) -> Tensor:
         for block in blocks: h = block(h, e)
     return self.out(h)
 
-# %% ../nbs/05_nets.ipynb #c043
+# %% ../nbs/05_nets.ipynb #c044
 DIFFUSERS_SCHEDULES = {'linear': 'linear', 'scaled_linear': 'scaled_linear', 'squaredcos_cap_v2': 'cosine'}
 DIFFUSERS_PREDICTIONS = {'epsilon': 'eps', 'sample': 'x0', 'v_prediction': 'v'}
 
@@ -270,12 +272,12 @@ class DiffusersNet(nn.Module):
         super().__init__()
         self.unet, self.T, self.channels = unet, T, channels
     def forward(self, x:Tensor, t, y=None) -> Tensor:
-        k = time_input(t, x).double() * self.T - 1
+        k = batch_time(t, x).double() * self.T - 1
         k = torch.where((k - k.round()).abs() < 1e-3, k.round(), k)   # a step up to float32 rounding is that step
         kw = {} if y is None else {'class_labels': torch.as_tensor(y, device=x.device).long().expand(len(x))}
         return self.unet(x, k.to(x.dtype), **kw).sample[:, :self.channels]   # a learned variance's extra channels are dropped
 
-# %% ../nbs/05_nets.ipynb #c044
+# %% ../nbs/05_nets.ipynb #c045
 def _ddpm_path(cfg:dict) -> DDPM:
     "The DDPM path of a diffusers scheduler config."
     if cfg.get('rescale_betas_zero_snr'): raise ValueError("scheduler_config: rescale_betas_zero_snr=True gives alpha = 0 at the last step, which a DDPM path cannot hold")

@@ -4,33 +4,23 @@
 
 # %% ../nbs/06_train.ipynb #c002
 from __future__ import annotations
-import importlib, json, math, os, shutil, time
+import hashlib, inspect, json, math, numbers, os, re, shutil, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path as FilePath
 import torch
 from torch import Tensor, nn
 from fastcore.basics import patch
-from .paths import Path, DiagonalPath, get_path, as_time, figure_bundle
-from .denoisers import Denoiser, PARAMS
+from .paths import Path, DiagonalPath, get_path, as_time, figure_bundle, check_choice, resolve_device
+from .denoisers import Denoiser, PARAMS, PARAM_ALIASES
 from .data import toy, TOYS
+from .nets import MLP, UNet, NETS
 
 # %% auto #0
-__all__ = ['WEIGHTINGS', 'T_DENSITIES', 'resolve_device', 'x0_weight', 'sample_t', 'dsm_loss', 'EMA', 'TrainStep', 'Trainer',
-           'load_denoiser', 'ClassifierMLP', 'NoisyClassifier', 'ClassifierTrainer', 'train_classifier',
-           'SimilarityGuidance', 'cosine_similarity']
+__all__ = ['WEIGHTINGS', 'T_DENSITIES', 'RECIPE', 'LR_SCHEDULES', 'CKPT_FILES', 'x0_weight', 'sample_t', 'dsm_loss', 'EMA',
+           'lr_at', 'TrainStep', 'default_net', 'Trainer', 'load_denoiser', 'NoisyClassifier', 'ClassifierTrainer',
+           'train_classifier']
 
-# %% ../nbs/06_train.ipynb #c006
-def resolve_device(device:str|torch.device='auto') -> torch.device:
-    "'auto' picks CUDA, then MPS, then CPU; any other value is passed to torch.device."
-    if isinstance(device, torch.device): return device
-    if device == 'auto':
-        if torch.cuda.is_available(): return torch.device('cuda')
-        if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
-        return torch.device('cpu')
-    try: return torch.device(device)
-    except (RuntimeError, TypeError) as e: raise ValueError(f"device={device!r}: not a torch device ('auto', 'cpu', 'cuda', 'cuda:1', 'mps')") from e
-
-# %% ../nbs/06_train.ipynb #c009
+# %% ../nbs/06_train.ipynb #c008
 WEIGHTINGS = ('native', 'x0', 'snr', 'min_snr', 'likelihood', 'edm')
 
 def x0_weight(weighting:str, param:str, a, s, da, ds, sigma_data:float=0.5, gamma:float=5.) -> Tensor:
@@ -46,7 +36,7 @@ def x0_weight(weighting:str, param:str, a, s, da, ds, sigma_data:float=0.5, gamm
     if weighting == 'edm': r2 = (s / a)**2; return (r2 + sigma_data**2) / (r2 * sigma_data**2)
     raise ValueError(f"weighting={weighting!r} is unknown; known weightings: {', '.join(WEIGHTINGS)}")
 
-# %% ../nbs/06_train.ipynb #c011
+# %% ../nbs/06_train.ipynb #c010
 T_DENSITIES = ('uniform', 'logit_normal', 'log_snr', 'edm')
 
 def sample_t(path:Path, n:int, density:str='uniform', generator=None, sigma_data:float=1.,
@@ -66,19 +56,18 @@ def sample_t(path:Path, n:int, density:str='uniform', generator=None, sigma_data
     log_r = (math.log(sigma_data) - 0.5 if loc is None else loc) + (1.5 if scale is None else scale) * z
     return path.t_of_log_snr((-2 * log_r).clamp(l_lo, l_hi)).clamp(lo, hi)
 
-# %% ../nbs/06_train.ipynb #c014
+# %% ../nbs/06_train.ipynb #c013
 def dsm_loss(den:Denoiser, x0:Tensor, t:Tensor, eps:Tensor, y=None, weighting:str='native', sigma_data:float=0.5) -> Tensor:
     "Denoising score-matching loss per sample: lambda(t) * mean |x0-hat(x_t, t) - x0|^2 over coordinates."
     P = den.path
     z0, ze = P.to_basis(x0), P.to_basis(eps)
-    a, s = P.coef(P._alpha(t), z0), P.coef(P._sigma(t), z0)
-    da, ds = P.coef(P._dalpha(t), z0), P.coef(P._dsigma(t), z0)
-    zt = a * z0 + s * ze
-    x0_hat, _ = den._predict(P.from_basis(zt, x0), zt, t, a, s, da, ds, y, need_eps=False)
-    lam = x0_weight(weighting, den.param, a, s, da, ds, sigma_data)
+    c = P.coefs(t, z0)
+    zt = c.alpha * z0 + c.sigma * ze
+    x0_hat, _ = den.predict(P.from_basis(zt, x0), t, y, coefs=c, z=zt, need_eps=False)
+    lam = x0_weight(weighting, den.param, *c, sigma_data)
     return (lam * (x0_hat - z0)**2).flatten(1).mean(1)
 
-# %% ../nbs/06_train.ipynb #c019
+# %% ../nbs/06_train.ipynb #c018
 class EMA:
     "Exponential moving average of a module's parameters and buffers, with warm-up."
     def __init__(self, net:nn.Module, decay:float=0.999):
@@ -93,7 +82,24 @@ class EMA:
             if e.dtype.is_floating_point: e.lerp_(p.detach(), 1 - d)
             else: e.copy_(p)
 
-# %% ../nbs/06_train.ipynb #c022
+# %% ../nbs/06_train.ipynb #c021
+RECIPE = dict(param='edm', t_density='edm', lr=2e-3, warmup=200, lr_schedule='cosine', batch_size=1024, ema=0.999)
+LR_SCHEDULES = ('constant', 'cosine', 'inverse_sqrt')
+
+def lr_at(step:int,                # the optimiser step, counted from 1
+          lr:float,                # the peak learning rate
+          warmup:int=0,            # linear warm-up steps
+          schedule:str='constant', # after warm-up: 'constant', 'cosine' (to 0 at `total`) or 'inverse_sqrt'
+          total:int|None=None,     # the cosine schedule's last step (None: constant)
+         ) -> float:
+    "The learning rate of optimiser step `step`: linear warm-up, then the schedule."
+    if warmup and step <= warmup: return lr * step / warmup
+    if schedule == 'inverse_sqrt': return lr * math.sqrt(max(warmup, 1) / step)
+    if schedule == 'constant' or total is None: return lr
+    frac = min(1., (step - warmup) / max(1, total - warmup))
+    return lr * 0.5 * (1 + math.cos(math.pi * frac))
+
+# %% ../nbs/06_train.ipynb #c025
 @dataclass
 class TrainStep:
     "One optimiser step: its number, loss, learning rate, gradient norm (before clipping) and wall time since the start of steps()."
@@ -124,46 +130,85 @@ def _as_data(data, seed:int=0):
         if bool((y < 0).any()): raise ValueError("labels: must be integers >= 0")
     return data, y
 
-# %% ../nbs/06_train.ipynb #c023
+# %% ../nbs/06_train.ipynb #c027
+def default_net(data,   # what the Trainer will train on: a tensor, an (x, y) pair, a Dataset or a toy name
+                **kw,   # the network's own options (hidden, depth, base, mults, ...)
+               ) -> nn.Module:
+    "The recipe's network for `data`: MLP for vectors, UNet for (n, C, H, W) images; conditional when the data has labels."
+    x, y = _as_data(data)
+    n_classes = int(y.max()) + 1 if y is not None else None
+    if x.dim() == 4: return UNet(x.shape[1], n_classes=n_classes, **kw)
+    return MLP(math.prod(x.shape[1:]), n_classes=n_classes, **kw)
+
+def _check_number(name:str, value, lo=None, hi=None, integer:bool=False, strict_lo:bool=False, none_ok:bool=False):
+    "value as an int or float in [lo, hi] ((lo, hi] with strict_lo), or a ValueError naming the argument, the value and what is allowed."
+    if value is None and none_ok: return None
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral if integer else numbers.Real) and math.isfinite(value)
+    if ok and lo is not None: ok = value > lo if strict_lo else value >= lo
+    if ok and hi is not None: ok = value <= hi
+    if not ok:
+        bounds = [f"{'>' if strict_lo else '>='} {lo}"] * (lo is not None) + [f"<= {hi}"] * (hi is not None)
+        raise ValueError(f"{name}={value!r}: must be {'an integer' if integer else 'a number'} {' and '.join(bounds)}{' or None' if none_ok else ''}".replace('  ', ' '))
+    return int(value) if integer else float(value)
+
+# %% ../nbs/06_train.ipynb #c029
 class Trainer:
-    "Trains a network as a Denoiser on a path by denoising score matching; steps() is a generator."
-    def __init__(self, net:nn.Module,       # net(x, t) or net(x, t, y)
+    "Trains a network as a Denoiser on a path by denoising score matching; steps() is a generator. Defaults are RECIPE."
+    def __init__(self, net:nn.Module,       # net(x, t) or net(x, t, y), e.g. default_net(data)
                  path:Path|str,              # the forward path
                  data,                       # tensor (n, *event), (x, y), a Dataset or a toy name
-                 param:str='eps',            # what the net predicts (see Denoiser)
-                 batch_size:int=256, lr:float=1e-3,
-                 ema:float=0.999,            # EMA decay (with warm-up)
+                 param:str=RECIPE['param'],  # what the net predicts (see Denoiser)
+                 batch_size:int|None=None,   # batch size (default: RECIPE's 1024, or every point of a smaller data set)
+                 lr:float=RECIPE['lr'],      # peak learning rate
+                 ema:float=RECIPE['ema'],    # EMA decay (with warm-up)
                  weighting:str='native',     # loss weighting in x0 space (see WEIGHTINGS)
-                 t_density:str='uniform',    # training time density (see T_DENSITIES)
+                 t_density:str=RECIPE['t_density'], # training time density (see T_DENSITIES)
                  t_loc:float|None=None, t_scale:float|None=None, # its location and scale where it has them
                  grad_clip:float|None=1.,    # clip the gradient norm (None: no clipping)
                  weight_decay:float=0.,      # AdamW weight decay
-                 warmup:int=0,               # linear learning-rate warm-up steps
+                 warmup:int=RECIPE['warmup'], # linear learning-rate warm-up steps
+                 lr_schedule:str=RECIPE['lr_schedule'], # after warm-up (see LR_SCHEDULES)
+                 total_steps:int|None=None,  # where the cosine schedule reaches 0 (None: the end of each steps(n)/fit(n) call)
                  p_uncond:float=0.1,         # label dropout for classifier-free guidance (conditional data only)
                  sigma_data:float|None=None, # data standard deviation (default: measured on the data)
                  device='auto', seed:int=0,
                  compile:bool=False,         # torch.compile the network
                  precision:str='auto',       # 'auto' (bf16 autocast on CUDA), 'bf16' or 'fp32'
-                 folder:str|None=None,       # checkpoint folder for save_every
+                 folder:str|None=None,       # checkpoint folder for save_every (a new one: Trainer.load resumes a run)
                  save_every:int|None=None,   # save a checkpoint every this many steps (needs folder)
-                 keep:int=3,                 # checkpoints kept in the folder
+                 keep:int=3,                 # checkpoints kept in the folder (0: all)
                 ):
+        if not isinstance(net, nn.Module): raise ValueError(f"net: expected an nn.Module such as dn.MLP(2) or dn.default_net(data), got {type(net).__name__}")
         self.path = get_path(path)
-        if param not in PARAMS: raise ValueError(f"param={param!r} is unknown; known parametrizations: {', '.join(PARAMS)}")
-        if weighting not in WEIGHTINGS: raise ValueError(f"weighting={weighting!r} is unknown; known weightings: {', '.join(WEIGHTINGS)}")
-        if t_density not in T_DENSITIES: raise ValueError(f"t_density={t_density!r} is unknown; known densities: {', '.join(T_DENSITIES)}")
-        if precision not in ('auto', 'bf16', 'fp32'): raise ValueError(f"precision={precision!r}: must be 'auto', 'bf16' or 'fp32'")
+        param, weighting = check_choice('param', param, PARAMS, PARAM_ALIASES), check_choice('weighting', weighting, WEIGHTINGS)
+        t_density, lr_schedule = check_choice('t_density', t_density, T_DENSITIES), check_choice('lr_schedule', lr_schedule, LR_SCHEDULES)
+        precision = check_choice('precision', precision, ('auto', 'bf16', 'fp32'))
+        lr, ema, weight_decay = _check_number('lr', lr, 0, strict_lo=True), _check_number('ema', ema, 0, 1), _check_number('weight_decay', weight_decay, 0)
+        grad_clip = _check_number('grad_clip', grad_clip, 0, strict_lo=True, none_ok=True)
+        warmup, p_uncond = _check_number('warmup', warmup, 0, integer=True), _check_number('p_uncond', p_uncond, 0, 1)
+        total_steps = _check_number('total_steps', total_steps, 1, integer=True, none_ok=True)
+        save_every, keep = _check_number('save_every', save_every, 1, integer=True, none_ok=True), _check_number('keep', keep, 0, integer=True)
+        seed = _check_number('seed', seed, 0, integer=True)
+        sigma_data = _check_number('sigma_data', sigma_data, 0, strict_lo=True, none_ok=True)
+        t_loc, t_scale = _check_number('t_loc', t_loc, none_ok=True), _check_number('t_scale', t_scale, 0, strict_lo=True, none_ok=True)
         if save_every is not None and folder is None: raise ValueError("folder: save_every needs a checkpoint folder")
+        if folder is not None and (FilePath(folder) / 'latest').exists():
+            raise ValueError(f"folder={str(folder)!r} already holds a run (its latest checkpoint is {(FilePath(folder) / 'latest').read_text().strip()}); "
+                             f"resume it with Trainer.load({str(folder)!r}, data=...), or choose a new folder")
         self.x, self.y = _as_data(data, seed)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= self.x.shape[0]:
-            raise ValueError(f"batch_size={batch_size!r}: must be an integer from 1 to the number of data points ({self.x.shape[0]})")
-        if not lr > 0: raise ValueError(f"lr={lr}: must be > 0")
+        self.has_data = True
+        n = self.x.shape[0]
+        batch_size = min(RECIPE['batch_size'], n) if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size <= n:
+            raise ValueError(f"batch_size={batch_size!r}: must be an integer from 1 to the number of data points ({n})")
+        batch_size = int(batch_size)
         self.device = resolve_device(device)
         self.net = net.to(self.device)
-        self.param, self.batch_size, self.lr, self.weighting = param, batch_size, float(lr), weighting
+        self.param, self.batch_size, self.lr, self.weighting = param, batch_size, lr, weighting
         self.t_density, self.t_loc, self.t_scale = t_density, t_loc, t_scale
-        self.grad_clip, self.warmup, self.p_uncond, self.seed = grad_clip, int(warmup), float(p_uncond), seed
-        self.sigma_data = float(sigma_data) if sigma_data is not None else self.x.std().item()
+        self.grad_clip, self.warmup, self.p_uncond, self.seed = grad_clip, warmup, p_uncond, seed
+        self.lr_schedule, self.total_steps, self.auto_total = lr_schedule, total_steps, total_steps is None
+        self.sigma_data = sigma_data if sigma_data is not None else self.x.std().item()
         self.data_scale = self.x.flatten(1).pow(2).sum(1).mean().sqrt().item()
         self.event_shape = tuple(self.x.shape[1:])
         self.n_classes = int(self.y.max()) + 1 if self.y is not None else None
@@ -175,11 +220,11 @@ class Trainer:
         self.amp = self.device.type == 'cuda' and precision in ('auto', 'bf16')
         self.fwd = torch.compile(self.net) if compile else self.net
         self.hparams = dict(param=param, batch_size=batch_size, lr=lr, ema=ema, weighting=weighting, t_density=t_density, t_loc=t_loc,
-                            t_scale=t_scale, grad_clip=grad_clip, weight_decay=weight_decay, warmup=warmup, p_uncond=p_uncond,
-                            sigma_data=self.sigma_data, seed=seed, precision=precision)
+                            t_scale=t_scale, grad_clip=grad_clip, weight_decay=weight_decay, warmup=warmup, lr_schedule=lr_schedule,
+                            p_uncond=p_uncond, sigma_data=self.sigma_data, seed=seed, precision=precision)
     def __repr__(self): return f"Trainer(step={self.step}, param={self.param!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c025
+# %% ../nbs/06_train.ipynb #c031
 @patch
 def denoiser(self:Trainer, ema:bool=True, net:nn.Module|None=None) -> Denoiser:
     "The trained model as a Denoiser (the EMA weights by default)."
@@ -205,19 +250,23 @@ def _batch(self:Trainer):
 @patch
 def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
     "One optimiser step (on `batch` = (x0, y, t, eps) when given, else on the next drawn batch)."
+    if not self.has_data: raise ValueError("data: this Trainer was loaded without data; pass data= to Trainer.load to train (sampling needs none)")
     t0 = time.perf_counter()
     self.net.train()
     x0, y, t, eps = batch if batch is not None else self._batch()
-    lr = self.lr * min(1., (self.step + 1) / self.warmup) if self.warmup else self.lr
+    lr = lr_at(self.step + 1, self.lr, self.warmup, self.lr_schedule, self.total_steps)
     for group in self.opt.param_groups: group['lr'] = lr
     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
         loss = dsm_loss(self.denoiser(net=self.fwd), x0, t, eps, y, self.weighting, self.sigma_data).mean()
-    if not math.isfinite(loss.item()):
-        where = f"; the last good checkpoint is in {self.folder}" if self.folder and self.save_every else ''
-        raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1}{where}")
+    where = lambda: (f" (loss {loss.item():.4g}, t in [{t.min().item():.4g}, {t.max().item():.4g}]); the update was not applied"
+                     + (f"; the last good checkpoint is in {self.folder}" if self.folder and self.save_every else ''))
+    if not math.isfinite(loss.item()): raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1}{where()}")
     self.opt.zero_grad(set_to_none=True)
     loss.backward()
     gn = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip if self.grad_clip else float('inf')).item()
+    if not math.isfinite(gn):
+        self.opt.zero_grad(set_to_none=True)
+        raise FloatingPointError(f"gradient norm is {gn} at step {self.step + 1}{where()}")
     self.opt.step()
     self.ema.update(self.net)
     self.step += 1
@@ -228,14 +277,17 @@ def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
 def steps(self:Trainer, n:int):
     "Yield a TrainStep after each of n more optimiser steps (saving checkpoints every save_every steps)."
     if isinstance(n, bool) or not isinstance(n, int) or n < 0: raise ValueError(f"n={n!r}: must be an integer >= 0")
+    if getattr(self, 'auto_total', False): self.total_steps = self.step + n   # the cosine schedule ends with this call
     t0 = time.perf_counter()
     for _ in range(n):
         s = self.train_step()
         s.time = time.perf_counter() - t0
-        if self.save_every and self.step % self.save_every == 0 and getattr(self, 'rank', 0) == 0: self.save(self.folder)   # rank 0 alone saves
+        if self.save_every and self.step % self.save_every == 0:
+            gens = self.rank_generators()                                     # every rank takes part; rank 0 alone saves
+            if getattr(self, 'rank', 0) == 0: self.save(self.folder, gens)
         yield s
 
-# %% ../nbs/06_train.ipynb #c027
+# %% ../nbs/06_train.ipynb #c033
 def _fsync_write(path:FilePath, data:bytes):
     with open(path, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
 
@@ -247,60 +299,94 @@ def _fsync_dir(path:FilePath):
 def _net_spec(net:nn.Module) -> dict|None:
     "Class and constructor arguments of a net that records them (diffnb's nets do, in .config)."
     cfg = getattr(net, 'config', None)
-    return {'class': f"{type(net).__module__}.{type(net).__qualname__}", 'kwargs': cfg} if isinstance(cfg, dict) else None
+    if not isinstance(cfg, dict): return None
+    registered = NETS.get(type(net).__name__) is type(net)
+    return {'class': type(net).__name__ if registered else f"{type(net).__module__}.{type(net).__qualname__}", 'kwargs': cfg}
 
 def _path_spec(path:Path) -> dict:
-    return {'name': path.name, 'params': path._params(), 't_min': path.t_min, 't_max': path.t_max, 'repr': repr(path)}
+    return {'name': path.name, 'params': path.params(), 't_min': path.t_min, 't_max': path.t_max, 'repr': repr(path)}
+
+CKPT_FILES = ('model.safetensors', 'ema.safetensors', 'state.pt')
+
+def _sha256(data:bytes) -> str: return hashlib.sha256(data).hexdigest()
 
 @patch
-def save(self:Trainer, folder:str) -> FilePath:
+def _data_digest(self:Trainer) -> str:
+    "SHA-256 of the training data (and labels), computed once: a resumed run can tell whether it got the same data."
+    if getattr(self, '_digest', None) is None:
+        h = hashlib.sha256(self.x.detach().cpu().contiguous().numpy().tobytes())
+        if self.y is not None: h.update(self.y.cpu().contiguous().numpy().tobytes())
+        self._digest = h.hexdigest()
+    return self._digest
+
+@patch
+def rank_generators(self:Trainer) -> list:
+    "The generator state of every process of the run (one process: this one's), for an exact resume."
+    return [self.gen.get_state()]
+
+@patch
+def save(self:Trainer, folder:str,
+         gens:list|None=None, # every rank's generator state (default: rank_generators(), which a data-parallel run gathers on all ranks)
+        ) -> FilePath:
     "Write a checkpoint into `folder` atomically; returns its subfolder."
     from safetensors.torch import save as st_save
+    import io
     root = FilePath(folder); root.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{self.step:08d}"
     tmp = root / f".tmp-{os.getpid()}-{name}"
     if tmp.exists(): shutil.rmtree(tmp)
     tmp.mkdir()
     cpu = lambda sd: {k: v.detach().cpu().contiguous() for k, v in sd.items()}
-    _fsync_write(tmp / 'model.safetensors', st_save(cpu(self.net.state_dict())))
-    _fsync_write(tmp / 'ema.safetensors', st_save(cpu(self.ema.net.state_dict())))
-    import io
     buf = io.BytesIO()
-    torch.save({'opt': self.opt.state_dict(), 'gen': self.gen.get_state(), 'step': self.step, 'ema_updates': self.ema.updates,
+    gens = self.rank_generators() if gens is None else gens
+    torch.save({'opt': self.opt.state_dict(), 'gen': self.gen.get_state(), 'gens': gens, 'step': self.step, 'ema_updates': self.ema.updates,
                 'losses': torch.tensor(self.losses, dtype=torch.float64)}, buf)
-    _fsync_write(tmp / 'state.pt', buf.getvalue())
+    files = dict(zip(CKPT_FILES, (st_save(cpu(self.net.state_dict())), st_save(cpu(self.ema.net.state_dict())), buf.getvalue())))
+    for f, b in files.items(): _fsync_write(tmp / f, b)
     cfg = dict(step=self.step, path=_path_spec(self.path), net=_net_spec(self.net), hparams=self.hparams, data_scale=self.data_scale,
-               event_shape=list(self.event_shape), n_classes=self.n_classes, format=1)
+               event_shape=list(self.event_shape), n_classes=self.n_classes, total_steps=self.total_steps, auto_total=self.auto_total,
+               save_every=self.save_every, keep=self.keep, data_sha256=self._data_digest() if self.has_data else None,
+               sha256={f: _sha256(b) for f, b in files.items()}, format=2)
     _fsync_write(tmp / 'config.json', json.dumps(cfg, indent=1).encode())
     _fsync_dir(tmp)
-    final = root / name
-    if final.exists(): shutil.rmtree(final)
+    final, trash = root / name, root / f".trash-{name}"
+    if final.exists():                          # re-saving a step on disk: the old copy is moved aside, never deleted first
+        if trash.exists(): shutil.rmtree(trash)
+        os.replace(final, trash)
     os.replace(tmp, final)
     _fsync_dir(root)
     _fsync_write(root / '.latest.tmp', name.encode()); os.replace(root / '.latest.tmp', root / 'latest'); _fsync_dir(root)
-    ckpts = sorted(root.glob('ckpt-*'), key=lambda c: c.stat().st_mtime)           # oldest first; never the one just written
-    for old in [c for c in ckpts[:-self.keep] if c != final] if self.keep else []:   # renamed away first: a kill mid-delete leaves no half checkpoint
-        trash = root / f".trash-{old.name}"; os.replace(old, trash); shutil.rmtree(trash, ignore_errors=True)
-    for stale in root.glob('.trash-*'): shutil.rmtree(stale, ignore_errors=True)
+    ckpts = sorted(c for c in root.glob('ckpt-*') if c != final)          # by step, oldest first; never the one just written
+    for old in ckpts[:max(0, len(ckpts) + 1 - self.keep)] if self.keep else []:   # renamed away first: a kill mid-delete leaves no half checkpoint
+        os.replace(old, root / f".trash-{old.name}")
+    for stale in [*root.glob('.trash-*'), *(t for t in root.glob('.tmp-*') if t != tmp)]: shutil.rmtree(stale, ignore_errors=True)
     return final
 
-# %% ../nbs/06_train.ipynb #c028
+# %% ../nbs/06_train.ipynb #c034
 def _checkpoint_dir(folder) -> FilePath:
     "The checkpoint `latest` points to (or the folder itself if it is a checkpoint), checked."
     root = FilePath(folder)
     if (root / 'config.json').exists(): return root
     if not root.exists(): raise ValueError(f"folder={str(folder)!r}: no such checkpoint folder")
     if not (root / 'latest').exists(): raise ValueError(f"folder={str(folder)!r}: no complete checkpoint in it (no 'latest' pointer)")
-    ck = root / (root / 'latest').read_text().strip()
-    missing = [f for f in ('model.safetensors', 'ema.safetensors', 'state.pt', 'config.json') if not (ck / f).exists()]
-    if missing: raise ValueError(f"folder={str(folder)!r}: checkpoint {ck.name} is incomplete (missing {', '.join(missing)})")
+    name = (root / 'latest').read_text().strip()
+    if not re.fullmatch(r'ckpt-\d+', name): raise ValueError(f"folder={str(folder)!r}: its 'latest' pointer names {name[:80]!r}, not a checkpoint of this folder")
+    ck = root / name
+    if not ck.exists() and (root / f".trash-{name}").exists(): ck = root / f".trash-{name}"   # a re-save killed between its two renames
+    missing = [f for f in (*CKPT_FILES, 'config.json') if not (ck / f).exists()]
+    if missing: raise ValueError(f"folder={str(folder)!r}: checkpoint {name} is incomplete (missing {', '.join(missing)})")
     return ck
 
 def _build_net(spec:dict|None, net:nn.Module|None) -> nn.Module:
+    "The checkpoint's network, rebuilt from a registered class (NETS) and its recorded arguments; nothing else is imported or called."
     if net is not None: return net
     if spec is None: raise ValueError("net: this checkpoint's network does not record its constructor; pass net= (an instance of the same architecture)")
-    mod, _, cls = spec['class'].rpartition('.')
-    return getattr(importlib.import_module(mod), cls)(**spec['kwargs'])
+    cls = str(spec.get('class'))
+    name = cls.rpartition('.')[2] if cls.startswith('diffnb.') else cls      # checkpoints of format 1 name 'diffnb.nets.MLP'
+    if name not in NETS or not isinstance(spec.get('kwargs'), dict):
+        raise ValueError(f"net: the checkpoint names network class {cls[:80]!r}, which is not registered (known: {', '.join(sorted(NETS))}); "
+                         "a checkpoint never imports code: pass net= (an instance of the same architecture), or decorate the class with register_net")
+    return NETS[name](**spec['kwargs'])
 
 def _check_path(cfg:dict, path:Path|None, param:str|None):
     "Refuse to pair a checkpoint with another path or parametrization, saying which."
@@ -311,25 +397,52 @@ def _check_path(cfg:dict, path:Path|None, param:str|None):
         if (want['name'], want['params'], want['t_min'], want['t_max']) != tuple(cfg['path'][k] for k in ('name', 'params', 't_min', 't_max')):
             raise ValueError(f"path={want['repr']}: the checkpoint was trained on {cfg['path']['repr']}")
 
+def _load_file(ck:FilePath, f:str, cfg:dict, read):
+    "read(path) of one checkpoint file, after its checksum; any failure names the file."
+    want = (cfg.get('sha256') or {}).get(f)
+    if want is not None and _sha256((ck / f).read_bytes()) != want:
+        raise ValueError(f"folder={str(ck)!r}: {f} does not match its checksum in config.json (the file is damaged or was changed)")
+    try: return read(ck / f)
+    except Exception as e: raise ValueError(f"folder={str(ck)!r}: {f} cannot be read ({type(e).__name__}: {str(e)[:200]})") from e
+
+_TRAINER_ARGS = set(inspect.signature(Trainer.__init__).parameters) - {'self', 'net', 'path', 'data', 'device'}
+_SAVING = ('folder', 'save_every', 'keep')
+
 @classmethod
 def _load(cls, ckpt, net:nn.Module|None=None, data=None, path:Path|None=None, device='auto', **overrides) -> Trainer:
     "Resume a Trainer from a checkpoint (folder; net rebuilt from the config unless given; data needed only to train on)."
     from safetensors.torch import load_file
     ck = _checkpoint_dir(ckpt)
-    cfg = json.loads((ck / 'config.json').read_text())
+    try: cfg = json.loads((ck / 'config.json').read_text())
+    except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"folder={str(ck)!r}: config.json is not valid JSON ({e})") from e
+    if 'param' in overrides: overrides['param'] = check_choice('param', overrides['param'], PARAMS, PARAM_ALIASES)
     _check_path(cfg, path, overrides.get('param'))
+    unknown = set(overrides) - _TRAINER_ARGS
+    if unknown: raise ValueError(f"{sorted(unknown)[0]}: not an option of Trainer; known: {', '.join(sorted(_TRAINER_ARGS))}")
     P = path if path is not None else get_path(cfg['path']['name'], **cfg['path']['params'], t_min=cfg['path']['t_min'], t_max=cfg['path']['t_max'])
     net = _build_net(cfg['net'], net)
-    hp = {k: v for k, v in cfg['hparams'].items()}
-    hp.update(overrides)
-    if data is None: data = torch.zeros(max(2, hp['batch_size']), *cfg['event_shape'])   # a placeholder: sampling needs no data
+    hp = {k: v for k, v in cfg['hparams'].items() if k in _TRAINER_ARGS}
+    saving = {k: overrides.pop(k) if k in overrides else cfg.get(k) for k in _SAVING}
+    if saving['folder'] is None and saving['save_every']: saving['folder'] = str(ck.parent if ck.name.startswith(('ckpt-', '.trash-ckpt-')) else ck)
+    hp.update(overrides, total_steps=overrides.get('total_steps', cfg.get('total_steps')))
+    standin = data is None
+    if standin:                                    # sampling needs no data: two zeros stand in, and training refuses
+        batch = _check_number('batch_size', hp.pop('batch_size'), 1, integer=True)
+        data, hp['batch_size'] = torch.zeros(2, *cfg['event_shape']), 2
     tr = cls(net, P, data, device=device, **hp)
-    tr.net.load_state_dict(load_file(ck / 'model.safetensors', device=str(tr.device)))
-    tr.ema.net.load_state_dict(load_file(ck / 'ema.safetensors', device=str(tr.device)))
-    st = torch.load(ck / 'state.pt', weights_only=True, map_location=tr.device)
+    if standin: tr.has_data, tr.batch_size, tr.hparams['batch_size'] = False, batch, batch
+    elif cfg.get('data_sha256') not in (None, tr._data_digest()):
+        warnings.warn(f"data: not the data this checkpoint was trained on ({tr.x.shape[0]} points now); training continues on the data given")
+    tr.folder, tr.save_every, tr.keep = saving['folder'], saving['save_every'], 3 if saving['keep'] is None else saving['keep']
+    tr.auto_total = bool(cfg.get('auto_total', False)) and 'total_steps' not in overrides
+    dev = str(tr.device)
+    tr.net.load_state_dict(_load_file(ck, 'model.safetensors', cfg, lambda f: load_file(f, device=dev)))
+    tr.ema.net.load_state_dict(_load_file(ck, 'ema.safetensors', cfg, lambda f: load_file(f, device=dev)))
+    st = _load_file(ck, 'state.pt', cfg, lambda f: torch.load(f, weights_only=True, map_location=tr.device))
     tr.opt.load_state_dict(st['opt']); tr.gen.set_state(st['gen'].cpu())
+    tr.saved_generators = [g.cpu() for g in st.get('gens', [st['gen']])]   # distribute() gives each rank its own
     tr.step, tr.ema.updates, tr.losses = int(st['step']), int(st['ema_updates']), st['losses'].tolist()
-    tr.data_scale, tr.event_shape = cfg['data_scale'], tuple(cfg['event_shape'])
+    tr.data_scale, tr.event_shape, tr.n_classes = cfg['data_scale'], tuple(cfg['event_shape']), cfg.get('n_classes', tr.n_classes)
     return tr
 Trainer.load = _load
 
@@ -337,7 +450,7 @@ def load_denoiser(folder, path:Path|None=None, param:str|None=None, net:nn.Modul
     "The Denoiser of a checkpoint; refuses a path or parametrization other than the one it was trained with."
     return Trainer.load(folder, net=net, path=path, device=device, **({'param': param} if param else {})).denoiser(ema)
 
-# %% ../nbs/06_train.ipynb #c030
+# %% ../nbs/06_train.ipynb #c036
 @patch
 def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
     "Train n more steps with a progress bar showing the loss."
@@ -364,38 +477,11 @@ def plot(self:Trainer, smooth:int=50) -> go.Figure:
 @patch
 def _repr_mimebundle_(self:Trainer, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
 
-# %% ../nbs/06_train.ipynb #c041
+# %% ../nbs/06_train.ipynb #c049
 import torch.nn.functional as F
-from .denoisers import _batch_time
-from .nets import Conditioning, _MLPBlock, _check_ints, _config, time_input
+from .denoisers import batch_time
 
-# %% ../nbs/06_train.ipynb #c042
-class ClassifierMLP(nn.Module):
-    "A residual MLP classifier of noisy vectors: net(x, t) returns (B, n_classes) logits."
-    def __init__(self, dim:int,               # features per sample (x is (B, dim), or (B, *event) with dim elements)
-                 n_classes:int,                # number of classes (>= 2)
-                 hidden:int=128,               # width of the hidden layers
-                 depth:int=3,                  # number of residual blocks, FiLM-conditioned on t
-                 emb_dim:int=64,               # size of the time embedding
-                 time_emb:str='sinusoidal',    # 'sinusoidal' or 'fourier'
-                 log_time:bool=False,          # embed log t (for EDM's t = sigma)
-                ):
-        super().__init__()
-        _check_ints(dim=(dim, 1), n_classes=(n_classes, 2), hidden=(hidden, 1), depth=(depth, 0), emb_dim=(emb_dim, 1))
-        self.dim, self.n_classes = dim, n_classes
-        self.config = _config(dim=dim, n_classes=n_classes, hidden=hidden, depth=depth, emb_dim=emb_dim, time_emb=time_emb, log_time=log_time)
-        self.cond = Conditioning(emb_dim, None, time_emb, log_time)
-        self.inp = nn.Linear(dim, hidden)
-        self.blocks = nn.ModuleList(_MLPBlock(hidden, emb_dim, True, True) for _ in range(depth))
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, n_classes))
-    def forward(self, x:Tensor, t) -> Tensor:
-        if x.dim() < 2 or math.prod(x.shape[1:]) != self.dim: raise ValueError(f"x: shape {tuple(x.shape)}; expected (B, {self.dim}) (or (B, *event) with {self.dim} elements per sample)")
-        h = self.inp(x.reshape(len(x), self.dim))
-        e = self.cond(time_input(t, x))
-        for block in self.blocks: h = block(h, e)
-        return self.out(h)
-
-# %% ../nbs/06_train.ipynb #c045
+# %% ../nbs/06_train.ipynb #c052
 def _unit_variance(path:Path, x:Tensor, t:Tensor, sigma_data:float) -> Tensor:
     "x_t divided by its standard deviation sqrt(alpha^2 sigma_data^2 + sigma^2), per direction of the path's basis."
     z = path.to_basis(x)
@@ -413,16 +499,16 @@ class NoisyClassifier(nn.Module):
         if not sigma_data > 0: raise ValueError(f"sigma_data={sigma_data}: must be > 0")
         self.net, self.path, self.sigma_data = net, get_path(path), float(sigma_data)
     def forward(self, x:Tensor, t) -> Tensor:
-        t = _batch_time(t, x)
+        t = batch_time(t, x)
         return self.net(_unit_variance(self.path, x, t, self.sigma_data), t)
     def log_prob(self, x:Tensor, t) -> Tensor:
         "log p_t(y | x) for every class, shape (B, n_classes)."
         return torch.log_softmax(self(x, t), -1)
 
-# %% ../nbs/06_train.ipynb #c049
+# %% ../nbs/06_train.ipynb #c056
 class ClassifierTrainer:
     "Trains a classifier of noisy inputs x_t at random t on a path by cross-entropy; steps() is a generator."
-    def __init__(self, net:nn.Module,      # net(x, t) -> (B, n_classes) logits, e.g. ClassifierMLP
+    def __init__(self, net:nn.Module,      # net(x, t) -> (B, n_classes) logits, e.g. MLP(dim, out_dim=n_classes)
                  path:Path|str,             # the forward path the classifier will guide on
                  data,                      # labelled data: an (x, y) pair or a Dataset of (x, y)
                  batch_size:int=256, lr:float=1e-3,
@@ -448,7 +534,7 @@ class ClassifierTrainer:
         self.step, self.losses, self.save_every, self.folder = 0, [], None, None
     def __repr__(self): return f"ClassifierTrainer(step={self.step}, path={self.path!r}, data={tuple(self.x.shape)}, classes={self.n_classes}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c051
+# %% ../nbs/06_train.ipynb #c058
 @patch
 def train_step(self:ClassifierTrainer) -> TrainStep:
     "One optimiser step of cross-entropy on x_t = alpha x0 + sigma eps, t from the time density."
@@ -486,34 +572,3 @@ def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
     tr = ClassifierTrainer(net, path, data, **kw)
     for _ in tr.steps(steps): pass
     return tr.classifier()
-
-# %% ../nbs/06_train.ipynb #c058
-class SimilarityGuidance(Denoiser):
-    "Similarity guidance: score + scale * grad_x sim(x, t, y) for a differentiable similarity."
-    def __init__(self, den:Denoiser,   # the model being guided
-                 sim,                   # sim(x, t, y) -> (B,) similarity of each x_t to the target y
-                 y,                     # the target (anything sim accepts)
-                 scale:float=1.,        # guidance scale gamma
-                ):
-        if not callable(sim): raise TypeError(f"sim: expected a callable sim(x, t, y), got {type(sim).__name__}")
-        self.den, self.sim, self.y, self.scale = den, sim, y, float(scale)
-        self.path, self.param, self.nfe = den.path, 'eps', 0
-        self.data_scale, self.event_shape = den.data_scale, den.event_shape
-    def _predict(self, x, z, t, a, s, da=None, ds=None, y=None, need_eps=True):
-        _, eps = self.den._predict(x, z, t, a, s, da, ds)
-        self.nfe += 1
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            grad, = torch.autograd.grad(self.sim(xg, _batch_time(t, x), self.y if y is None else y).sum(), xg)
-        eps = eps - self.scale * s * self.path.to_basis(grad.to(x))
-        return (z - s * eps) / a, eps
-
-def cosine_similarity(encode_x=None, # E1(x, t) -> (B, k) embedding of the noisy sample (default: x flattened)
-                      encode_y=None, # E2(y) -> (k,) or (B, k) embedding of the target (default: y itself)
-                     ):
-    "sim(x, t, y) = cos(E1(x, t), E2(y)), for SimilarityGuidance."
-    def sim(x, t, y):
-        ex = x.flatten(1) if encode_x is None else encode_x(x, t)
-        ey = torch.as_tensor(y, dtype=ex.dtype, device=ex.device) if encode_y is None else encode_y(y)
-        return F.cosine_similarity(ex, ey.reshape(-1, ex.shape[1]).expand_as(ex), dim=-1)
-    return sim

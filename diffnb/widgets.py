@@ -14,15 +14,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from .paths import Path, DiagonalPath, get_path, time_grid, figure_bundle, TIME_GRIDS, PATHS
 from .denoisers import Denoiser
-from .data import GaussianMixture
+from .data import GaussianMixture, density_map
 from .samplers import SAMPLERS, sample_iter, sample, fit_grid, _initial_state
 from .flows import _net_dtype
 from .train import Trainer
 
 # %% auto #0
 __all__ = ['DOCS_BASE', 'static_file', 'points2d', 'image_grid', 'encode_panel', 'SamplerPreview', 'widget_snapshot_html',
-           'integrate_paths', 'density_map', 'TrajectoryExplorer', 'mismatches', 'paths_figure', 'PathExplorer',
-           'TrainingMonitor', 'load_ipython_extension']
+           'integrate_paths', 'TrajectoryExplorer', 'mismatches', 'paths_figure', 'PathExplorer', 'TrainingMonitor',
+           'load_ipython_extension']
 
 # %% ../nbs/11_widgets.ipynb #c006
 DOCS_BASE = 'https://diffnb.github.io/diffnb/'   # the docs site; the offline preview rewrites it to a relative path
@@ -372,25 +372,7 @@ def integrate_paths(den:Denoiser,      # the model whose flow is followed
             out.append(x.clone())
     return ts, torch.stack(out)
 
-# %% ../nbs/11_widgets.ipynb #c039
-def density_map(model,                 # a GaussianMixture (exact) or an (n, d) tensor of data samples
-                path:Path, ts:Tensor, xs:Tensor, # times and the grid of x
-                axis:int=0,            # which coordinate's marginal
-               ) -> Tensor:
-    "p_t(x) of one coordinate, shape (len(xs), len(ts)): exact for a mixture, a kernel estimate from samples."
-    a, s = path._alpha(ts.double()), path._sigma(ts.double())
-    if isinstance(model, GaussianMixture):
-        m, v, w = model.means[:, axis], model.covs[:, axis, axis], model.weights
-    else:
-        x = torch.as_tensor(model).flatten(1)[:, axis].double()
-        m, w = x, torch.full_like(x, 1 / len(x))
-        v = torch.full_like(x, (1.06 * x.std().item() * len(x) ** -0.2) ** 2)   # Silverman's bandwidth
-    mean = a[None, :, None] * m[None, None, :]
-    var = a[None, :, None] ** 2 * v[None, None, :] + s[None, :, None] ** 2
-    logp = -0.5 * (xs.double()[:, None, None] - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var) + torch.log(w)
-    return torch.logsumexp(logp, -1)
-
-# %% ../nbs/11_widgets.ipynb #c042
+# %% ../nbs/11_widgets.ipynb #c041
 class TrajectoryExplorer(W.VBox):
     "p_t(x) over (t, x) with probability-flow ODE paths (white) and SDE paths over it, in either direction."
     def __init__(self, model,             # a GaussianMixture (exact, any path) or a Denoiser (a trained 1-D or 2-D model)
@@ -415,7 +397,7 @@ class TrajectoryExplorer(W.VBox):
         self._hold = False
         for w in (self.w_path, self.w_n, self.w_gamma, self.w_dir, self.w_axis): w.observe(lambda ch: self._hold or self.update(), 'value')
 
-# %% ../nbs/11_widgets.ipynb #c043
+# %% ../nbs/11_widgets.ipynb #c042
 def _te_den(self) -> Denoiser:
     return self.model.denoiser(self.w_path.value) if isinstance(self.model, GaussianMixture) else self.model
 
@@ -478,7 +460,7 @@ TrajectoryExplorer._den, TrajectoryExplorer._compute, TrajectoryExplorer.figure,
 TrajectoryExplorer.set = _te_set
 TrajectoryExplorer._repr_mimebundle_ = lambda self, **kw: {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'TrajectoryExplorer')}
 
-# %% ../nbs/11_widgets.ipynb #c049
+# %% ../nbs/11_widgets.ipynb #c048
 def mismatches(trainer:Trainer,        # how the model was trained
                den:Denoiser|None=None, # the Denoiser the sampler will call
                path=None, param:str|None=None, # or the sampler's path and parametrization
@@ -489,7 +471,7 @@ def mismatches(trainer:Trainer,        # how the model was trained
     out, TP = [], trainer.path
     P = get_path(path) if path is not None else den.path if den is not None else None
     param = param or (den.param if den is not None else None)
-    if P is not None and (type(P) is not type(TP) or P._params() != TP._params()):
+    if P is not None and (type(P) is not type(TP) or P.params() != TP.params()):
         out.append(f"path: trained on {TP!r}, sampling on {P!r}")
     if param is not None and param != trainer.param: out.append(f"parametrization: the net predicts {trainer.param!r}, the sampler reads it as {param!r}")
     if grid is not None:
@@ -501,7 +483,7 @@ def mismatches(trainer:Trainer,        # how the model was trained
             out.append("time direction: the grid does not run from noise to data (log-SNR must increase along it; samplers go from t_max down to t_min)")
     return out
 
-# %% ../nbs/11_widgets.ipynb #c050
+# %% ../nbs/11_widgets.ipynb #c049
 _CURVES = (('alpha', 1, 1), ('sigma', 1, 1), ('log_snr', 1, 2), ('f', 2, 1), ('g2', 2, 2))
 
 def paths_figure(paths=('vp', 'vp_cosine', 'subvp', 'linear'), # path names or Paths
@@ -525,7 +507,7 @@ def paths_figure(paths=('vp', 'vp_cosine', 'subvp', 'linear'), # path names or P
     fig.update_layout(height=520, width=820, margin=dict(l=40, r=10, t=40, b=30))
     return fig
 
-# %% ../nbs/11_widgets.ipynb #c053
+# %% ../nbs/11_widgets.ipynb #c052
 class PathExplorer(W.VBox):
     "Schedules of several paths with their sampler grids marked, and train/sample mismatch flags."
     def __init__(self, paths=('vp', 'vp_cosine', 'subvp', 'linear'), steps:int=10, kind:str='log_snr',
@@ -556,7 +538,7 @@ class PathExplorer(W.VBox):
         return found
     def _repr_mimebundle_(self, **kw): return {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'PathExplorer')}
 
-# %% ../nbs/11_widgets.ipynb #c057
+# %% ../nbs/11_widgets.ipynb #c056
 class TrainingMonitor(W.VBox):
     "Live loss and periodic EMA samples while a Trainer trains; Stop leaves a saved checkpoint."
     def __init__(self, trainer:Trainer,
@@ -583,7 +565,7 @@ class TrainingMonitor(W.VBox):
         self._stop, self._thread, self.checkpoint, self.sample_log, self.running = threading.Event(), None, None, [], False
         super().__init__([W.HBox([self.w_n, self.b_train, self.b_stop, self.label]), W.HBox([self.loss_fig, self.sample_fig])])
 
-# %% ../nbs/11_widgets.ipynb #c058
+# %% ../nbs/11_widgets.ipynb #c057
 def _tm_draw_loss(self):
     l = torch.tensor(self.trainer.losses, dtype=torch.float64)
     with self.loss_fig.batch_update():
@@ -632,7 +614,7 @@ TrainingMonitor.stop.__doc__ = "Stop after the current step; a checkpoint is sav
 TrainingMonitor.join = lambda self, timeout=None: (self._thread.join(timeout) if self._thread else None, self)[1]
 TrainingMonitor._repr_mimebundle_ = lambda self, **kw: {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.trainer.plot(), repr(self.trainer))}
 
-# %% ../nbs/11_widgets.ipynb #c062
+# %% ../nbs/11_widgets.ipynb #c061
 def load_ipython_extension(ip):
     "`%load_ext diffnb`: Paths, GaussianMixtures and Trainers display as their plotly figures."
     f = ip.display_formatter.mimebundle_formatter

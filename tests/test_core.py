@@ -8,7 +8,7 @@ PATH_NAMES = list(dn.PATHS)
 
 @pytest.mark.parametrize('name', PATH_NAMES)
 def test_moment_odes_reproduce_alpha_sigma(name):
-    "Integrating d alpha/dt = f alpha and d sigma^2/dt = 2 f sigma^2 + g^2 from t_min reproduces the closed forms (catalog F1)."
+    "Integrating d alpha/dt = f alpha and d sigma^2/dt = 2 f sigma^2 + g^2 from t_min reproduces the closed forms (Su, Topics on Diffusion Generative Models, §5.4)."
     p = dn.get_path(name)
     t_end = p.t_min + 0.6 * (p.t_max - p.t_min)
     ts = torch.linspace(p.t_min, t_end, 4001, dtype=torch.float64)
@@ -42,7 +42,7 @@ def test_gaussian_mixture_score_is_gradient_in_8d():
         torch.testing.assert_close(gm.score(x, t, p), g, rtol=1e-8, atol=1e-10)
 
 def test_oracle_posterior_mean_for_gaussian_data_is_linear():
-    "Single Gaussian N(mu, S): E[x0|xt] = mu + a S (a^2 S + s^2 I)^-1 (xt - a mu) (catalog O1)."
+    "Single Gaussian N(mu, S): E[x0|xt] = mu + a S (a^2 S + s^2 I)^-1 (xt - a mu) (Gaussian conditioning)."
     S = torch.tensor([[1., .3], [.3, .5]], dtype=torch.float64); mu = torch.tensor([1., -2.], dtype=torch.float64)
     gm, p = dn.GaussianMixture(mu[None], S[None]), dn.get_path('vp')
     x = torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -67,10 +67,10 @@ def test_sliced_w2_matches_gaussian_w2_in_1d():
     (lambda: dn.get_path('vp', beta_max=-3), 'beta_max=-3'),
     (lambda: dn.get_path('ve', sigma_min=0), 'sigma_min=0'),
     (lambda: dn.get_path('vp_cosine', t_max=1.0), 't_max=1.0'),
-    (lambda: dn.get_path('nope'), 'known paths: vp, vp_cosine, subvp, ve, edm, ou, linear, trig, ddpm'),
+    (lambda: dn.get_path('nope'), 'known: vp, vp_cosine, subvp, ve, edm, ou, linear, trig, ddpm'),
     (lambda: dn.get_path('edm').sigma(100.), "outside path 'edm''s range"),
     (lambda: dn.time_grid(dn.get_path('vp'), 2.5), 'steps=2.5'),
-    (lambda: dn.Denoiser(lambda x, t: x, 'vp', param='noise'), "param='noise'"),
+    (lambda: dn.Denoiser(lambda x, t: x, 'vp', param='nose'), "param='nose' is unknown; known: eps"),
     (lambda: dn.GaussianMixture([[0.]], [[[-1.]]]), 'not positive definite'),
     (lambda: dn.GaussianMixture([[0.], [1.]], 1., [0.2, 0.2]), 'sum to 1'),
     (lambda: dn.GaussianMixture([[0.], [1.]], torch.ones(3)), 'covs: shape'),
@@ -113,3 +113,32 @@ def test_abandoned_sampling_run_leaves_grad_mode_alone():
     assert torch.is_grad_enabled()
     s = next(dn.sample_iter(den, 4, 'ddim', 5))
     assert not s.x.requires_grad
+
+@pytest.mark.parametrize('method', list(dn.SAMPLERS))
+def test_float64_sampling_of_a_float32_net(method):
+    "Every sampler runs a float32 network on a float64 state: the Denoiser hands the net its own dtype and returns the state's."
+    torch.manual_seed(0)
+    net = dn.MLP(2, hidden=16, depth=1)
+    den = dn.Denoiser(net, 'vp', 'edm', event_shape=(2,))
+    kw = {'analytic_dpm': dict(data=torch.randn(64, 2, dtype=torch.float64)),
+          'npr_dpm': dict(head=dn.VarianceHead(dn.MLP(2, hidden=8, depth=1), den, 'npr')),
+          'sn_dpm': dict(head=dn.VarianceHead(dn.MLP(2, hidden=8, depth=1), den, 'sn'))}.get(method, {})
+    opts = dict(kw, **({} if dn.SAMPLERS[method].evals == 0 else {'steps': 4}))
+    xT = den.path.prior(32, (2,), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = dn.sample(den, xT, method, generator=torch.Generator().manual_seed(2), **opts)
+    assert x.dtype == torch.float64 and bool(torch.isfinite(x).all())
+    assert net.inp.weight.dtype == torch.float32                  # the net was not converted
+    if not dn.SAMPLERS[method].stochastic:                        # the same model from the same state: only rounding differs
+        x32 = dn.sample(den, xT.float(), method, **opts)
+        assert x32.dtype == torch.float32 and (x - x32.double()).abs().max().item() < 1e-3
+
+
+def test_an_edm_net_takes_one_time_for_a_batch():
+    "A single time (a float or a 0-d tensor) on an EDM-preconditioned net is broadcast to the batch, as for every other parametrization."
+    torch.manual_seed(0)
+    den = dn.Denoiser(dn.randomize_(dn.MLP(2, hidden=16, depth=1)), 'vp', 'edm')
+    x = torch.randn(3, 2)
+    per_sample = den.x0(x, torch.full((3,), 0.4))
+    for t in (0.4, torch.tensor(0.4)):
+        torch.testing.assert_close(den.x0(x, t), per_sample)
+        assert den.velocity(x, t).shape == (3, 2)

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 import diffnb as dn
-from diffnb.train import ClassifierMLP, NoisyClassifier, ClassifierTrainer, train_classifier, SimilarityGuidance, cosine_similarity
+from diffnb.train import NoisyClassifier, ClassifierTrainer, train_classifier
+from diffnb.denoisers import SimilarityGuidance, cosine_similarity
 
 
 def two_class_1d():
@@ -12,10 +13,10 @@ def two_class_1d():
 
 
 def test_classifier_mlp_shapes_and_errors():
-    net = ClassifierMLP(4, 3, hidden=16, depth=1)
+    net = dn.MLP(4, out_dim=3, hidden=16, depth=1)
     assert net(torch.randn(7, 4), 0.3).shape == (7, 3)
     assert net(torch.randn(7, 1, 2, 2), torch.rand(7)).shape == (7, 3)   # events flattened
-    with pytest.raises(ValueError, match='n_classes=1'): ClassifierMLP(4, 1)
+    with pytest.raises(ValueError, match="out_dim=0"): dn.MLP(4, out_dim=0)
     with pytest.raises(ValueError, match=r'x: shape \(7, 5\)'): net(torch.randn(7, 5), 0.3)
 
 
@@ -46,7 +47,7 @@ def test_trained_classifier_matches_exact_noisy_classifier():
     gm, p = two_class_1d(), dn.get_path('vp')
     x, y = gm.sample(8000, generator=torch.Generator().manual_seed(0), return_labels=True)
     torch.manual_seed(0)
-    tr = ClassifierTrainer(ClassifierMLP(1, 2, hidden=32, depth=1), p, (x, y), batch_size=256, lr=3e-3, device='cpu', seed=0)
+    tr = ClassifierTrainer(dn.MLP(1, out_dim=2, hidden=32, depth=1), p, (x, y), batch_size=256, lr=3e-3, device='cpu', seed=0)
     list(tr.steps(300))
     assert sum(tr.losses[-30:]) < sum(tr.losses[:30])
     clf, exact = tr.classifier(), gm.classifier(p)
@@ -65,21 +66,21 @@ def test_classifier_trainer_is_deterministic_and_train_classifier_returns_a_clas
     x, y = gm.sample(500, generator=torch.Generator().manual_seed(0), return_labels=True)
     def run():
         torch.manual_seed(0)
-        tr = ClassifierTrainer(ClassifierMLP(1, 2, hidden=8, depth=1), p, (x, y), batch_size=64, device='cpu', seed=4)
+        tr = ClassifierTrainer(dn.MLP(1, out_dim=2, hidden=8, depth=1), p, (x, y), batch_size=64, device='cpu', seed=4)
         return [s.loss for s in tr.steps(5)]
     assert run() == run()
     torch.manual_seed(0)
-    clf = train_classifier(ClassifierMLP(1, 2, hidden=8, depth=1), p, (x, y), steps=3, batch_size=64, device='cpu')
+    clf = train_classifier(dn.MLP(1, out_dim=2, hidden=8, depth=1), p, (x, y), steps=3, batch_size=64, device='cpu')
     assert isinstance(clf, NoisyClassifier) and clf(x[:4], 0.5).shape == (4, 2)
 
 
 def test_classifier_trainer_bad_input():
     p = dn.get_path('vp')
     x, y = torch.randn(20, 2), torch.randint(0, 2, (20,))
-    with pytest.raises(ValueError, match='needs labels'): ClassifierTrainer(ClassifierMLP(2, 2), p, x, batch_size=8)
-    with pytest.raises(ValueError, match="t_density='beta'"): ClassifierTrainer(ClassifierMLP(2, 2), p, (x, y), batch_size=8, t_density='beta')
-    with pytest.raises(ValueError, match='batch_size=64'): ClassifierTrainer(ClassifierMLP(2, 2), p, (x, y), batch_size=64)
-    with pytest.raises(ValueError, match='lr=0'): ClassifierTrainer(ClassifierMLP(2, 2), p, (x, y), batch_size=8, lr=0)
+    with pytest.raises(ValueError, match='needs labels'): ClassifierTrainer(dn.MLP(2, out_dim=2), p, x, batch_size=8)
+    with pytest.raises(ValueError, match="t_density='beta'"): ClassifierTrainer(dn.MLP(2, out_dim=2), p, (x, y), batch_size=8, t_density='beta')
+    with pytest.raises(ValueError, match='batch_size=64'): ClassifierTrainer(dn.MLP(2, out_dim=2), p, (x, y), batch_size=64)
+    with pytest.raises(ValueError, match='lr=0'): ClassifierTrainer(dn.MLP(2, out_dim=2), p, (x, y), batch_size=8, lr=0)
 
 
 def test_similarity_guidance_shifts_eps_by_the_similarity_gradient():

@@ -1,5 +1,5 @@
 "Training infrastructure with real components: checkpoints under SIGKILL, exact resume across processes."
-import os, signal, subprocess, sys, textwrap, time
+import json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
 import torch
@@ -35,3 +35,99 @@ def test_checkpoints_survive_sigkill(tmp_path):
             dn.Trainer.load(ck, device='cpu')
         loaded += 1
     assert loaded >= 6, f"only {loaded} of 8 kills left a checkpoint behind"
+
+RESAVER = textwrap.dedent('''
+    import sys, torch, diffnb as dn
+    data = dn.ring_mixture().sample(500, generator=torch.Generator().manual_seed(0))
+    from pathlib import Path
+    if (Path(sys.argv[1]) / 'latest').exists(): tr = dn.Trainer.load(sys.argv[1], data=data, device='cpu')
+    else:
+        tr = dn.Trainer(dn.MLP(2, hidden=64, depth=2), 'vp', data, batch_size=64, device='cpu'); list(tr.steps(3))
+    print('ready', flush=True)
+    while True: tr.save(sys.argv[1])   # the same step again and again: the path `fit(); save()` and the CLI's last save take
+''')
+
+def test_resaving_a_step_survives_sigkill(tmp_path):
+    "Kill a process that re-saves the same step in a loop: `latest` always reaches a complete checkpoint, and the next save leaves no debris."
+    script = tmp_path / 'resaver.py'; script.write_text(RESAVER)
+    folder = tmp_path / 'ckpt'
+    rng = torch.Generator().manual_seed(1)
+    for k in range(10):
+        proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == 'ready'
+        time.sleep(0.05 + 0.4 * torch.rand(1, generator=rng).item())
+        proc.send_signal(signal.SIGKILL); proc.wait()
+        tr = dn.Trainer.load(folder, device='cpu')
+        assert tr.step == 3
+    tr = dn.Trainer.load(folder, data=dn.ring_mixture().sample(500, generator=torch.Generator().manual_seed(0)), device='cpu')
+    tr.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ['ckpt-00000003', 'latest'], sorted(p.name for p in folder.iterdir())
+
+
+def _small_run(folder):
+    data = dn.ring_mixture().sample(200, generator=torch.Generator().manual_seed(0))
+    tr = dn.Trainer(dn.MLP(2, hidden=16, depth=1), 'vp', data, batch_size=32, folder=str(folder), save_every=2, device='cpu')
+    list(tr.steps(2))
+    return tr, folder / 'ckpt-00000002'
+
+@pytest.mark.parametrize('payload', [{'class': 'os.system', 'kwargs': {'command': 'touch {p}'}},
+                                     {'class': 'subprocess.Popen', 'kwargs': {'args': ['touch', '{p}']}},
+                                     {'class': 'diffnb.cli.os.system', 'kwargs': {'command': 'touch {p}'}}])
+def test_a_hostile_config_runs_nothing(tmp_path, payload):
+    _, ck = _small_run(tmp_path / 'run')
+    marker = tmp_path / 'pwned'
+    cfg = json.loads((ck / 'config.json').read_text())
+    cfg['net'] = json.loads(json.dumps(payload).replace('{p}', str(marker)))
+    (ck / 'config.json').write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match='which is not registered'): dn.Trainer.load(ck, device='cpu')
+    with pytest.raises(ValueError, match='which is not registered'): dn.load_denoiser(tmp_path / 'run', device='cpu')
+    assert not marker.exists()
+
+@pytest.mark.parametrize('name', ['model.safetensors', 'ema.safetensors', 'state.pt'])
+def test_damaged_files_are_named(tmp_path, name):
+    _, ck = _small_run(tmp_path / 'run')
+    raw = bytearray((ck / name).read_bytes()); raw[len(raw) // 2] ^= 0x10
+    (ck / name).write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=f'{name} does not match its checksum'): dn.Trainer.load(ck, device='cpu')
+    (ck / name).write_bytes(bytes(raw[:len(raw) // 3]))
+    cfg = json.loads((ck / 'config.json').read_text()); cfg['sha256'].pop(name); (ck / 'config.json').write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=f'{name} cannot be read'): dn.Trainer.load(ck, device='cpu')   # truncated, and no checksum to catch it first
+
+def test_latest_cannot_point_outside_the_folder(tmp_path):
+    _small_run(tmp_path / 'run')
+    (tmp_path / 'run' / 'latest').write_text('../../etc')
+    with pytest.raises(ValueError, match="its 'latest' pointer names '../../etc'"): dn.Trainer.load(tmp_path / 'run', device='cpu')
+
+def test_a_nan_gradient_is_not_applied_and_the_checkpoint_stays_finite(tmp_path):
+    tr, ck = _small_run(tmp_path / 'run')
+    before = {k: v.clone() for k, v in tr.net.state_dict().items()}
+    x0, y, t, eps = tr._batch()
+    with torch.no_grad(): tr.net.out[-1].bias.fill_(float('nan'))
+    # the NaN bias makes the loss NaN; the guard must stop before the optimiser, the EMA and the checkpoint
+    with pytest.raises(FloatingPointError, match=r'at step 3 .*t in \['): tr.train_step((x0, y, t, eps))
+    assert tr.step == 2 and all(torch.isfinite(v).all() for v in tr.ema.net.state_dict().values())
+    back = dn.Trainer.load(tmp_path / 'run', device='cpu')
+    assert all(torch.isfinite(v).all() for v in back.net.state_dict().values())
+    assert all(torch.equal(back.net.state_dict()[k], before[k]) for k in before)
+
+BAD_TRAINER_ARGS = [('grad_clip', -1), ('warmup', -5), ('warmup', 2.5), ('p_uncond', 1.5), ('save_every', 0), ('keep', -1), ('lr', '1e-3'),
+                    ('lr', float('nan')), ('ema', 1.5), ('batch_size', 0), ('total_steps', 0), ('seed', -1), ('sigma_data', 0.), ('t_scale', -1.),
+                    ('param', 'velocty'), ('lr_schedule', 'cos'), ('weighting', 'snr2'), ('t_density', 'beta'), ('precision', 'fp16'), ('device', 'gpu0')]
+
+@pytest.mark.parametrize('arg,value', BAD_TRAINER_ARGS)
+def test_bad_trainer_arguments_are_named(tmp_path, arg, value):
+    data = dn.ring_mixture().sample(100, generator=torch.Generator().manual_seed(0))
+    kw = {'folder': str(tmp_path)} if arg in ('save_every', 'keep') else {}
+    with pytest.raises(ValueError) as e: dn.Trainer(dn.MLP(2, hidden=8, depth=1), 'vp', data, **kw, **{arg: value})
+    assert str(e.value).startswith(f'{arg}='), str(e.value)
+
+def test_training_into_a_folder_that_holds_a_run_is_refused_and_load_resumes_saving(tmp_path):
+    tr, _ = _small_run(tmp_path / 'run')
+    data = tr.x
+    with pytest.raises(ValueError, match='already holds a run'): dn.Trainer(dn.MLP(2, hidden=16, depth=1), 'vp', data, folder=str(tmp_path / 'run'))
+    back = dn.Trainer.load(tmp_path / 'run', data=data, device='cpu')
+    assert (back.folder, back.save_every, back.keep) == (str(tmp_path / 'run'), 2, 3)
+    list(back.steps(2))
+    assert (tmp_path / 'run' / 'latest').read_text() == 'ckpt-00000004'
+    with pytest.warns(UserWarning, match='not the data this checkpoint was trained on'): dn.Trainer.load(tmp_path / 'run', data=data[:50] + 1, device='cpu')
+    with pytest.raises(ValueError, match='loaded without data'): dn.Trainer.load(tmp_path / 'run', device='cpu').train_step()

@@ -104,7 +104,7 @@ def test_npr_dpm_is_exact_in_two_steps_on_gaussian_data(gaussian_heads):
     assert dn.SAMPLERS['npr_dpm'].stochastic and dn.SAMPLERS['sn_dpm'].options == {'head': None}
 
 def test_npr_and_sn_differ_with_a_biased_mean():
-    "With eps-hat = eps* + delta, NPR's target mean is Var[eps|x] + delta^2 and SN's is Var[eps|x] - 2 E[eps|x] delta - delta^2 (seed 003 §8.3)."
+    "With eps-hat = eps* + delta, NPR's target mean is Var[eps|x] + delta^2 and SN's is Var[eps|x] - 2 E[eps|x] delta - delta^2 (Bao et al. 2022; Su, Topics on Diffusion Generative Models, §8.3-8.4)."
     gm = dn.GaussianMixture([[0.]], [1.])
     exact = gm.denoiser(P)
     delta = 0.2

@@ -2,7 +2,8 @@
 import math, threading, time
 import numpy as np, pytest, torch
 import diffnb as dn
-from diffnb.widgets import (SamplerPreview, TrajectoryExplorer, PathExplorer, TrainingMonitor, integrate_paths, density_map,
+from diffnb.data import density_map
+from diffnb.widgets import (SamplerPreview, TrajectoryExplorer, PathExplorer, TrainingMonitor, integrate_paths,
                             mismatches, paths_figure, points2d, image_grid, encode_panel, load_ipython_extension)
 
 class Clock:

@@ -179,6 +179,7 @@ def build_preview(nbs=None, out_dir:Path=OUT) -> Path:
             links[sec].append(f'<a href="{up}{page_name(r)}"{cur}>{html.escape(t)}</a>')
         nav = ''.join(f'<h4>{s}</h4>' + ''.join(v) for s, v in links.items() if v)
         body = body.replace('https://diffnb.github.io/diffnb/', up)   # nbdev's doc links point at the published site
+        body = re.sub(r'href="(?!https?:)([^"#]+)\.ipynb(#[^"]*)?"', lambda m: f'href="{page_name(Path(m.group(1) + ".ipynb"))}{m.group(2) or ""}"', body)   # links between notebooks are links between pages
         out = out_dir / page_name(rel); out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(_page(title, body, (nav, up), plotly_js if has_fig else '', math))
     return out_dir

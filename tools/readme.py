@@ -24,6 +24,7 @@ def render() -> str:
     nb.metadata['language_info'] = {'name': 'python'}   # fenced code gets its language
     body, _ = MarkdownExporter().from_notebook_node(nb)
     body = re.sub(r'\n{3,}', '\n\n', body).strip() + '\n'
+    body = re.sub(r'\]\((?!https?:|#)([^)]+\.ipynb)\)', r'](nbs/\1)', body)   # the notebooks live in nbs/, beside README.md's folder
     return "<!-- Made from nbs/index.ipynb by `make readme`: edit the notebook, not this file. -->\n\n" + body
 
 if __name__ == '__main__':

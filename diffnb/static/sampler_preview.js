@@ -83,7 +83,8 @@ function diffnbSamplerRender({ model, el }) {
   for (const k of ['noise_name', 'conditional', 'running']) model.on('change:' + k, syncVis);
   syncVis();
   const stats = diffnbEl('div', 'diffnb-sp-stats', model.get('status')); root.appendChild(stats);
-  model.on('change:status', () => { if (!root.dataset.frames) stats.textContent = model.get('status'); });
+  // every status shows (running, fitting a grid, an error); 'done'/'stopped' leave the final frame's fuller line in place
+  model.on('change:status', () => { const s = model.get('status'); if (!root.dataset.frames || !/^(done|stopped)$/.test(s)) stats.textContent = s; });
   const grid = diffnbEl('div', 'diffnb-sp-grid'); root.appendChild(grid);
   let panels = [];   // {box, cv, cap, state}
   function layout(specs) {
