@@ -70,7 +70,7 @@ def sample_diffusers_dpm(net, n, seed=0, nfe=20):
 def sample_diffusers_ddpm(net, n, seed=0):
     "diffusers' DDPM ancestral sampler at all 1000 steps: the baseline net without a few-step solver's error."
     from diffusers import DDPMScheduler
-    sch = DDPMScheduler(num_train_timesteps=1000); sch.set_timesteps(1000)
+    sch = DDPMScheduler(num_train_timesteps=1000, clip_sample=False); sch.set_timesteps(1000)   # diffusers clips x0-hat to [-1, 1] by default: the ring has radius 4
     g = torch.Generator().manual_seed(seed); x = torch.randn(n, 2, generator=g)
     with torch.no_grad():
         for k in sch.timesteps: x = sch.step(net(x, (k.float() + 1).expand(n) / 1000), k, x, generator=g).prev_sample

@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse, html, json, math, struct, sys, time, zlib
 from pathlib import Path as FilePath
 import torch
-from .paths import PATHS, get_path
-from .denoisers import PARAMS
+from .paths import PATHS
 from .data import TOYS, toy
 from .metrics import sliced_wasserstein, mmd
 from .samplers import SAMPLERS, sample

@@ -345,7 +345,7 @@ def mask_marginals(p:Tensor, # (V,)*L joint probability table
                    xt:tuple, # tokens, MASK where hidden
                   ) -> Tensor:
     "(L, V) exact marginals of q(x0 | x_t) at every position (the visible ones are one-hot)."
-    L, V = p.dim(), p.shape[0]
+    L = p.dim()
     idx = tuple(slice(None) if v == MASK else v for v in xt)
     cond = torch.zeros_like(p); cond[idx] = p[idx]
     cond = cond / cond.sum()

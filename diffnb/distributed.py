@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_distributed.ipynb #c002
 from __future__ import annotations
-import argparse, json, os, subprocess, sys, tempfile, warnings
+import argparse, os, subprocess, sys, warnings
 from pathlib import Path as FilePath
 import torch
 import torch.distributed as dist

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor
-from .paths import Path, DiagonalPath, time_grid, as_time
+from .paths import Path, DiagonalPath, as_time
 from .denoisers import Denoiser
 from .samplers import sample, _DP_C, _DP_A, _DP_E
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from fastcore.basics import patch
 import plotly.graph_objects as go
-from .paths import Path, Coefs, DiagonalPath, as_time, figure_bundle
+from .paths import Coefs, DiagonalPath, as_time
 from .denoisers import Denoiser
 from .data import GaussianMixture
 from .train import EMA, TrainStep, sample_t

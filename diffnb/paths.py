@@ -15,8 +15,8 @@ from plotly.subplots import make_subplots
 
 # %% auto #0
 __all__ = ['PATHS', 'PATH_ALIASES', 'TIME_GRIDS', 'MAX_STEPS', 'as_time', 'resolve_device', 'derivative', 'Path', 'VP',
-           'figure_bundle', 'VPCosine', 'SubVP', 'VE', 'OU', 'EDM', 'Linear', 'Trig', 'ddpm_betas', 'DDPM',
-           'check_choice', 'get_path', 'Coefs', 'DiagonalPath', 'StackedPath', 'time_grid']
+           'figure_bundle', 'FigureDisplay', 'VPCosine', 'SubVP', 'VE', 'OU', 'EDM', 'Linear', 'Trig', 'ddpm_betas',
+           'DDPM', 'check_choice', 'get_path', 'Coefs', 'DiagonalPath', 'StackedPath', 'time_grid']
 
 # %% ../nbs/00_paths.ipynb #c006
 def as_time(t) -> Tensor:
@@ -183,6 +183,11 @@ class VP(Path):
 def figure_bundle(fig:go.Figure, text:str='') -> dict:
     "A display bundle for a plotly figure: rendered by JupyterLab, and by diffnb's static docs."
     return {'application/vnd.plotly.v1+json': json.loads(pio.to_json(fig, validate=False)), 'text/plain': text or repr(fig)}
+
+class FigureDisplay:
+    "A plotly figure that a cell ends on to show it (JupyterLab and diffnb's static docs), not the bundle's dict."
+    def __init__(self, fig:go.Figure, text:str=''): self.fig, self.text = fig, text
+    def _repr_mimebundle_(self, include=None, exclude=None): return figure_bundle(self.fig, self.text)
 
 @patch
 def plot(self:Path, n:int=200) -> go.Figure:

@@ -8,13 +8,14 @@ import math
 from dataclasses import dataclass, field
 import torch
 from torch import Tensor
-from .paths import Path, Coefs, DiagonalPath, time_grid, TIME_GRIDS, as_time, resolve_device
+from .paths import Coefs, DiagonalPath, time_grid, as_time, resolve_device, check_choice
 from .denoisers import Denoiser, CFG, lincomb, batch_time
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'VARIANCE_KINDS', 'Step', 'SamplerInfo', 'register', 'ddim', 'ddpm', 'sample_iter', 'sample', 'euler',
-           'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde',
-           'analytic_dpm', 'fit_grid', 'VarianceHead', 'fit_variance', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
+__all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'VARIANCE_KINDS', 'Step', 'SamplerInfo', 'register', 'ddim', 'ddpm', 'sample_iter',
+           'sample', 'euler', 'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'dpmpp_2m', 'dpmpp_3m',
+           'dpmpp_2m_sde', 'analytic_dpm', 'fit_grid', 'VarianceHead', 'fit_variance', 'npr_dpm', 'sn_dpm', 'ELBO',
+           'ddpm_elbo']
 
 # %% ../nbs/04_samplers.ipynb #c006
 @dataclass
@@ -40,6 +41,8 @@ class SamplerInfo:
     def __repr__(self): return f"{self.name}: order {self.order}, {'stochastic' if self.stochastic else 'deterministic'}, options {self.options}"
 
 SAMPLERS = {}
+SAMPLER_ALIASES = {'dpm++2m': 'dpmpp_2m', 'dpm++_2m': 'dpmpp_2m', 'dpmsolver++': 'dpmpp_2m', 'dpmsolvermultistep': 'dpmpp_2m', 'k_dpmpp_2m': 'dpmpp_2m',
+                   'dpm++3m': 'dpmpp_3m', 'dpm++2m_sde': 'dpmpp_2m_sde', 'k_dpmpp_2m_sde': 'dpmpp_2m_sde', 'rk45': 'dopri5', 'k_heun': 'heun', 'k_euler': 'euler'}   # diffusers' and k-diffusion's names
 
 def register(name, order, stochastic, evals, grid='auto', **options):
     "Decorator adding a method's step generator to SAMPLERS."
@@ -168,7 +171,7 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
                 n_or_xT,             # number of samples (drawn from the prior) or the state at t_max
                 method:str='dpmpp_2m', # a key of SAMPLERS
                 steps:int=20,        # grid intervals (ignored by adaptive methods)
-                generator:torch.Generator|None=None, # source of the prior draw and of every noise draw
+                generator:torch.Generator|int|None=None, # source of the prior draw and of every noise draw (an int seeds a new one)
                 grid=None,           # explicit descending times (overrides steps and kind)
                 kind:str='auto',     # time_grid kind when grid is None ('auto': scaled to the data)
                 shape=None,          # event shape when n_or_xT is an int (default: the Denoiser's event_shape)
@@ -181,7 +184,13 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
                 **opts,              # the method's options (see SAMPLERS[method].options)
                ):
     "Yield a `Step` after each step of `method`; the last one holds x0-hat at t_min."
-    if method not in SAMPLERS: raise ValueError(f"method={method!r} is unknown; known samplers: {', '.join(SAMPLERS)}")
+    if not (hasattr(den, 'path') and hasattr(den, 'predict')):
+        raise ValueError(f"den: expected a Denoiser, got {type(den).__name__}; wrap a network as dn.Denoiser(net, path, param) or use Trainer.denoiser()")
+    method = check_choice('method', method, SAMPLERS, SAMPLER_ALIASES)
+    if 'num_inference_steps' in opts: raise ValueError("num_inference_steps: diffnb calls it steps= (grid intervals)")
+    if isinstance(generator, int) and not isinstance(generator, bool): generator = torch.Generator().manual_seed(generator)
+    elif generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator={generator!r}: a torch.Generator, an int seed, or None")
     info = SAMPLERS[method]
     bad = [k for k in opts if k not in info.options]
     if bad: raise ValueError(f"{', '.join(bad)}: not an option of method {method!r}; its options are {', '.join(info.options) or 'none'}")
@@ -347,7 +356,8 @@ def euler_maruyama(r, z):
 @register('pc', order=1, stochastic=True, evals=2, snr=0.16, corrector_steps=1, grid='log_snr')
 def pc(r, z, snr=0.16, corrector_steps=1):
     "Predictor-corrector (Song et al.): a reverse-SDE step, then Langevin steps at the new time."
-    if not snr > 0 or int(corrector_steps) < 0: raise ValueError(f"snr={snr}, corrector_steps={corrector_steps}: need snr > 0 and corrector_steps >= 0")
+    if not snr > 0: raise ValueError(f"snr={snr}: must be > 0")
+    if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0: raise ValueError(f"corrector_steps={corrector_steps!r}: must be an integer >= 0")
     CZ, CE, CN = _em_coefs(r, 1.)
     for i in range(r.N):
         x0, eps = r.D(z, i)

@@ -5,12 +5,13 @@
 # %% ../nbs/06_train.ipynb #c002
 from __future__ import annotations
 import hashlib, inspect, json, math, numbers, os, re, shutil, time, warnings
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 from pathlib import Path as FilePath
 import torch
 from torch import Tensor, nn
 from fastcore.basics import patch
-from .paths import Path, DiagonalPath, get_path, as_time, figure_bundle, check_choice, resolve_device
+from .paths import Path, DiagonalPath, get_path, figure_bundle, check_choice, resolve_device
+import plotly.graph_objects as go
 from .denoisers import Denoiser, PARAMS, PARAM_ALIASES
 from .data import toy, TOYS
 from .nets import MLP, UNet, NETS
@@ -109,17 +110,24 @@ class TrainStep:
     grad_norm: float
     time: float
 
+def _from_numpy(a) -> Tensor:
+    "A numpy array as a tensor; floating point in torch's default dtype (numpy's float64 is rarely a choice)."
+    t = torch.as_tensor(a)
+    return t.to(torch.get_default_dtype()) if t.is_floating_point() else t
+
 def _as_data(data, seed:int=0):
     "(x, y or None) from a tensor, an (x, y) pair, a Dataset or a toy name, checked."
     if isinstance(data, str):
         if data not in TOYS: raise ValueError(f"data={data!r}: not a toy; known toys: {', '.join(TOYS)}")
         data = toy(data, 20_000, seed=seed)
     y = None
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor): data, y = data
+    as_tensor = lambda a: _from_numpy(a) if type(a).__module__ == 'numpy' else a    # numpy arrays are welcome too
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(as_tensor(data[0]), Tensor): data, y = as_tensor(data[0]), as_tensor(data[1])
     elif isinstance(data, torch.utils.data.Dataset) and not isinstance(data, Tensor):
         items = [data[i] for i in range(len(data))]
         if isinstance(items[0], (tuple, list)): data, y = torch.stack([torch.as_tensor(i[0]) for i in items]), torch.as_tensor([int(i[1]) for i in items])
         else: data = torch.stack([torch.as_tensor(i) for i in items])
+    data = as_tensor(data)
     if not isinstance(data, Tensor): raise ValueError(f"data: expected a tensor, an (x, y) pair, a Dataset or a toy name, got {type(data).__name__}")
     if data.dim() < 2 or data.shape[0] < 2: raise ValueError(f"data: shape {tuple(data.shape)}, expected (n, *event) with n >= 2")
     if not data.dtype.is_floating_point: data = data.float()
@@ -240,12 +248,20 @@ def _batch(self:Trainer):
     y = None
     if self.y is not None:
         y = self.y[idx]
-        null = getattr(self.net, 'null_label', self.n_classes)
+    if y is not None and self.p_uncond > 0:
+        null = getattr(self.net, 'null_label', None)
+        null = self.n_classes if null is None else null
         y = torch.where(torch.rand(self.batch_size, generator=g) < self.p_uncond, torch.full_like(y, null), y)
     t = sample_t(self.path, self.batch_size, self.t_density, g, self.sigma_data, self.t_loc, self.t_scale)
     eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
     dev = self.device
     return x0.to(dev), None if y is None else y.to(dev), t.to(dev), eps.to(dev)
+
+@patch
+def loss(self:Trainer, batch:tuple) -> Tensor:
+    "The objective on a batch (x0, y, t, eps): denoising score matching; a trainer of another objective overrides this alone."
+    x0, y, t, eps = batch
+    return dsm_loss(self.denoiser(net=self.fwd), x0, t, eps, y, self.weighting, self.sigma_data).mean()
 
 @patch
 def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
@@ -256,8 +272,7 @@ def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
     x0, y, t, eps = batch if batch is not None else self._batch()
     lr = lr_at(self.step + 1, self.lr, self.warmup, self.lr_schedule, self.total_steps)
     for group in self.opt.param_groups: group['lr'] = lr
-    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-        loss = dsm_loss(self.denoiser(net=self.fwd), x0, t, eps, y, self.weighting, self.sigma_data).mean()
+    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp): loss = self.loss((x0, y, t, eps))
     where = lambda: (f" (loss {loss.item():.4g}, t in [{t.min().item():.4g}, {t.max().item():.4g}]); the update was not applied"
                      + (f"; the last good checkpoint is in {self.folder}" if self.folder and self.save_every else ''))
     if not math.isfinite(loss.item()): raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1}{where()}")
@@ -413,6 +428,7 @@ def _load(cls, ckpt, net:nn.Module|None=None, data=None, path:Path|None=None, de
     "Resume a Trainer from a checkpoint (folder; net rebuilt from the config unless given; data needed only to train on)."
     from safetensors.torch import load_file
     ck = _checkpoint_dir(ckpt)
+    path = None if path is None else get_path(path)
     try: cfg = json.loads((ck / 'config.json').read_text())
     except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"folder={str(ck)!r}: config.json is not valid JSON ({e})") from e
     if 'param' in overrides: overrides['param'] = check_choice('param', overrides['param'], PARAMS, PARAM_ALIASES)
@@ -465,7 +481,6 @@ def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
 @patch
 def plot(self:Trainer, smooth:int=50) -> go.Figure:
     "The loss curve (raw and a running mean)."
-    import plotly.graph_objects as go
     l = torch.tensor(self.losses, dtype=torch.float64)
     fig = go.Figure(go.Scattergl(y=l.numpy(), mode='lines', name='loss', line=dict(width=1), opacity=0.4))
     if len(l) >= smooth:
@@ -485,8 +500,7 @@ from .denoisers import batch_time
 def _unit_variance(path:Path, x:Tensor, t:Tensor, sigma_data:float) -> Tensor:
     "x_t divided by its standard deviation sqrt(alpha^2 sigma_data^2 + sigma^2), per direction of the path's basis."
     z = path.to_basis(x)
-    t64 = t.to(torch.float64)
-    a, s = path.coef(path._alpha(t64), z).to(x.dtype), path.coef(path._sigma(t64), z).to(x.dtype)
+    a, s, _, _ = path.coefs(t, z)
     return path.from_basis(z / (a * a * sigma_data**2 + s * s).sqrt(), x)
 
 class NoisyClassifier(nn.Module):
@@ -506,61 +520,36 @@ class NoisyClassifier(nn.Module):
         return torch.log_softmax(self(x, t), -1)
 
 # %% ../nbs/06_train.ipynb #c056
-class ClassifierTrainer:
-    "Trains a classifier of noisy inputs x_t at random t on a path by cross-entropy; steps() is a generator."
+class ClassifierTrainer(Trainer):
+    "Trains a classifier of noisy inputs x_t at random t on a path by cross-entropy; a Trainer whose loss is the classifier's."
     def __init__(self, net:nn.Module,      # net(x, t) -> (B, n_classes) logits, e.g. MLP(dim, out_dim=n_classes)
                  path:Path|str,             # the forward path the classifier will guide on
                  data,                      # labelled data: an (x, y) pair or a Dataset of (x, y)
                  batch_size:int=256, lr:float=1e-3,
                  ema:float=0.99,            # EMA decay of the weights (with warm-up)
                  t_density:str='uniform',   # training time density (see T_DENSITIES)
-                 grad_clip:float|None=1.,   # clip the gradient norm (None: no clipping)
-                 weight_decay:float=0.,     # AdamW weight decay
-                 sigma_data:float|None=None, # data standard deviation for the input scaling (default: measured on the data)
-                 device='auto', seed:int=0):
-        self.path = get_path(path)
-        if t_density not in T_DENSITIES: raise ValueError(f"t_density={t_density!r} is unknown; known densities: {', '.join(T_DENSITIES)}")
-        self.x, self.y = _as_data(data, seed)
+                 **kw,                      # the Trainer's other options (grad_clip, weight_decay, sigma_data, device, seed, folder, ...)
+                ):
+        for k, v in dict(warmup=0, lr_schedule='constant', p_uncond=0.).items(): kw.setdefault(k, v)
+        super().__init__(net, path, data, batch_size=batch_size, lr=lr, ema=ema, t_density=t_density, **kw)
         if self.y is None: raise ValueError("data: a classifier needs labels; pass an (x, y) pair")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= self.x.shape[0]:
-            raise ValueError(f"batch_size={batch_size!r}: must be an integer from 1 to the number of data points ({self.x.shape[0]})")
-        if not lr > 0: raise ValueError(f"lr={lr}: must be > 0")
-        self.device = resolve_device(device)
-        self.net, self.batch_size, self.lr, self.t_density, self.grad_clip = net.to(self.device), batch_size, float(lr), t_density, grad_clip
-        self.sigma_data = float(sigma_data) if sigma_data is not None else self.x.std().item()
-        self.n_classes = int(self.y.max()) + 1
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=weight_decay)
-        self.ema, self.gen = EMA(self.net, ema), torch.Generator().manual_seed(seed)
-        self.step, self.losses, self.save_every, self.folder = 0, [], None, None
     def __repr__(self): return f"ClassifierTrainer(step={self.step}, path={self.path!r}, data={tuple(self.x.shape)}, classes={self.n_classes}, device={self.device})"
 
 # %% ../nbs/06_train.ipynb #c058
 @patch
-def train_step(self:ClassifierTrainer) -> TrainStep:
-    "One optimiser step of cross-entropy on x_t = alpha x0 + sigma eps, t from the time density."
-    t0, g, P = time.perf_counter(), self.gen, self.path
-    idx = torch.randint(0, self.x.shape[0], (self.batch_size,), generator=g)
-    t = sample_t(P, self.batch_size, self.t_density, g, self.sigma_data)
-    x0, y, t = self.x[idx].to(self.device), self.y[idx].to(self.device), t.to(self.device)
-    eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype).to(self.device)
+def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
+    "Cross-entropy of the noisy classifier on x_t = alpha x0 + sigma eps."
+    x0, y, t, eps = batch
+    P = self.path
     z0 = P.to_basis(x0)
-    xt = P.from_basis(P.coef(P._alpha(t), z0).to(x0.dtype) * z0 + P.coef(P._sigma(t), z0).to(x0.dtype) * P.to_basis(eps), x0)
-    self.net.train()
-    loss = F.cross_entropy(NoisyClassifier(self.net, P, self.sigma_data)(xt, t.to(x0.dtype)), y)
-    if not math.isfinite(loss.item()): raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1}")
-    self.opt.zero_grad(set_to_none=True); loss.backward()
-    gn = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip if self.grad_clip else float('inf')).item()
-    self.opt.step(); self.ema.update(self.net)
-    self.step += 1; self.losses.append(loss.item())
-    return TrainStep(self.step, loss.item(), self.lr, gn, time.perf_counter() - t0)
+    c = P.coefs(t, z0)
+    xt = P.from_basis(c.alpha * z0 + c.sigma * P.to_basis(eps), x0)
+    return F.cross_entropy(NoisyClassifier(self.fwd, P, self.sigma_data)(xt, t.to(x0.dtype)), y)
 
 @patch
 def classifier(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "The trained classifier (the EMA weights by default): a callable (x, t) -> logits for ClassifierGuidance."
     return NoisyClassifier(self.ema.net if ema else self.net, self.path, self.sigma_data)
-
-ClassifierTrainer.steps, ClassifierTrainer.fit, ClassifierTrainer.plot = Trainer.steps, Trainer.fit, Trainer.plot
-ClassifierTrainer._repr_mimebundle_ = Trainer._repr_mimebundle_
 
 def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
                      path:Path|str,   # the forward path

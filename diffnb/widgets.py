@@ -12,17 +12,17 @@ import anywidget, traitlets
 import ipywidgets as W
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from .paths import Path, DiagonalPath, get_path, time_grid, figure_bundle, TIME_GRIDS, PATHS
+from .paths import Path, get_path, time_grid, figure_bundle, check_choice, TIME_GRIDS, PATHS
 from .denoisers import Denoiser
 from .data import GaussianMixture, density_map
-from .samplers import SAMPLERS, sample_iter, sample, fit_grid, _initial_state
+from .samplers import SAMPLERS, SAMPLER_ALIASES, sample_iter, sample, fit_grid, _initial_state
 from .flows import _net_dtype
 from .train import Trainer
 
 # %% auto #0
-__all__ = ['DOCS_BASE', 'static_file', 'points2d', 'image_grid', 'encode_panel', 'SamplerPreview', 'widget_snapshot_html',
-           'integrate_paths', 'TrajectoryExplorer', 'mismatches', 'paths_figure', 'PathExplorer', 'TrainingMonitor',
-           'load_ipython_extension']
+__all__ = ['DOCS_BASE', 'PREVIEW_METHODS', 'static_file', 'points2d', 'image_grid', 'encode_panel', 'SamplerPreview',
+           'widget_snapshot_html', 'integrate_paths', 'TrajectoryExplorer', 'mismatches', 'paths_figure',
+           'PathExplorer', 'TrainingMonitor', 'load_ipython_extension']
 
 # %% ../nbs/11_widgets.ipynb #c006
 DOCS_BASE = 'https://diffnb.github.io/diffnb/'   # the docs site; the offline preview rewrites it to a relative path
@@ -97,6 +97,8 @@ class SamplerPreview(anywidget.AnyWidget):
     ack_ms = traitlets.Int(250).tag(sync=True)             # the browser acknowledges at most this often (cumulatively; the final frame at once)
 
 # %% ../nbs/11_widgets.ipynb #c014
+PREVIEW_METHODS = tuple(m for m, info in SAMPLERS.items() if None not in info.options.values())   # not those that need data= or head=
+
 def _check_preview(den, n, max_fps, max_inflight):
     "Check SamplerPreview's arguments."
     if not isinstance(den, Denoiser): raise TypeError(f"den: expected a dn.Denoiser, got {type(den).__name__}")
@@ -115,8 +117,8 @@ def _sp_init(self, den:Denoiser,      # what to sample (network, oracle or guide
              device=None, fit_kw:dict|None=None, # device of the state; options of fit_grid for grid_kind='fitted'
              **traits):
     _check_preview(den, n, max_fps, max_inflight)
-    if method not in SAMPLERS: raise ValueError(f"method={method!r} is unknown; known samplers: {', '.join(SAMPLERS)}")
-    anywidget.AnyWidget.__init__(self, n=n, method=method, steps=steps, methods=list(SAMPLERS), grid_kinds=[*TIME_GRIDS, 'fitted'], **traits)
+    method = check_choice('method', method, PREVIEW_METHODS, SAMPLER_ALIASES)
+    anywidget.AnyWidget.__init__(self, n=n, method=method, steps=steps, methods=list(PREVIEW_METHODS), grid_kinds=[*TIME_GRIDS, 'fitted'], **traits)
     self.den, self.max_fps, self.max_inflight, self.ack_timeout, self.clock, self.device = den, float(max_fps), max_inflight, float(ack_timeout), clock, device
     self.final_wait = float(final_wait)
     self.fit_kw = dict(fit_kw or {})

@@ -23,3 +23,27 @@ def test_layout(nb):
         assert any(re.match(r'#\|\s*default_exp\s+\S', s) for s in code), f"{nb.name}: exports without '#| default_exp'"
     for s in code:   # a GPU-only cell is flagged for nbdev_test and guarded at run time for papermill
         if re.match(r'#\|\s*gpu\b', s): assert 'cuda' in s, f"{nb.name}: a '#| gpu' cell needs a runtime guard on CUDA"
+
+# The source documents' file numbers and the catalog's ids mean nothing to a reader: user-facing text cites the works themselves.
+INTERNAL_REF = re.compile(r'\bseed 00\d|\b[Cc]atalog (?:item |id )?[A-Z]\d|\bthe errata\b')
+ID_IN_PROSE = re.compile(r'\((?:[BCDEFGNOPSTUV]\d{1,2})(?:, [BCDEFGNOPSTUV]\d{1,2})*\)')   # "(B4)", "(G2, G6)"; in code, (C1) is a variable
+
+def test_user_facing_text_cites_works_not_internal_ids():
+    root = NBS.parent
+    found = {}
+    for nb in NOTEBOOKS:
+        cells = _cells(nb)
+        text = ''.join(''.join(c['source']) for c in cells)
+        prose = ''.join(''.join(c['source']) for c in cells if c['cell_type'] == 'markdown')
+        found[str(nb.relative_to(root))] = sorted({m.group(0) for m in INTERNAL_REF.finditer(text)} | {m.group(0) for m in ID_IN_PROSE.finditer(prose)})
+    readme = (root / 'README.md').read_text()
+    found['README.md'] = sorted({m.group(0) for r in (INTERNAL_REF, ID_IN_PROSE) for m in r.finditer(readme)})
+    assert not any(found.values()), {k: v for k, v in found.items() if v}
+
+def test_readme_links_resolve():
+    from pathlib import Path
+    root = NBS.parent
+    links = re.findall(r'\]\(((?!https?:|#)[^)\s]+)\)', (root / 'README.md').read_text())
+    assert links, 'README.md has no relative links to check'
+    missing = [l for l in links if not (root / l.split('#')[0]).exists()]
+    assert not missing, missing

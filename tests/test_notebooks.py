@@ -1,5 +1,5 @@
 "Every notebook in nbs/, tutorials included, executed once by papermill with its small CPU parameters."
-import time
+import json, time
 import pytest
 from conftest import NOTEBOOK_TIMES
 from nbrun import NBS, notebooks, execute, kernel_available, NotebookFailed, KERNEL
@@ -13,7 +13,10 @@ def test_kernel_installed():
 def test_notebook(nb):
     if not kernel_available(): pytest.fail(f"no Jupyter kernel '{KERNEL}': run `make install`", pytrace=False)
     t0, failure = time.time(), None
-    try: execute(nb)
+    try: out = execute(nb)
     except NotebookFailed as e: failure = str(e)
     NOTEBOOK_TIMES[str(nb.relative_to(NBS))] = (time.time() - t0, failure is None)
     if failure: pytest.fail(failure, pytrace=False)
+    shown = [o.get('data', {}).get('text/plain', '') for c in json.loads(out.read_text())['cells'] if c['cell_type'] == 'code' for o in c.get('outputs', [])]
+    bundles = [t for t in shown if ''.join(t).lstrip().startswith("{'application/vnd.plotly")]
+    assert not bundles, f"{nb.name}: {len(bundles)} cell(s) display a figure bundle's dict instead of the figure (end the cell on dn.FigureDisplay(fig))"

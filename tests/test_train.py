@@ -131,3 +131,8 @@ def test_training_into_a_folder_that_holds_a_run_is_refused_and_load_resumes_sav
     assert (tmp_path / 'run' / 'latest').read_text() == 'ckpt-00000004'
     with pytest.warns(UserWarning, match='not the data this checkpoint was trained on'): dn.Trainer.load(tmp_path / 'run', data=data[:50] + 1, device='cpu')
     with pytest.raises(ValueError, match='loaded without data'): dn.Trainer.load(tmp_path / 'run', device='cpu').train_step()
+
+def test_load_takes_a_path_by_name(tmp_path):
+    _small_run(tmp_path / 'run')
+    assert dn.Trainer.load(tmp_path / 'run', path='vp', device='cpu').path.name == 'vp'
+    with pytest.raises(ValueError, match=r"the checkpoint was trained on VP\("): dn.Trainer.load(tmp_path / 'run', path='ve', device='cpu')
