@@ -156,7 +156,8 @@ def _check_number(name:str, value, lo=None, hi=None, integer:bool=False, strict_
     if ok and hi is not None: ok = value <= hi
     if not ok:
         bounds = [f"{'>' if strict_lo else '>='} {lo}"] * (lo is not None) + [f"<= {hi}"] * (hi is not None)
-        raise ValueError(f"{name}={value!r}: must be {'an integer' if integer else 'a number'} {' and '.join(bounds)}{' or None' if none_ok else ''}".replace('  ', ' '))
+        allowed = ' '.join([('an integer' if integer else 'a number'), ' and '.join(bounds)] if bounds else ['an integer' if integer else 'a number'])
+        raise ValueError(f"{name}={value!r}: must be {allowed}{' or None' if none_ok else ''}")
     return int(value) if integer else float(value)
 
 # %% ../nbs/06_train.ipynb #c029
@@ -273,7 +274,7 @@ def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
     lr = lr_at(self.step + 1, self.lr, self.warmup, self.lr_schedule, self.total_steps)
     for group in self.opt.param_groups: group['lr'] = lr
     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp): loss = self.loss((x0, y, t, eps))
-    where = lambda: (f" (loss {loss.item():.4g}, t in [{t.min().item():.4g}, {t.max().item():.4g}]); the update was not applied"
+    where = lambda: (f" (t in [{t.min().item():.4g}, {t.max().item():.4g}]); the update was not applied"
                      + (f"; the last good checkpoint is in {self.folder}" if self.folder and self.save_every else ''))
     if not math.isfinite(loss.item()): raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1}{where()}")
     self.opt.zero_grad(set_to_none=True)
@@ -281,7 +282,7 @@ def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
     gn = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip if self.grad_clip else float('inf')).item()
     if not math.isfinite(gn):
         self.opt.zero_grad(set_to_none=True)
-        raise FloatingPointError(f"gradient norm is {gn} at step {self.step + 1}{where()}")
+        raise FloatingPointError(f"gradient norm is {gn} at step {self.step + 1} with a finite loss {loss.item():.4g}{where()}")
     self.opt.step()
     self.ema.update(self.net)
     self.step += 1
