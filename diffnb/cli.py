@@ -36,6 +36,7 @@ def _load_data(spec:str, n:int, seed:int):
     if p.suffix == '.pt' and p.exists(): return torch.load(p, weights_only=True)
     raise ValueError(f"--data {spec!r}: a toy ({', '.join(TOYS)}), 'digits', or an existing .npy/.pt file")
 
+# %% ../nbs/12_cli.ipynb #c009
 def _train(args) -> int:
     data = _load_data(args.data, args.n, args.seed)
     if (FilePath(args.out) / 'latest').exists():
@@ -49,7 +50,7 @@ def _train(args) -> int:
     print(f"saved {out} (loss {sum(tr.losses[-100:]) / len(tr.losses[-100:]):.4f})")
     return 0
 
-# %% ../nbs/12_cli.ipynb #c010
+# %% ../nbs/12_cli.ipynb #c011
 def write_png(path, img) -> None:
     "Write a (H, W) or (H, W, 3) array with values in [0, 1] as an 8-bit PNG."
     a = (torch.as_tensor(img, dtype=torch.float64).clamp(0, 1) * 255).round().to(torch.uint8)
@@ -60,6 +61,7 @@ def write_png(path, img) -> None:
     FilePath(path).write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
                                + chunk(b'IDAT', zlib.compress(raw, 6)) + chunk(b'IEND', b''))
 
+# %% ../nbs/12_cli.ipynb #c012
 def picture(x:torch.Tensor, size:int=256):
     "A picture of samples: a log-density image of the first two coordinates, or a grid of images."
     x = x.detach().cpu().float()
@@ -75,6 +77,7 @@ def picture(x:torch.Tensor, size:int=256):
     for n, im in enumerate(imgs): grid[(n // k) * (H + 1):(n // k) * (H + 1) + H, (n % k) * (W + 1):(n % k) * (W + 1) + W] = im
     return grid.repeat_interleave(max(1, size // grid.shape[0]), 0).repeat_interleave(max(1, size // grid.shape[1]), 1)
 
+# %% ../nbs/12_cli.ipynb #c013
 def _outputs(out:str) -> tuple:
     "(.npz, .png) paths for --out, which may name either file (or neither suffix); its folder must exist."
     out = FilePath(out)
@@ -83,6 +86,7 @@ def _outputs(out:str) -> tuple:
     if not npz.parent.is_dir(): raise ValueError(f"--out {str(out)!r}: the folder {str(npz.parent)!r} does not exist")
     return npz, npz.with_suffix('.png')
 
+# %% ../nbs/12_cli.ipynb #c014
 def _sample(args) -> int:
     if args.guidance != 1. and args.label is None: raise ValueError(f"--guidance {args.guidance}: classifier-free guidance needs --label")
     npz, png = _outputs(args.out)
@@ -99,10 +103,11 @@ def _sample(args) -> int:
     print(f"{args.n} samples with {args.method} ({den.nfe} NFE{note}, {time.perf_counter() - t0:.1f} s): {npz} and {png}")
     return 0
 
-# %% ../nbs/12_cli.ipynb #c012
+# %% ../nbs/12_cli.ipynb #c016
 DEMO_SAMPLERS = (('dpmpp_2m_sde', 50, 'reverse SDE', {}), ('heun', 25, 'pfODE, 2nd order', dict(kind='karras')), ('dpmpp_2m', 10, 'few-step', {}),
                  ('dopri5', 20, 'adaptive pfODE', dict(rtol=1e-3, atol=1e-3)))
 
+# %% ../nbs/12_cli.ipynb #c017
 def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, progress:bool=True) -> dict:
     "Train on the 8-Gaussian ring, sample with several samplers, write out/report.html; returns the report's numbers."
     out = FilePath(out); out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +133,7 @@ def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, 
     if progress: print(f"wrote {out / 'report.html'}")
     return report
 
-# %% ../nbs/12_cli.ipynb #c013
+# %% ../nbs/12_cli.ipynb #c018
 def write_report(path, report:dict, tr:Trainer, data, clouds:dict) -> None:
     "A self-contained HTML report: the samplers' table, data against samples, the loss curve (plotly.js inlined once)."
     import plotly.graph_objects as go
@@ -151,11 +156,12 @@ def write_report(path, report:dict, tr:Trainer, data, clouds:dict) -> None:
     css = "body{font-family:sans-serif;max-width:1200px;margin:20px auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:4px 10px}"
     FilePath(path).write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>diffnb demo</title><style>{css}</style></head><body>{body}</body></html>")
 
+# %% ../nbs/12_cli.ipynb #c019
 def _demo(args) -> int:
     run_demo(args.out, args.steps, args.n, args.device, args.seed, progress=not args.quiet)
     return 0
 
-# %% ../nbs/12_cli.ipynb #c015
+# %% ../nbs/12_cli.ipynb #c021
 def build_parser() -> argparse.ArgumentParser:
     "The `diffnb` argument parser."
     from diffnb import __version__
@@ -187,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p_ in (t, s, d): p_.add_argument('--threads', type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small nets)")
     return ap
 
+# %% ../nbs/12_cli.ipynb #c022
 def main(argv:list|None=None) -> int:
     "Entry point of the `diffnb` command: bad input ends with one line naming it, not a traceback."
     ap = build_parser()

@@ -9,15 +9,17 @@ import torch
 from torch import Tensor, nn
 from fastcore.basics import patch_to
 from .paths import Path
-from .flows import odeint
+from .samplers import odeint
 from .denoisers import Denoiser
-from .train import Trainer, sample_t, TrainStep
+from .train import Trainer, sample_t
+from .paths import check_choice
 
 # %% auto #0
-__all__ = ['PRIORS', 'MASK', 'KernelPrior', 'as_prior', 'KernelFlow', 'continuity_residual', 'kernel_sample', 'poisson_field',
-           'pfgm', 'pfgm_prior', 'KernelDenoiser', 'kernel_flow_steps', 'flow_euler', 'straightness', 'reflow_pairs',
-           'reflow_steps', 'blur_matrix', 'Blur', 'Mask', 'Additive', 'cold_sample', 'restorer_steps', 'mask_marginals',
-           'unmask_exact', 'unmask_sample', 'sm_csm', 'w2_bound_gaussian', 'logistic_log_ratio', 'monoflow']
+__all__ = ['PRIORS', 'KERNEL_TARGETS', 'MASK', 'KernelPrior', 'as_prior', 'KernelFlow', 'continuity_residual', 'kernel_sample',
+           'poisson_field', 'pfgm', 'pfgm_prior', 'KernelDenoiser', 'KernelFlowTrainer', 'flow_euler', 'straightness',
+           'reflow_pairs', 'ReflowTrainer', 'blur_matrix', 'Blur', 'Mask', 'Additive', 'cold_sample', 'RestorerTrainer',
+           'mask_marginals', 'unmask_exact', 'unmask_sample', 'sm_csm', 'w2_bound_gaussian', 'logistic_log_ratio',
+           'monoflow']
 
 # %% ../nbs/10_constructions.ipynb #c008
 PRIORS = ('gaussian', 'laplace', 'uniform', 'cauchy', 'tanh', 'exp')
@@ -33,11 +35,12 @@ class KernelPrior:
         self.name = name
     def __repr__(self): return f"KernelPrior({self.name!r})"
 
+# %% ../nbs/10_constructions.ipynb #c009
 def as_prior(prior) -> KernelPrior:
     "A KernelPrior from itself or its name."
     return prior if isinstance(prior, KernelPrior) else KernelPrior(prior)
 
-# %% ../nbs/10_constructions.ipynb #c010
+# %% ../nbs/10_constructions.ipynb #c011
 @patch_to(KernelPrior)
 def sample(self, n:int, d:int, # number of draws and dimension
            generator=None, dtype=torch.float32) -> Tensor:
@@ -56,7 +59,7 @@ def sample(self, n:int, d:int, # number of draws and dimension
     r = torch.atanh(v) if nm == 'tanh' else -torch.log1p(-v)
     return r * u / u.norm(dim=1, keepdim=True)
 
-# %% ../nbs/10_constructions.ipynb #c012
+# %% ../nbs/10_constructions.ipynb #c013
 @patch_to(KernelPrior)
 def log_prob(self, z:Tensor) -> Tensor:
     "Normalised log density of z (..., d); -inf off the uniform's support."
@@ -71,13 +74,14 @@ def log_prob(self, z:Tensor) -> Tensor:
     log_dpsi = 2 * (math.log(2) - r - torch.log1p(torch.exp(-2 * r))) if nm == 'tanh' else -r   # log sech^2 r, or log e^-r
     return log_dpsi - (d - 1) * torch.log(r) - math.log(_sphere_area(d))
 
+# %% ../nbs/10_constructions.ipynb #c014
 @patch_to(KernelPrior)
 def _log_weight(self, z:Tensor) -> Tensor:
     "log_prob up to a constant, finite everywhere (the uniform's edge becomes a steep wall) so posterior weights stay defined."
     if self.name == 'uniform': return -1e3 * (z.abs() - math.sqrt(3)).clamp(min=0).sum(-1)
     return self.log_prob(z)
 
-# %% ../nbs/10_constructions.ipynb #c015
+# %% ../nbs/10_constructions.ipynb #c017
 class KernelFlow:
     "The generative ODE of the conditional path x_t = mu_t(x0) + t z, z ~ prior."
     def __init__(self, prior='gaussian',  # a KernelPrior or its name
@@ -92,11 +96,12 @@ class KernelFlow:
     def __repr__(self): return f"KernelFlow({self.prior.name!r}, kind={self.kind!r}, T={self.T:g}, t_min={self.t_min:g})"
     def mu(self, x0:Tensor, t) -> Tensor: return (1 - t) * x0 if self.kind == 'linear' else x0
 
+# %% ../nbs/10_constructions.ipynb #c018
 def _col(t, x:Tensor) -> Tensor:
     "t as a (B, 1) column of x's dtype."
     return torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1, 1).expand(x.shape[0], 1)
 
-# %% ../nbs/10_constructions.ipynb #c017
+# %% ../nbs/10_constructions.ipynb #c020
 @patch_to(KernelFlow)
 def cond_sample(self, x0:Tensor, t, generator=None) -> Tensor:
     "A draw of x_t given x0 (n, d) at time(s) t."
@@ -109,12 +114,13 @@ def cond_log_prob(self, x:Tensor, t, x0:Tensor) -> Tensor:
     t = _col(t, x)
     return self.prior.log_prob((x - self.mu(x0, t)) / t) - x.shape[-1] * torch.log(t[:, 0])
 
+# %% ../nbs/10_constructions.ipynb #c021
 @patch_to(KernelFlow)
 def cond_velocity(self, x:Tensor, t, x0:Tensor) -> Tensor:
     "f_t(x | x0) = (x - x0) / t for both kinds."
     return (x - x0) / _col(t, x)
 
-# %% ../nbs/10_constructions.ipynb #c019
+# %% ../nbs/10_constructions.ipynb #c023
 def continuity_residual(flow:KernelFlow, x:Tensor, t, x0:Tensor) -> Tensor:
     "|d_t p + div(f p)| / (|d_t p| + |div(f p)|) for the conditional path at points x (n, d), by autograd in float64."
     x = x.detach().to(torch.float64).requires_grad_(True)
@@ -126,7 +132,7 @@ def continuity_residual(flow:KernelFlow, x:Tensor, t, x0:Tensor) -> Tensor:
     div = sum(torch.autograd.grad(fp[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(x.shape[1]))
     return ((dt[:, 0] + div).abs() / (dt[:, 0].abs() + div.abs() + 1e-300)).detach()
 
-# %% ../nbs/10_constructions.ipynb #c022
+# %% ../nbs/10_constructions.ipynb #c026
 @patch_to(KernelFlow)
 def x0(self, x:Tensor, t, data:Tensor, chunk_elems:int=2**22) -> Tensor:
     "Exact E[x0 | x_t = x] under the empirical distribution of data (n, d); t one time, or a (B, 1) column (one per row)."
@@ -139,6 +145,7 @@ def x0(self, x:Tensor, t, data:Tensor, chunk_elems:int=2**22) -> Tensor:
         out[i:i+step] = torch.softmax(lw, -1) @ y
     return out
 
+# %% ../nbs/10_constructions.ipynb #c027
 @patch_to(KernelFlow)
 def velocity(self, x:Tensor, t:float, data:Tensor) -> Tensor:
     "Exact marginal field dx/dt = (x - D_t(x)) / t of the empirical distribution."
@@ -149,7 +156,7 @@ def oracle(self, data:Tensor):
     "D(x, t) of the empirical distribution, for `kernel_sample`."
     return lambda x, t: self.x0(x, t, data)
 
-# %% ../nbs/10_constructions.ipynb #c024
+# %% ../nbs/10_constructions.ipynb #c029
 @patch_to(KernelFlow)
 def sample_prior(self, n:int, d:int, generator=None, data:Tensor|None=None, dtype=torch.float32) -> Tensor:
     "n draws of x_T: T z, plus a random data point for the Green kind when data is given (the exact marginal)."
@@ -157,7 +164,7 @@ def sample_prior(self, n:int, d:int, generator=None, data:Tensor|None=None, dtyp
     if data is not None and self.kind == 'green': x = x + data[torch.randint(0, data.shape[0], (n,), generator=generator)].to(dtype)
     return x
 
-# %% ../nbs/10_constructions.ipynb #c026
+# %% ../nbs/10_constructions.ipynb #c031
 def _integrate(drift, x:Tensor, grid:list, method:str, return_traj:bool) -> Tensor:
     "dn.flows.odeint over a fixed grid: the final state, or every grid point's state stacked (one odeint call per interval)."
     if not return_traj: return odeint(drift, (x,), grid[0], grid[-1], method, grid=grid)[0][0]
@@ -165,6 +172,7 @@ def _integrate(drift, x:Tensor, grid:list, method:str, return_traj:bool) -> Tens
     for a, b in zip(grid[:-1], grid[1:]): traj.append(odeint(drift, (traj[-1],), a, b, method, grid=[a, b])[0][0])
     return torch.stack(traj)
 
+# %% ../nbs/10_constructions.ipynb #c032
 def kernel_sample(den,                    # D(x, t) -> x0-hat: a KernelFlow oracle or a trained KernelDenoiser
                   xT:Tensor,              # the state at t = T
                   T:float, t_min:float,   # integrate from T down to t_min
@@ -178,7 +186,7 @@ def kernel_sample(den,                    # D(x, t) -> x0-hat: a KernelFlow orac
     s = torch.linspace(math.log(T), math.log(t_min), steps + 1, dtype=torch.float64).tolist()
     return _integrate(lambda s_, y: (y[0] - den(y[0], math.exp(s_)),), xT, s, method, return_traj)
 
-# %% ../nbs/10_constructions.ipynb #c030
+# %% ../nbs/10_constructions.ipynb #c036
 def poisson_field(x:Tensor,     # (n, d) positions on the plane
                   t,            # their height(s) t > 0 in the extra dimension
                   data:Tensor,  # (m, d) the charges, on the plane t = 0
@@ -188,7 +196,7 @@ def poisson_field(x:Tensor,     # (n, d) positions on the plane
     diff = torch.cat([x[:, None, :] - data[None].to(x), t[:, None, :].expand(-1, data.shape[0], 1)], -1)
     return -(diff / diff.norm(dim=-1, keepdim=True)**(d + 1)).mean(1) / _sphere_area(d + 1)
 
-# %% ../nbs/10_constructions.ipynb #c032
+# %% ../nbs/10_constructions.ipynb #c038
 def pfgm(T:float=40.,         # height of the plane the prior lives on
          t_min:float=1e-5,    # where sampling stops
         ) -> KernelFlow:
@@ -199,7 +207,7 @@ def pfgm_prior(n:int, d:int, T:float=40., generator=None, dtype=torch.float32) -
     "n draws on the plane t = T from p(x) proportional to (|x|^2 + T^2)^(-(d+1)/2): the far field of any data."
     return T * KernelPrior('cauchy').sample(n, d, generator, dtype)
 
-# %% ../nbs/10_constructions.ipynb #c037
+# %% ../nbs/10_constructions.ipynb #c043
 class KernelDenoiser(nn.Module):
     "D(x, t) = net(phi, t) with bounded features phi of x, for flows whose states reach far from the data."
     def __init__(self, net:nn.Module,   # net(phi, t) -> (B, d), e.g. dn.MLP(d, log_time=True)
@@ -212,28 +220,69 @@ class KernelDenoiser(nn.Module):
         u = x / (1 + t)
         return self.net(u / torch.sqrt(1 + (u**2).sum(1, keepdim=True) / self.radius**2), t[:, 0])
 
-# %% ../nbs/10_constructions.ipynb #c038
-def kernel_flow_steps(flow:KernelFlow, model:nn.Module, data:Tensor,
-                      n:int,                     # optimiser steps
-                      batch_size:int=256, lr:float=3e-3,
-                      target:str='field',        # 'field': the minibatch's exact D (PFGM); 'conditional': the batch's own x0
-                      generator=None):
-    "Train model(x, t) -> D on the flow; yields a TrainStep after each step."
-    if target not in ('field', 'conditional'): raise ValueError(f"target={target!r}: must be 'field' or 'conditional'")
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    dev = next(model.parameters()).device
-    for k in range(n):
-        y = data[torch.randint(0, data.shape[0], (batch_size,), generator=g)]
-        u = torch.rand(batch_size, 1, generator=g)
-        t = flow.t_min * (flow.T / flow.t_min)**u if flow.kind == 'green' else flow.t_min + (flow.T - flow.t_min) * u
-        x = flow.cond_sample(y, t, g)
-        if target == 'field': y = flow.x0(x, t, y)   # the minibatch's exact D at each row's time
-        loss = ((model(x.to(dev), t[:, 0].to(dev)) - y.to(dev))**2).sum(1).mean()
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        yield TrainStep(k + 1, loss.item(), lr, float('nan'), 0.)
-
 # %% ../nbs/10_constructions.ipynb #c045
+KERNEL_TARGETS = ('field', 'conditional')
+
+# %% ../nbs/10_constructions.ipynb #c046
+class KernelFlowTrainer(Trainer):
+    "Trains D(x, t) = KernelDenoiser(net)(x, t) on a KernelFlow by regression on the minibatch field's D or the batch's own x0."
+    default_batch = 256   # the batch size when none is given (every point of a smaller data set)
+    def __init__(self, net:nn.Module,        # net(phi, t) -> (B, d), e.g. dn.MLP(d, log_time=True)
+                 flow:KernelFlow,            # the flow whose marginal draws it trains on
+                 data,                       # (n, d) training data
+                 target:str='field',         # 'field': the minibatch's exact D (PFGM); 'conditional': the batch's own x0
+                 radius:float=4.,            # KernelDenoiser's feature radius
+                 batch_size:int|None=None, lr:float=3e-3,
+                 **kw,                       # the Trainer's other options (seed, device, folder, ...)
+                ):
+        self.target = check_choice('target', target, KERNEL_TARGETS)
+        if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius > 0: raise ValueError(f"radius={radius!r}: must be a number > 0")
+        self.radius = float(radius)
+        for k, v in dict(ema=0., warmup=0, lr_schedule='constant', grad_clip=None).items(): kw.setdefault(k, v)
+        super().__init__(net, flow, data, batch_size=batch_size, lr=lr, **kw)
+        self.hparams.update(target=self.target, radius=self.radius)
+    def __repr__(self): return f"KernelFlowTrainer(step={self.step}, target={self.target!r}, flow={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
+
+# %% ../nbs/10_constructions.ipynb #c047
+@patch_to(KernelFlowTrainer)
+def _as_path(self, flow:KernelFlow) -> KernelFlow:
+    if not isinstance(flow, KernelFlow): raise ValueError(f"flow: expected a KernelFlow such as dn.pfgm(), got {type(flow).__name__}")
+    return flow
+
+# %% ../nbs/10_constructions.ipynb #c048
+@patch_to(KernelFlowTrainer)
+def _batch(self) -> tuple:
+    "(x, D, t): marginal draws x at times t (log-uniform on the Green kind) and their regression target."
+    g, f = self.gen, self.path
+    y = self.x[self._indices()]
+    u = torch.rand(self.batch_size, 1, generator=g)
+    t = f.t_min * (f.T / f.t_min)**u if f.kind == 'green' else f.t_min + (f.T - f.t_min) * u
+    x = f.cond_sample(y, t, g)
+    if self.target == 'field': y = f.x0(x, t, y)   # the minibatch's exact D at each row's time
+    return x.to(self.device), y.to(self.device), t[:, 0].to(self.device)
+
+# %% ../nbs/10_constructions.ipynb #c049
+@patch_to(KernelFlowTrainer)
+def loss(self, batch:tuple) -> Tensor:
+    x, target, t = batch
+    return ((KernelDenoiser(self.fwd, self.radius)(x, t) - target)**2).sum(1).mean()
+
+@patch_to(KernelFlowTrainer)
+def model(self, ema:bool=True) -> KernelDenoiser:
+    "What training makes: D(x, t) for kernel_sample."
+    return KernelDenoiser(self.ema.net if ema else self.net, self.radius)
+
+# %% ../nbs/10_constructions.ipynb #c050
+@patch_to(KernelFlowTrainer, cls_method=True)
+def _spec(cls, flow:KernelFlow) -> dict:
+    "The checkpoint record of a kernel flow."
+    params = dict(prior=flow.prior.name, kind=flow.kind, T=flow.T, t_min=flow.t_min)
+    return {'name': 'KernelFlow', 'params': params, 't_min': flow.t_min, 't_max': flow.T, 'repr': repr(flow)}
+
+@patch_to(KernelFlowTrainer, cls_method=True)
+def _rebuild(cls, spec:dict) -> KernelFlow: return KernelFlow(**spec['params'])
+
+# %% ../nbs/10_constructions.ipynb #c057
 def flow_euler(den:Denoiser, z:Tensor,   # a Denoiser on a path, and states at t_max
                steps:int,                  # Euler steps, uniform in t
                return_traj:bool=False) -> Tensor:
@@ -243,6 +292,7 @@ def flow_euler(den:Denoiser, z:Tensor,   # a Denoiser on a path, and states at t
     drift = lambda t, y: (den.velocity(y[0], torch.full((y[0].shape[0],), t, dtype=torch.float64, device=y[0].device)).to(y[0]),)
     return _integrate(drift, z, ts, 'euler', return_traj)
 
+# %% ../nbs/10_constructions.ipynb #c058
 def straightness(den:Denoiser, z:Tensor, steps:int=50) -> float:
     "mean over the trajectory of |(x_end - x_start)/(t_min - t_max) - v(x_t, t)|^2 along Euler trajectories from z."
     P = den.path
@@ -251,7 +301,7 @@ def straightness(den:Denoiser, z:Tensor, steps:int=50) -> float:
     vs = (traj[1:] - traj[:-1]) / ((P.t_min - P.t_max) / steps)
     return ((vs - chord)**2).flatten(2).sum(-1).mean().item()
 
-# %% ../nbs/10_constructions.ipynb #c047
+# %% ../nbs/10_constructions.ipynb #c060
 @torch.no_grad()
 def reflow_pairs(den:Denoiser, n:int, steps:int=100, generator=None,
                  shape:tuple|None=None, # event shape (default: the Denoiser's)
@@ -263,16 +313,27 @@ def reflow_pairs(den:Denoiser, n:int, steps:int=100, generator=None,
     a, s = P.alpha(P.t_max).item(), P.sigma(P.t_max).item()
     return x, (z - a * x) / s
 
-def reflow_steps(tr:Trainer, x0:Tensor, eps:Tensor, # a Trainer and coupled pairs from reflow_pairs
-                 n:int, generator=None):
-    "n training steps of tr on the fixed coupling (x0, eps); yields TrainSteps."
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    for _ in range(n):
-        idx = torch.randint(0, x0.shape[0], (tr.batch_size,), generator=g)
-        t = sample_t(tr.path, tr.batch_size, tr.t_density, g)
-        yield tr.train_step((x0[idx].to(tr.device), None, t.to(tr.device), eps[idx].to(tr.device)))
+# %% ../nbs/10_constructions.ipynb #c061
+class ReflowTrainer(Trainer):
+    "Trains a Denoiser on coupled pairs (x0, eps), as reflow does: each batch keeps a sample with the noise it came from."
+    def __init__(self, net:nn.Module, path, # as for Trainer
+                 pairs:tuple,              # (x0, eps) of the same shape, e.g. from reflow_pairs
+                 **kw,                     # the Trainer's options (param, batch_size, lr, seed, device, folder, ...)
+                ):
+        if not (isinstance(pairs, (tuple, list)) and len(pairs) == 2 and all(isinstance(v, Tensor) for v in pairs) and pairs[0].shape == pairs[1].shape):
+            raise ValueError("pairs: expected (x0, eps), two tensors of the same shape (from reflow_pairs)")
+        super().__init__(net, path, pairs[0], **kw)
+        self.eps = pairs[1].to(self.x)
 
-# %% ../nbs/10_constructions.ipynb #c051
+# %% ../nbs/10_constructions.ipynb #c062
+@patch_to(ReflowTrainer)
+def _batch(self) -> tuple:
+    "(x0, None, t, eps) with each x0 beside the noise it was coupled with."
+    idx = self._indices()
+    t = sample_t(self.path, self.batch_size, self.t_density, self.gen, self.sigma_data, self.t_loc, self.t_scale)
+    return self.x[idx].to(self.device), None, t.to(self.device), self.eps[idx].to(self.device)
+
+# %% ../nbs/10_constructions.ipynb #c066
 def blur_matrix(size:int, sigma:float) -> Tensor:
     "(size^2, size^2) Gaussian blur of a size x size image, rows normalised (so constants are kept); identity at sigma 0."
     if sigma <= 0: return torch.eye(size * size, dtype=torch.float64)
@@ -280,20 +341,21 @@ def blur_matrix(size:int, sigma:float) -> Tensor:
     k = torch.exp(-(i[:, None] - i[None])**2 / (2 * sigma**2)); k = k / k.sum(1, keepdim=True)
     return torch.kron(k, k)
 
+# %% ../nbs/10_constructions.ipynb #c067
 class Blur:
     "Cold-diffusion blur: level t blurs with sigma = sigma_max * t / levels."
     def __init__(self, levels:int=10, sigma_max:float=4., size:int=8):
-        self.levels, self.size = levels, size
+        self.levels, self.size, self.config = levels, size, dict(levels=levels, sigma_max=sigma_max, size=size)
         self.mats = torch.stack([blur_matrix(size, sigma_max * t / levels) for t in range(levels + 1)]).float()
     def __call__(self, x0:Tensor, t) -> Tensor:
         t = torch.as_tensor(t).long().cpu().expand(x0.shape[0])
         return torch.einsum('bij,bj->bi', self.mats[t].to(x0), x0.flatten(1)).reshape(x0.shape)
 
-# %% ../nbs/10_constructions.ipynb #c053
+# %% ../nbs/10_constructions.ipynb #c069
 class Mask:
     "Cold-diffusion masking: level t sets the first t pixels of a fixed random order to `fill`."
     def __init__(self, levels:int=64, size:int=8, fill:float=0., seed:int=0):
-        self.levels, self.fill = levels, fill
+        self.levels, self.fill, self.config = levels, fill, dict(levels=levels, size=size, fill=fill, seed=seed)
         order = torch.randperm(size * size, generator=torch.Generator().manual_seed(seed))
         self.masks = torch.zeros(levels + 1, size * size, dtype=torch.bool)
         for t in range(1, levels + 1): self.masks[t, order[:t]] = True
@@ -301,6 +363,7 @@ class Mask:
         m = self.masks[torch.as_tensor(t).long().cpu().expand(x0.shape[0])].to(x0.device)
         return torch.where(m, torch.full_like(x0.flatten(1), self.fill), x0.flatten(1)).reshape(x0.shape)
 
+# %% ../nbs/10_constructions.ipynb #c070
 class Additive:
     "Additive degradation F_t(x0) = x0 + t c."
     def __init__(self, c:Tensor, levels:int=10): self.c, self.levels = c, levels
@@ -308,7 +371,7 @@ class Additive:
         t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device).expand(x0.shape[0]).reshape(-1, *[1] * (x0.dim() - 1))
         return x0 + t * self.c.to(x0)
 
-# %% ../nbs/10_constructions.ipynb #c054
+# %% ../nbs/10_constructions.ipynb #c071
 @torch.no_grad()
 def cold_sample(restore,                # restore(x_t, t) -> x0-hat, t a (B,) float tensor of levels
                 degrade,                # F(x0, t) with integer levels (Blur, Mask, Additive)
@@ -324,21 +387,54 @@ def cold_sample(restore,                # restore(x_t, t) -> x0-hat, t a (B,) fl
         x = degrade(x0, t - 1) if method == 'naive' else x + degrade(x0, t - 1) - degrade(x0, t)
     return x
 
-# %% ../nbs/10_constructions.ipynb #c058
-def restorer_steps(net:nn.Module, degrade, data:Tensor, # net(x, t) -> x0-hat with t a (B,) float tensor of levels
-                   n:int, batch_size:int=128, lr:float=2e-3, generator=None):
-    "Train a cold-diffusion restorer with |x0 - G(F_t(x0), t)|_1 (eq. 11.14); yields TrainSteps."
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    dev = next(net.parameters()).device
-    for k in range(n):
-        x0 = data[torch.randint(0, data.shape[0], (batch_size,), generator=g)].to(dev)
-        t = torch.randint(1, degrade.levels + 1, (batch_size,), generator=g).to(dev)
-        loss = (net(degrade(x0, t), t.float()) - x0).abs().flatten(1).mean(1).mean()
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        yield TrainStep(k + 1, loss.item(), lr, float('nan'), 0.)
+# %% ../nbs/10_constructions.ipynb #c076
+class RestorerTrainer(Trainer):
+    "Trains a cold-diffusion restorer net(F_t(x0), t) -> x0 by the l1 loss at uniformly drawn levels t."
+    default_batch = 128   # the batch size when none is given (every point of a smaller data set)
+    def __init__(self, net:nn.Module,        # net(x, t) -> x0-hat, t a (B,) float tensor of levels
+                 degrade,                    # F(x0, t) with integer levels 1..degrade.levels (Blur, Mask, Additive)
+                 data,                       # (n, *event) clean data
+                 batch_size:int|None=None, lr:float=2e-3,
+                 **kw,                       # the Trainer's other options (seed, device, folder, ...)
+                ):
+        for k, v in dict(ema=0., warmup=0, lr_schedule='constant', grad_clip=None).items(): kw.setdefault(k, v)
+        super().__init__(net, degrade, data, batch_size=batch_size, lr=lr, **kw)
+    def __repr__(self): return f"RestorerTrainer(step={self.step}, degrade={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
 
-# %% ../nbs/10_constructions.ipynb #c063
+# %% ../nbs/10_constructions.ipynb #c077
+@patch_to(RestorerTrainer)
+def _as_path(self, degrade):
+    if not callable(degrade) or not isinstance(getattr(degrade, 'levels', None), int) or degrade.levels < 1:
+        raise ValueError(f"degrade: expected a degradation F(x0, t) with integer levels >= 1 (Blur, Mask, Additive), got {type(degrade).__name__}")
+    return degrade
+
+@patch_to(RestorerTrainer)
+def _batch(self) -> tuple:
+    "(x0, None, t): clean data and integer levels in 1..levels."
+    x0 = self.x[self._indices()]
+    t = torch.randint(1, self.path.levels + 1, (self.batch_size,), generator=self.gen)
+    return x0.to(self.device), None, t.to(self.device)
+
+# %% ../nbs/10_constructions.ipynb #c078
+@patch_to(RestorerTrainer)
+def loss(self, batch:tuple) -> Tensor:
+    x0, _, t = batch
+    return (self.fwd(self.path(x0, t), t.float()) - x0).abs().flatten(1).mean(1).mean()
+
+@patch_to(RestorerTrainer)
+def model(self, ema:bool=True) -> nn.Module:
+    "What training makes: the restorer network."
+    return self.ema.net if ema else self.net
+
+# %% ../nbs/10_constructions.ipynb #c079
+@patch_to(RestorerTrainer, cls_method=True)
+def _rebuild(cls, spec:dict):
+    kinds = {'Blur': Blur, 'Mask': Mask}
+    if spec['name'] not in kinds or spec['params'] is None:
+        raise ValueError(f"degrade: the checkpoint's degradation {spec['repr'][:80]} cannot be rebuilt from its record; pass degrade=")
+    return kinds[spec['name']](**spec['params'])
+
+# %% ../nbs/10_constructions.ipynb #c084
 MASK = -1
 
 def mask_marginals(p:Tensor, # (V,)*L joint probability table
@@ -351,6 +447,7 @@ def mask_marginals(p:Tensor, # (V,)*L joint probability table
     cond = cond / cond.sum()
     return torch.stack([cond.sum(dim=tuple(j for j in range(L) if j != i)) for i in range(L)])
 
+# %% ../nbs/10_constructions.ipynb #c085
 def unmask_exact(p:Tensor, k:int=1) -> Tensor:
     "Exact output distribution (same shape as p) of unmasking k random masked positions per step, each from its marginal."
     L = p.dim()
@@ -370,7 +467,7 @@ def unmask_exact(p:Tensor, k:int=1) -> Tensor:
     walk([MASK] * L, 1.)
     return out
 
-# %% ../nbs/10_constructions.ipynb #c064
+# %% ../nbs/10_constructions.ipynb #c086
 def unmask_sample(p:Tensor, n:int, k:int=1, generator=None) -> Tensor:
     "n sequences (n, L) from the masking model, unmasking k random positions per step from exact marginals."
     L = p.dim()
@@ -383,7 +480,7 @@ def unmask_sample(p:Tensor, n:int, k:int=1, generator=None) -> Tensor:
             seqs[b, pos] = torch.multinomial(m[pos], 1, generator=generator)[:, 0]
     return seqs
 
-# %% ../nbs/10_constructions.ipynb #c067
+# %% ../nbs/10_constructions.ipynb #c089
 def sm_csm(score, # score(x, t) -> (n, d) model score, t a (n,) tensor
            gm, path:Path, t:float, n:int=20_000, generator=None) -> tuple[float, float, float]:
     "(L_SM, L_CSM, their difference) at time t, with common random numbers for a fixed generator seed."
@@ -396,7 +493,7 @@ def sm_csm(score, # score(x, t) -> (n, d) model score, t a (n,) tensor
     csm = ((s - cond)**2).sum(1).mean().item()
     return sm, csm, csm - sm
 
-# %% ../nbs/10_constructions.ipynb #c070
+# %% ../nbs/10_constructions.ipynb #c092
 def w2_bound_gaussian(s0,          # data standard deviations (d,): data N(0, diag(s0^2))
                       delta=0.,     # relative score error per coordinate: s = (1 + delta) grad log p_t + b
                       b=0.,         # constant score error per coordinate
@@ -417,19 +514,24 @@ def w2_bound_gaussian(s0,          # data standard deviations (d,): data N(0, di
     I = torch.exp(torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumulative_trapezoid(L, t[:, 0])]))
     return w2, torch.trapezoid(I * err, t[:, 0]).item()
 
-# %% ../nbs/10_constructions.ipynb #c073
+# %% ../nbs/10_constructions.ipynb #c095
 def logistic_log_ratio(xp:Tensor, xq:Tensor, # (n,) samples of p and of q, 1-D
                        iters:int=50) -> Tensor:
-    "Coefficients w of D(x) = w . (1, x, x^2), the logistic discriminator's estimate of log p(x)/q(x)."
+    "Coefficients w of D(x) = w . (1, x, x^2), the logistic discriminator's estimate of log p(x)/q(x), by Newton's method on the log-loss."
     feats = lambda x: torch.stack([torch.ones_like(x), x, x**2], 1).to(torch.float64)
     X = torch.cat([feats(xp), feats(xq)]); y = torch.cat([torch.ones(len(xp)), torch.zeros(len(xq))]).to(torch.float64)
-    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w], max_iter=iters, line_search_fn='strong_wolfe')
-    def closure():
-        opt.zero_grad(); loss = nn.functional.binary_cross_entropy_with_logits(X @ w, y); loss.backward(); return loss
-    opt.step(closure)
-    return w.detach() + torch.tensor([math.log(len(xq) / len(xp)), 0, 0], dtype=torch.float64)
+    loss = lambda w: nn.functional.binary_cross_entropy_with_logits(X @ w, y)
+    w = torch.zeros(3, dtype=torch.float64)
+    for _ in range(iters):                        # the log-loss is convex: Newton steps, halved until the loss decreases
+        p = torch.sigmoid(X @ w)
+        grad, hess = X.T @ (p - y) / len(y), (X * (p * (1 - p))[:, None]).T @ X / len(y)
+        step = torch.linalg.solve(hess + 1e-12 * torch.eye(3, dtype=torch.float64), grad)
+        while loss(w - step) > loss(w) and step.abs().max() > 1e-12: step = step / 2
+        w = w - step
+        if step.abs().max() < 1e-10: break
+    return w + torch.tensor([math.log(len(xq) / len(xp)), 0, 0], dtype=torch.float64)
 
+# %% ../nbs/10_constructions.ipynb #c096
 def monoflow(x:Tensor,          # (n,) initial particles, 1-D
              sample_p,          # sample_p(n, generator) -> (n,) draws of the target p
              steps:int=40, lr:float=0.05, generator=None):

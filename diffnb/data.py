@@ -22,6 +22,7 @@ def _as64(x, name):
     try: return torch.as_tensor(x, dtype=torch.float64)
     except Exception as e: raise ValueError(f"{name}: cannot be read as a numeric tensor ({e})")
 
+# %% ../nbs/02_data.ipynb #c007
 class GaussianMixture:
     "A mixture of full-covariance Gaussians, with exact marginals, scores and denoisers under any affine path."
     def __init__(self, means,       # (K, d) component means
@@ -55,7 +56,7 @@ class GaussianMixture:
     def n_components(self): return self.means.shape[0]
     def __repr__(self): return f"GaussianMixture(K={self.n_components}, d={self.dim})"
 
-# %% ../nbs/02_data.ipynb #c008
+# %% ../nbs/02_data.ipynb #c009
 @patch
 def sample(self:GaussianMixture, n:int, generator=None, return_labels:bool=False, dtype=torch.float32):
     "n draws (and their class labels when asked)."
@@ -65,7 +66,7 @@ def sample(self:GaussianMixture, n:int, generator=None, return_labels:bool=False
     x = (self.means[k] + torch.einsum('nde,ne->nd', self.V[k], self.lam[k].sqrt() * xi)).to(dtype)
     return (x, self.labels[k]) if return_labels else x
 
-# %% ../nbs/02_data.ipynb #c011
+# %% ../nbs/02_data.ipynb #c012
 @patch
 def _components_scalar(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor):
     "Per-component (log pi_k N, score_k, x0_k) for x (B, d) with per-sample alpha a and sigma s of shape (B, 1)."
@@ -77,6 +78,7 @@ def _components_scalar(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor):
     x0 = self.means + torch.einsum('kde,bke->bkd', self.V, a[:, None, :] * self.lam * proj / var)
     return logn, score, x0
 
+# %% ../nbs/02_data.ipynb #c013
 @patch
 def _components_basis(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor, U:Tensor|None, chunk_elems:int=2**22):
     "The same for per-coordinate a, s (B, d) in basis coordinates z = U^T x; score and x0 are returned in basis coordinates."
@@ -95,6 +97,7 @@ def _components_basis(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor, U:Tens
         out.append((logn, -sol, mb + torch.einsum('kde,bke->bkd', Sb, ag * sol)))
     return tuple(torch.cat(o) for o in zip(*out))
 
+# %% ../nbs/02_data.ipynb #c014
 @patch
 def _components(self:GaussianMixture, x:Tensor, t, path:Path):
     "Per-component weighted log-densities (B, K), scores and posterior means (B, K, d), in basis coordinates of `path`."
@@ -107,7 +110,7 @@ def _components(self:GaussianMixture, x:Tensor, t, path:Path):
     col = lambda v: v.reshape(-1, 1).expand(z.shape[0], 1)
     return self._components_scalar(z, col(a), col(s))
 
-# %% ../nbs/02_data.ipynb #c013
+# %% ../nbs/02_data.ipynb #c016
 @patch
 def _restrict(self:GaussianMixture, logn:Tensor, y):
     "Log-weights with components outside class y removed."
@@ -122,6 +125,7 @@ def responsibilities(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Te
     logn, _, _ = self._components(x, t, path)
     return torch.softmax(self._restrict(logn, y), -1)
 
+# %% ../nbs/02_data.ipynb #c017
 @patch
 def score(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
     "Exact score grad log p_t(x) (of p_t(x | y) when y is given), in x's dtype and shape."
@@ -136,6 +140,7 @@ def x0(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
     r = torch.softmax(self._restrict(logn, y), -1)
     return path.from_basis((r[..., None] * x0).sum(1), x.flatten(1)).to(x.dtype).reshape(x.shape)
 
+# %% ../nbs/02_data.ipynb #c018
 @patch
 def class_logits(self:GaussianMixture, x:Tensor, t, path:Path) -> Tensor:
     "Exact noisy classifier: log p_t(y | x) for each class, shape (B, n_classes)."
@@ -146,7 +151,7 @@ def class_logits(self:GaussianMixture, x:Tensor, t, path:Path) -> Tensor:
         if bool((self.labels == c).any()): out[:, c] = torch.logsumexp(logn[:, self.labels == c], -1)
     return torch.log_softmax(out, -1)
 
-# %% ../nbs/02_data.ipynb #c015
+# %% ../nbs/02_data.ipynb #c020
 @patch
 def log_prob(self:GaussianMixture, x:Tensor) -> Tensor:
     "Exact log-density of the data, shape (B,)."
@@ -156,6 +161,7 @@ def log_prob(self:GaussianMixture, x:Tensor) -> Tensor:
     logn, _, _ = self._components_scalar(x64, one, 0 * one)
     return torch.logsumexp(logn, -1)
 
+# %% ../nbs/02_data.ipynb #c021
 @patch
 def marginal(self:GaussianMixture, path:Path, t:float) -> GaussianMixture:
     "The exact marginal p_t at one time t, as a GaussianMixture."
@@ -169,7 +175,7 @@ def marginal(self:GaussianMixture, path:Path, t:float) -> GaussianMixture:
         return GaussianMixture(self.means @ A.T, (covs + covs.transpose(1, 2)) / 2, self.weights, self.labels)
     return GaussianMixture(a * self.means, a**2 * self.covs + s**2 * torch.eye(self.dim, dtype=torch.float64), self.weights, self.labels)
 
-# %% ../nbs/02_data.ipynb #c025
+# %% ../nbs/02_data.ipynb #c031
 @patch
 def cdf(self:GaussianMixture, x:Tensor) -> Tensor:
     "The CDF of a 1-D mixture at x (any shape), float64."
@@ -178,6 +184,7 @@ def cdf(self:GaussianMixture, x:Tensor) -> Tensor:
     sd = self.covs[:, 0, 0].sqrt()
     return (self.weights * torch.special.ndtr((x[..., None] - self.means[:, 0]) / sd)).sum(-1)
 
+# %% ../nbs/02_data.ipynb #c032
 @patch
 def quantile(self:GaussianMixture, u:Tensor, iters:int=100) -> Tensor:
     "The inverse CDF of a 1-D mixture at levels u in (0, 1), by bisection in float64."
@@ -191,7 +198,7 @@ def quantile(self:GaussianMixture, u:Tensor, iters:int=100) -> Tensor:
         lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
     return (lo + hi) / 2
 
-# %% ../nbs/02_data.ipynb #c026
+# %% ../nbs/02_data.ipynb #c033
 def density_map(model,                 # a GaussianMixture (exact) or an (n, d) tensor of data samples
                 path:Path, ts:Tensor, xs:Tensor, # times and the grid of x
                 axis:int=0,            # which coordinate's marginal
@@ -208,7 +215,7 @@ def density_map(model,                 # a GaussianMixture (exact) or an (n, d) 
     logp = -0.5 * (xs.double()[:, None, None] - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * var) + torch.log(w)
     return torch.logsumexp(logp, -1)
 
-# %% ../nbs/02_data.ipynb #c029
+# %% ../nbs/02_data.ipynb #c036
 @patch
 def denoiser(self:GaussianMixture, path:Path|str, y=None) -> Denoiser:
     "An exact Denoiser for this mixture on `path` (conditional on class y when given)."
@@ -221,13 +228,14 @@ def rms_radius(self:GaussianMixture) -> float:
     "sqrt(E|x|^2) of the mixture: the data scale of time_grid(kind='auto')."
     return math.sqrt((self.weights * ((self.means**2).sum(1) + torch.diagonal(self.covs, dim1=1, dim2=2).sum(1))).sum().item())
 
+# %% ../nbs/02_data.ipynb #c037
 @patch
 def classifier(self:GaussianMixture, path:Path|str):
     "The exact noisy classifier (x, t) -> log p_t(y | x), for ClassifierGuidance."
     path = get_path(path)
     return lambda x, t: self.class_logits(x, t, path).to(x.dtype)
 
-# %% ../nbs/02_data.ipynb #c032
+# %% ../nbs/02_data.ipynb #c040
 @patch
 def plot(self:GaussianMixture, n:int=120, lim:float|None=None) -> go.Figure:
     "Density heat map of a 1-D or 2-D mixture (first two coordinates of the data otherwise: means only)."
@@ -246,10 +254,12 @@ def plot(self:GaussianMixture, n:int=120, lim:float|None=None) -> go.Figure:
         fig = go.Figure(go.Scatter(x=self.means[:, 0].numpy(), y=self.means[:, 1].numpy(), mode='markers', name='means'))
     fig.update_layout(title=repr(self), height=360, width=420, margin=dict(l=30, r=20, t=40, b=30))
     return fig
+
+# %% ../nbs/02_data.ipynb #c041
 @patch
 def _repr_mimebundle_(self:GaussianMixture, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
 
-# %% ../nbs/02_data.ipynb #c035
+# %% ../nbs/02_data.ipynb #c044
 def ring_mixture(k:int=8,                # number of modes
                  radius:float=4.,         # radius of the ring
                  stds:tuple=(0.1, 0.3),   # smallest and largest mode standard deviation
@@ -264,6 +274,7 @@ def ring_mixture(k:int=8,                # number of modes
     w = torch.linspace(1, 3, k, dtype=torch.float64)[torch.arange(k) * 3 % k] if unequal else torch.ones(k, dtype=torch.float64)
     return GaussianMixture(means, sd**2, w / w.sum())
 
+# %% ../nbs/02_data.ipynb #c045
 def random_mixture(d:int=32, k:int=6, seed:int=0,
                    spread:float=2.,      # scale of the random means
                   ) -> GaussianMixture:
@@ -275,7 +286,7 @@ def random_mixture(d:int=32, k:int=6, seed:int=0,
     w = torch.rand(k, generator=g, dtype=torch.float64) + 0.5
     return GaussianMixture(means, covs, w / w.sum())
 
-# %% ../nbs/02_data.ipynb #c038
+# %% ../nbs/02_data.ipynb #c048
 class EmpiricalOracle:
     "Exact score and denoiser of the empirical distribution of a finite data set."
     def __init__(self, data:Tensor, # (n, *event) training points
@@ -314,7 +325,7 @@ class EmpiricalOracle:
         d = torch.cdist(x.to(torch.float64).flatten(1), self.flat)
         return d.min(1)
 
-# %% ../nbs/02_data.ipynb #c042
+# %% ../nbs/02_data.ipynb #c052
 def _ring8(n, rng):
     k = rng.integers(0, 8, n); ang = k * 2 * np.pi / 8
     return np.stack([np.cos(ang), np.sin(ang)], 1) * 4 + 0.2 * rng.standard_normal((n, 2))
@@ -327,6 +338,7 @@ def _spiral(n, rng):
     r = np.sqrt(rng.uniform(0, 1, n)) * 3 * np.pi; arm = rng.integers(0, 2, n) * np.pi
     return np.stack([r * np.cos(r + arm), r * np.sin(r + arm)], 1) + 0.3 * rng.standard_normal((n, 2))
 
+# %% ../nbs/02_data.ipynb #c053
 def _sklearn_toy(name, n, seed):
     from sklearn import datasets as D
     if name == 'moons': return D.make_moons(n, noise=0.05, random_state=seed)[0]
@@ -336,6 +348,7 @@ def _sklearn_toy(name, n, seed):
 
 TOYS = ('moons', 'swissroll', 'ring8', 'checkerboard', 'spiral', 'circles', 'scurve')
 
+# %% ../nbs/02_data.ipynb #c054
 def toy(name:str,        # one of TOYS
         n:int,           # number of points
         seed:int=0,      # random seed: same seed, same points
@@ -350,7 +363,7 @@ def toy(name:str,        # one of TOYS
     if alt: x[:, -1] *= 0.5
     return torch.as_tensor(x, dtype=torch.float32)
 
-# %% ../nbs/02_data.ipynb #c045
+# %% ../nbs/02_data.ipynb #c057
 def digits() -> tuple[Tensor, Tensor]:
     "sklearn's 8x8 digits: x (1797, 1, 8, 8) float32 in [-1, 1], y int64 labels."
     from sklearn.datasets import load_digits

@@ -19,6 +19,7 @@ __all__ = ['PARAMS', 'PARAM_ALIASES', 'Denoiser', 'batch_time', 'as_input', 'lin
 PARAMS = ('eps', 'x0', 'v', 'score', 'velocity', 'edm')
 PARAM_ALIASES = {'epsilon': 'eps', 'noise': 'eps', 'sample': 'x0', 'x_start': 'x0', 'v_prediction': 'v', 'flow': 'velocity'}
 
+# %% ../nbs/01_denoisers.ipynb #c007
 class Denoiser:
     "A network (or exact oracle) on a path, seen through every parametrization; `den(x, t)` is `den.x0(x, t)`."
     def __init__(self, net,                 # net(x, t) or net(x, t, y), t a (B,) tensor in the path's time
@@ -41,7 +42,7 @@ class Denoiser:
     def reset_nfe(self): self.nfe = 0
     def __repr__(self): return f"{type(self).__name__}(param={self.param!r}, path={self.path!r}, nfe={self.nfe})"
 
-# %% ../nbs/01_denoisers.ipynb #c008
+# %% ../nbs/01_denoisers.ipynb #c009
 def batch_time(t,          # a number, a 0-d tensor or a (B,) tensor of times
                x:Tensor,   # the batch the net is called on: t takes its batch size, dtype and device
               ) -> Tensor:
@@ -56,6 +57,7 @@ def as_input(fn, x:Tensor) -> Tensor:
     p = next(fn.parameters(), None) if isinstance(fn, nn.Module) else None
     return x if p is None or (p.dtype == x.dtype and p.device == x.device) or not p.is_floating_point() else x.to(p.device, p.dtype)
 
+# %% ../nbs/01_denoisers.ipynb #c010
 @patch
 def _call(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "One counted network evaluation, in the net's dtype and device, returned in x's; with a shape check."
@@ -67,7 +69,18 @@ def _call(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
         raise ValueError(f"net returned {'shape ' + str(tuple(out.shape)) if isinstance(out, Tensor) else type(out).__name__} for x of shape {tuple(x.shape)}")
     return out if out.dtype == x.dtype and out.device == x.device else out.to(x)
 
-# %% ../nbs/01_denoisers.ipynb #c009
+# %% ../nbs/01_denoisers.ipynb #c011
+@patch(as_prop=True)
+def net_dtype(self:Denoiser) -> torch.dtype|None:
+    "The dtype of the network's parameters, looking through guidance wrappers (None for oracles and parameter-free nets)."
+    for obj in (self, getattr(self, 'den', None), getattr(self, 'den_cond', None)):
+        net = getattr(obj, 'net', None)
+        if isinstance(net, torch.nn.Module):
+            p = next(net.parameters(), None)
+            if p is not None: return p.dtype
+    return None
+
+# %% ../nbs/01_denoisers.ipynb #c012
 def lincomb(*terms) -> Tensor:
     "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates (a Python-number coefficient costs one operation)."
     (c, x), rest = terms[0], terms[1:]
@@ -77,6 +90,7 @@ def lincomb(*terms) -> Tensor:
         else: out.add_(c * x)
     return out
 
+# %% ../nbs/01_denoisers.ipynb #c013
 def _from_output(param, out, z, a, s, da, ds, need_eps=True):
     "(x0, eps) in basis coordinates from a network output `out` in the same coordinates (eps None if not needed by an x0 net)."
     if param == 'eps': return lincomb((1 / a, z), (-s / a, out)), out
@@ -86,7 +100,7 @@ def _from_output(param, out, z, a, s, da, ds, need_eps=True):
     det = a * ds - s * da   # velocity: the 2x2 system above
     return lincomb((ds / det, z), (-s / det, out)), lincomb((-da / det, z), (a / det, out))
 
-# %% ../nbs/01_denoisers.ipynb #c011
+# %% ../nbs/01_denoisers.ipynb #c015
 def _edm_predict(den, x, z, t, a, s, y):
     "x0 in basis coordinates from an EDM-preconditioned net: x0 = c_skip x~ + c_out F(c_in x~, c_noise), x~ = x / alpha."
     P, sd = den.path, den.sigma_data
@@ -98,6 +112,7 @@ def _edm_predict(den, x, z, t, a, s, y):
     out = den._call(P.from_basis(z / a / n**0.5, x), c_noise, y)
     return sd**2 / n * (z / a) + r * sd / n**0.5 * P.to_basis(out)
 
+# %% ../nbs/01_denoisers.ipynb #c016
 @patch
 def predict(self:Denoiser, x:Tensor, t, y=None, *,
             coefs:Coefs|None=None,   # the path's coefficients at t, shaped against z (computed from t when None)
@@ -112,7 +127,7 @@ def predict(self:Denoiser, x:Tensor, t, y=None, *,
         return x0, (lincomb((1 / s, z), (-a / s, x0)) if need_eps else None)
     return _from_output(self.param, self.path.to_basis(self._call(x, t, y)), z, a, s, da, ds, need_eps)
 
-# %% ../nbs/01_denoisers.ipynb #c013
+# %% ../nbs/01_denoisers.ipynb #c018
 @patch
 def _pair(self:Denoiser, x:Tensor, t, y=None) -> tuple:
     "(z, coefs, x0, eps) in basis coordinates: the state, the path's coefficients at t and one prediction."
@@ -125,6 +140,7 @@ def x0(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Posterior mean E[x0 | x_t = x]."
     z, c, x0, eps = self._pair(x, t, y); return self.path.from_basis(x0, x)
 
+# %% ../nbs/01_denoisers.ipynb #c019
 @patch
 def eps(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Predicted unit noise."
@@ -135,6 +151,7 @@ def score(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Score grad log p_t(x) = -eps / sigma."
     z, c, x0, eps = self._pair(x, t, y); return self.path.from_basis(-eps / c.sigma, x)
 
+# %% ../nbs/01_denoisers.ipynb #c020
 @patch
 def v(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "v-prediction alpha eps - sigma x0."
@@ -145,12 +162,13 @@ def velocity(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "Probability-flow ODE drift dx/dt = alpha' x0 + sigma' eps."
     z, c, x0, eps = self._pair(x, t, y); return self.path.from_basis(c.dalpha * x0 + c.dsigma * eps, x)
 
+# %% ../nbs/01_denoisers.ipynb #c021
 @patch
 def __call__(self:Denoiser, x:Tensor, t, y=None) -> Tensor:
     "`den(x, t)` is `den.x0(x, t)`."
     return self.x0(x, t, y)
 
-# %% ../nbs/01_denoisers.ipynb #c023
+# %% ../nbs/01_denoisers.ipynb #c031
 class Guided(Denoiser):
     "A Denoiser made from another by guidance: the same path, data scale and event shape; `predict` combines its predictions."
     def __init__(self, den:Denoiser,   # the model being guided
@@ -164,12 +182,13 @@ class Guided(Denoiser):
     @property
     def evals(self): return self.den.evals
 
+# %% ../nbs/01_denoisers.ipynb #c032
 def full_label(y, x:Tensor) -> Tensor:
     "A label broadcast to the batch of x."
     y = torch.as_tensor(y, device=x.device)
     return y.expand(x.shape[0]) if y.dim() == 0 else y
 
-# %% ../nbs/01_denoisers.ipynb #c025
+# %% ../nbs/01_denoisers.ipynb #c034
 class CFG(Guided):
     "Classifier-free guidance: eps = eps_u + scale * (eps_c - eps_u)."
     def __init__(self, den_cond:Denoiser,   # conditional denoiser
@@ -186,6 +205,7 @@ class CFG(Guided):
     @property
     def evals(self): return self.den.evals + (self.den.evals if self.den_uncond is None else self.den_uncond.evals)
 
+# %% ../nbs/01_denoisers.ipynb #c035
 @patch
 def predict(self:CFG, x, t, y=None, *, coefs=None, z=None, need_eps=True):
     "(x0, eps) with the guided noise prediction."
@@ -198,7 +218,7 @@ def predict(self:CFG, x, t, y=None, *, coefs=None, z=None, need_eps=True):
     eps = eu + self.scale * (ec - eu)
     return (z - coefs.sigma * eps) / coefs.alpha, eps
 
-# %% ../nbs/01_denoisers.ipynb #c027
+# %% ../nbs/01_denoisers.ipynb #c037
 class GradientGuidance(Guided):
     "Guidance by a gradient: eps - scale * sigma * grad_x fn(x, t, y), fn any differentiable (B,) function of the noisy sample."
     def __init__(self, den:Denoiser, fn, # fn(x, t, y) -> (B,): a log-likelihood or a similarity, t a (B,) tensor
@@ -207,6 +227,7 @@ class GradientGuidance(Guided):
         super().__init__(den, scale, y)
         self.fn = fn
 
+# %% ../nbs/01_denoisers.ipynb #c038
 @patch
 def predict(self:GradientGuidance, x, t, y=None, *, coefs=None, z=None, need_eps=True):
     "(x0, eps) with the gradient of fn added to the score."
@@ -220,7 +241,7 @@ def predict(self:GradientGuidance, x, t, y=None, *, coefs=None, z=None, need_eps
     eps = eps - self.scale * coefs.sigma * self.path.to_basis(grad.to(x))
     return (z - coefs.sigma * eps) / coefs.alpha, eps
 
-# %% ../nbs/01_denoisers.ipynb #c028
+# %% ../nbs/01_denoisers.ipynb #c039
 class ClassifierGuidance(GradientGuidance):
     "Classifier guidance: score + scale * grad_x log p_t(y | x) from a noisy classifier's logits."
     def __init__(self, den:Denoiser, classifier, # classifier(x, t) -> (B, n_classes) logits, t a (B,) tensor
@@ -234,6 +255,7 @@ class ClassifierGuidance(GradientGuidance):
         super().__init__(den, log_py, y, scale)
         self.classifier = classifier
 
+# %% ../nbs/01_denoisers.ipynb #c040
 class SimilarityGuidance(GradientGuidance):
     "Similarity guidance: score + scale * grad_x sim(x, t, y) for a differentiable similarity."
     def __init__(self, den:Denoiser,   # the model being guided
@@ -244,6 +266,7 @@ class SimilarityGuidance(GradientGuidance):
         if not callable(sim): raise TypeError(f"sim: expected a callable sim(x, t, y), got {type(sim).__name__}")
         super().__init__(den, sim, y, scale)
 
+# %% ../nbs/01_denoisers.ipynb #c041
 def cosine_similarity(encode_x=None, # E1(x, t) -> (B, k) embedding of the noisy sample (default: x flattened)
                       encode_y=None, # E2(y) -> (k,) or (B, k) embedding of the target (default: y itself)
                      ):

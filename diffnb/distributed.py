@@ -30,6 +30,7 @@ def init_distributed(backend:str|None=None,
     if cuda: torch.cuda.set_device(local)
     return dist.get_rank(), dist.get_world_size(), torch.device(f'cuda:{local}' if cuda else 'cpu')
 
+# %% ../nbs/07_distributed.ipynb #c007
 @patch
 def distribute(self:Trainer) -> Trainer:
     "Make this trainer one replica of a data-parallel run: DDP around the net, this rank's shard of the data and its own generator."
@@ -46,6 +47,7 @@ def distribute(self:Trainer) -> Trainer:
     self.rank_generators = self._gather_generators
     return self
 
+# %% ../nbs/07_distributed.ipynb #c008
 @patch
 def _gather_generators(self:Trainer) -> list:
     "Every rank's generator state, gathered on every rank (a collective: all ranks call it together)."
@@ -53,7 +55,7 @@ def _gather_generators(self:Trainer) -> list:
     dist.all_gather_object(states, self.gen.get_state())
     return states
 
-# %% ../nbs/07_distributed.ipynb #c008
+# %% ../nbs/07_distributed.ipynb #c010
 def run(args:list|None=None) -> Trainer:
     "One process of a distributed training run (what torchrun starts)."
     ap = argparse.ArgumentParser(prog='python -m diffnb.distributed')
@@ -77,6 +79,7 @@ def run(args:list|None=None) -> Trainer:
     dist.barrier(); dist.destroy_process_group()
     return tr
 
+# %% ../nbs/07_distributed.ipynb #c011
 def launch(nproc:int=2, *args:str, timeout:float|None=None) -> subprocess.CompletedProcess:
     "Run `python -m diffnb.distributed ARGS` under torchrun with nproc processes on this machine."
     if int(nproc) < 1: raise ValueError(f"nproc={nproc}: must be >= 1")

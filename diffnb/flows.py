@@ -5,159 +5,31 @@
 # %% ../nbs/08_flows.ipynb #c002
 from __future__ import annotations
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
 from .paths import Path, DiagonalPath, as_time
 from .denoisers import Denoiser
-from .samplers import sample, _DP_C, _DP_A, _DP_E
+from .samplers import sample, odeint
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['TABLEAUS', 'ODE_METHODS', 'ODEInfo', 'odeint', 'encode', 'decode', 'prior_log_prob', 'log_prob', 'bits_per_dim',
-           'slerp', 'interpolate', 'sdedit', 'inpaint', 'ddim_invert', 'ddim_reconstruct', 'distance_correlation',
-           'LatentReport', 'latent_report', 'amari_distance', 'compare_ica']
+__all__ = ['encode', 'decode', 'prior_log_prob', 'log_prob', 'bits_per_dim', 'slerp', 'interpolate', 'sdedit', 'inpaint',
+           'ddim_invert', 'ddim_reconstruct', 'distance_correlation', 'LatentReport', 'latent_report', 'amari_distance',
+           'compare_ica']
 
-# %% ../nbs/08_flows.ipynb #c006
-TABLEAUS = {   # name -> (c, A, b, e): Butcher tableaus; e: error weights, b minus the embedded lower-order weights (adaptive methods)
-    'euler': ([0.], [[]], [1.], None),
-    'heun': ([0., 1.], [[], [1.]], [.5, .5], None),
-    'rk4': ([0., .5, .5, 1.], [[], [.5], [0., .5], [0., 0., 1.]], [1/6, 1/3, 1/3, 1/6], None),
-    'dopri5': ([float(c) for c in _DP_C], _DP_A, _DP_A[6] + [0.], _DP_E),   # the samplers' Dormand-Prince 5(4) tableau, not a second copy
-}
-ODE_METHODS = tuple(TABLEAUS)
-
-@dataclass
-class ODEInfo:
-    "What one integration cost: Denoiser calls, accepted and rejected steps."
-    method: str
-    nfe: int = 0        # Denoiser calls (batched)
-    steps: int = 0      # accepted steps
-    rejected: int = 0   # rejected steps (adaptive methods)
-    ts: list = field(default_factory=list)   # the accepted times
-
-# %% ../nbs/08_flows.ipynb #c008
-def _comb(y:tuple, h:float, coefs:list, ks:list) -> tuple:
-    "y + h * sum_j coefs[j] * ks[j], elementwise over the tuple."
-    out = []
-    for m, yi in enumerate(y):
-        acc = yi
-        for c, k in zip(coefs, ks):
-            if c != 0: acc = acc + (h * c) * k[m]
-        out.append(acc)
-    return tuple(out)
-
-def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None) -> list:
-    "The stage derivatives of one explicit Runge-Kutta step."
-    c, A, _, _ = TABLEAUS[method]
-    ks = [fn(t, y) if k1 is None else k1]
-    for i in range(1, len(c)): ks.append(fn(t + c[i] * h, _comb(y, h, A[i], ks)))
-    return ks
-
-# %% ../nbs/08_flows.ipynb #c010
-def _check_finite(y:tuple, t:float, method:str):
-    if not all(math.isfinite(v.sum().item()) for v in y):
-        raise FloatingPointError(f"{method}: non-finite state at t={t:g}; the Denoiser or the step size is at fault")
-
-def _fixed(fn, y:tuple, grid:list, method:str, info:ODEInfo) -> tuple:
-    "Integrate through the times of `grid` with a fixed-step method."
-    b = TABLEAUS[method][2]
-    for t, tn in zip(grid[:-1], grid[1:]):
-        h = tn - t
-        y = _comb(y, h, b, _rk_stages(fn, t, y, h, method))
-        info.steps += 1; info.ts.append(tn)
-        _check_finite(y, tn, method)
-    return y
-
-# %% ../nbs/08_flows.ipynb #c012
-def _rms(y:tuple, scale:tuple) -> float:
-    n = sum(v.numel() for v in y)
-    return math.sqrt(sum(((v / s)**2).sum().item() for v, s in zip(y, scale)) / n)
-
-def _first_step(fn, t0, y0, f0, direction, rtol, atol, span) -> float:
-    "Initial step size (Hairer, Norsett and Wanner, II.4), at most the span."
-    scale = tuple(atol + rtol * v.abs() for v in y0)
-    d0, d1 = _rms(y0, scale), _rms(f0, scale)
-    h0 = min(span, 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1)
-    f1 = fn(t0 + direction * h0, _comb(y0, direction * h0, [1.], [f0]))
-    d2 = _rms(tuple(a - b for a, b in zip(f1, f0)), scale) / h0
-    h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2))**0.2
-    return min(100 * h0, h1)
-
-# %% ../nbs/08_flows.ipynb #c013
-def _dopri5(fn, y:tuple, t0:float, t1:float, rtol:float, atol:float, info:ODEInfo, max_steps:int=10_000) -> tuple:
-    "Adaptive Dormand-Prince 5(4) from t0 to t1 (either direction)."
-    c, A, b, db = TABLEAUS['dopri5']
-    direction = 1. if t1 > t0 else -1.
-    t, k1 = t0, fn(t0, y)
-    h = _first_step(fn, t0, y, k1, direction, rtol, atol, abs(t1 - t0))
-    while direction * (t1 - t) > 1e-12 * max(1., abs(t1)):
-        if info.steps + info.rejected >= max_steps: raise RuntimeError(f"dopri5: more than max_steps={max_steps} steps at t={t:g}; loosen rtol/atol")
-        h = min(h, abs(t1 - t))
-        hs = direction * h
-        ks = _rk_stages(fn, t, y, hs, 'dopri5', k1)
-        yn = _comb(y, hs, b, ks[:6])
-        err = _comb(tuple(torch.zeros_like(v) for v in y), hs, db, ks)
-        scale = tuple(atol + rtol * torch.maximum(a.abs(), z.abs()) for a, z in zip(y, yn))
-        e = _rms(err, scale)
-        if not math.isfinite(e): e = float('inf')
-        if e <= 1:
-            t = t1 if h >= abs(t1 - t) else t + hs
-            y, k1 = yn, ks[6]
-            info.steps += 1; info.ts.append(t)
-            _check_finite(y, t, 'dopri5')
-        else: info.rejected += 1
-        h = h * min(10., max(0.2, 0.9 * (e if e > 0 else 1e-10)**-0.2))
-        if h < 1e-14 * max(1., abs(t)): raise FloatingPointError(f"dopri5: step size underflow at t={t:g}")
-    return y
-
-# %% ../nbs/08_flows.ipynb #c015
-def _check_tol(rtol, atol):
-    for name, v in (('rtol', rtol), ('atol', atol)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
-            raise ValueError(f"{name}={v!r}: must be a finite number > 0")
-
-def odeint(fn,                    # drift fn(t:float, y:tuple) -> tuple of the same shapes
-           y0:tuple,              # initial state, a tuple of tensors
-           t0:float, t1:float,    # start and end times (either order)
-           method:str='dopri5',   # one of ODE_METHODS
-           grid=None,             # times from t0 to t1 for fixed-step methods (default: `steps` uniform ones)
-           steps:int=50,          # fixed-step intervals when no grid is given
-           rtol:float=1e-5, atol:float=1e-5, # adaptive tolerances
-           max_steps:int=10_000,  # adaptive step budget
-          ) -> tuple[tuple, ODEInfo]:
-    "Solve dy/dt = fn(t, y) from t0 to t1; returns (y(t1), ODEInfo)."
-    if method not in TABLEAUS: raise ValueError(f"method={method!r} is unknown; known ODE methods: {', '.join(ODE_METHODS)}")
-    info = ODEInfo(method, ts=[float(t0)])
-    if method == 'dopri5':
-        _check_tol(rtol, atol)
-        return _dopri5(fn, tuple(y0), float(t0), float(t1), rtol, atol, info, max_steps), info
-    if grid is None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
-        grid = torch.linspace(t0, t1, steps + 1, dtype=torch.float64)
-    grid = [float(g) for g in torch.as_tensor(grid, dtype=torch.float64).flatten()]
-    return _fixed(fn, tuple(y0), grid, method, info), info
-
-# %% ../nbs/08_flows.ipynb #c019
-def _net_dtype(den) -> torch.dtype|None:
-    "The dtype of the parameters of the network behind a Denoiser (None for oracles)."
-    for obj in (den, getattr(den, 'den', None), getattr(den, 'den_cond', None)):
-        net = getattr(obj, 'net', None)
-        if isinstance(net, torch.nn.Module):
-            p = next(net.parameters(), None)
-            if p is not None: return p.dtype
-    return None
-
+# %% ../nbs/08_flows.ipynb #c007
 def _velocity_fn(den:Denoiser, y=None):
     "The pfODE drift as fn(t, (x,)), evaluated in the network's dtype and returned in the state's."
-    nd = _net_dtype(den)
+    nd = den.net_dtype
     def fn(t, state):
         x = state[0]
         v = den.velocity(x if nd is None else x.to(nd), t, y)
         return (v.to(x.dtype),)
     return fn
 
-# %% ../nbs/08_flows.ipynb #c021
+# %% ../nbs/08_flows.ipynb #c009
 def _check_x(den, x, name='x') -> Tensor:
     "x as a floating batch of the Denoiser's event shape, finite."
     if not isinstance(x, Tensor): raise TypeError(f"{name}: expected a torch.Tensor of shape (B, *event), got {type(x).__name__}")
@@ -169,6 +41,7 @@ def _check_x(den, x, name='x') -> Tensor:
     if not bool(torch.isfinite(x).all()): raise ValueError(f"{name}: contains NaN or infinite values")
     return x if x.is_floating_point() else x.float()
 
+# %% ../nbs/08_flows.ipynb #c010
 def _grid(P:Path, t_lo:float, t_hi:float, steps:int, kind:str|None) -> Tensor:
     "Ascending times from t_lo to t_hi: uniform in log-SNR on scalar paths (in t on diagonal ones) unless `kind` says 'uniform'."
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
@@ -179,7 +52,7 @@ def _grid(P:Path, t_lo:float, t_hi:float, steps:int, kind:str|None) -> Tensor:
     g[0], g[-1] = t_lo, t_hi
     return g
 
-# %% ../nbs/08_flows.ipynb #c023
+# %% ../nbs/08_flows.ipynb #c012
 def _u_of_t(P:Path, t:float) -> float: return -0.5 * P.log_snr(t).item()
 
 def _in_u(P:Path, fn):
@@ -188,10 +61,12 @@ def _in_u(P:Path, fn):
         t = float(P.t_of_log_snr(torch.tensor(-2 * u, dtype=torch.float64)))
         t = min(max(t, P.t_min), P.t_max)
         tt = as_time(t)
-        dudt = (P._dsigma(tt) / P._sigma(tt) - P._dalpha(tt) / P._alpha(tt)).item()
+        c = P.coefs(tt)
+        dudt = (c.dsigma / c.sigma - c.dalpha / c.alpha).item()
         return tuple(k / dudt for k in fn(t, y))
     return fn_u
 
+# %% ../nbs/08_flows.ipynb #c013
 def _flow(den, x, t0, t1, method, steps, rtol, atol, kind, dtype, y, extra=None):
     "Integrate the pfODE (and, with `extra`, the quantities it carries) from t0 to t1; returns (state, ODEInfo)."
     if kind not in (None, 'log_snr', 'uniform'): raise ValueError(f"kind={kind!r}: must be 'log_snr' or 'uniform'")   # odeint checks the rest
@@ -208,12 +83,13 @@ def _flow(den, x, t0, t1, method, steps, rtol, atol, kind, dtype, y, extra=None)
     if use_u: info.ts = [float(P.t_of_log_snr(torch.tensor(-2 * u, dtype=torch.float64))) for u in info.ts]
     return out, info
 
-# %% ../nbs/08_flows.ipynb #c025
+# %% ../nbs/08_flows.ipynb #c015
 def _scale_prior(P:Path, x:Tensor, power:int) -> Tensor:
     "x times prior_std**power, in the path's basis (elementwise there)."
     zb = P.to_basis(x)
     return P.from_basis(zb * P.coef(P.prior_std(), zb)**power, x)
 
+# %% ../nbs/08_flows.ipynb #c016
 def encode(den:Denoiser,          # the model: any Denoiser (network, exact oracle, guided)
            x:Tensor,               # data, shape (B, *event)
            method:str='dopri5',    # 'dopri5' (adaptive) or a fixed-step method: 'euler', 'heun', 'rk4'
@@ -232,6 +108,7 @@ def encode(den:Denoiser,          # the model: any Denoiser (network, exact orac
     z = _scale_prior(P, xT, -1)
     return (z, info) if return_info else z
 
+# %% ../nbs/08_flows.ipynb #c017
 def decode(den:Denoiser, z:Tensor, method:str='dopri5', steps:int=50, rtol:float=1e-5, atol:float=1e-5,
            kind:str|None=None, t0:float|None=None, dtype=None, y=None, return_info:bool=False,
            denoise:bool=False,     # end on x0-hat at t0 (one more call, as samplers do) instead of the ODE state
@@ -245,7 +122,7 @@ def decode(den:Denoiser, z:Tensor, method:str='dopri5', steps:int=50, rtol:float
         info.nfe += 1
     return (x, info) if return_info else x
 
-# %% ../nbs/08_flows.ipynb #c035
+# %% ../nbs/08_flows.ipynb #c027
 def _exact_div(v:Tensor, x:Tensor) -> Tensor:
     "Trace of dv/dx per sample, one backward pass per coordinate."
     vf, D = v.flatten(1), v[0].numel()
@@ -255,6 +132,7 @@ def _exact_div(v:Tensor, x:Tensor) -> Tensor:
         div = div + g.flatten(1)[:, i]
     return div
 
+# %% ../nbs/08_flows.ipynb #c028
 def _hutchinson_div(v:Tensor, x:Tensor, probes:Tensor) -> Tensor:
     "eps^T (dv/dx) eps for each probe: shape (B, n_probes)."
     out = []
@@ -263,7 +141,7 @@ def _hutchinson_div(v:Tensor, x:Tensor, probes:Tensor) -> Tensor:
         out.append((g * e).flatten(1).sum(1))
     return torch.stack(out, 1)
 
-# %% ../nbs/08_flows.ipynb #c036
+# %% ../nbs/08_flows.ipynb #c029
 def _divergence_fn(den, y, div, probes):
     "Drift of (x, integral of div v) for the change of variables."
     vel = _velocity_fn(den, y)
@@ -274,13 +152,14 @@ def _divergence_fn(den, y, div, probes):
         return v.detach(), d.detach()
     return fn
 
+# %% ../nbs/08_flows.ipynb #c030
 def _draw_probes(x, n_probes, probe, generator):
     "n_probes fixed probe tensors shaped like x: Rademacher signs or standard normals."
     e = torch.randn((n_probes, *x.shape), generator=generator, dtype=x.dtype, device=x.device) if probe == 'gaussian' else \
         torch.randint(0, 2, (n_probes, *x.shape), generator=generator, device=x.device).to(x.dtype) * 2 - 1
     return e
 
-# %% ../nbs/08_flows.ipynb #c038
+# %% ../nbs/08_flows.ipynb #c032
 def prior_log_prob(P:Path, xT:Tensor) -> Tensor:
     "log-density of the path's prior N(0, prior_std^2) per direction, shape (B,)."
     zb = P.to_basis(xT).flatten(1)
@@ -293,7 +172,7 @@ def _check_div(div, n_probes, probe, return_stderr):
     if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1: raise ValueError(f"n_probes={n_probes!r}: must be an integer >= 1")
     if div == 'hutchinson' and return_stderr and n_probes < 2: raise ValueError(f"n_probes={n_probes}: a standard error needs n_probes >= 2")
 
-# %% ../nbs/08_flows.ipynb #c039
+# %% ../nbs/08_flows.ipynb #c033
 def log_prob(den:Denoiser, x:Tensor,
              div:str='exact',        # 'exact' (autograd trace) or 'hutchinson'
              n_probes:int=1,         # Hutchinson probes per sample
@@ -320,7 +199,7 @@ def log_prob(den:Denoiser, x:Tensor,
     out = (lp, se) if return_stderr else lp
     return (*out, info) if return_info and return_stderr else (out, info) if return_info else out
 
-# %% ../nbs/08_flows.ipynb #c045
+# %% ../nbs/08_flows.ipynb #c039
 def bits_per_dim(den:Denoiser, x:Tensor,
                  bin_width:float|None=None, # width of one quantization bin in model coordinates (None: continuous data)
                  generator:torch.Generator|None=None, # draws the dequantization noise (and Hutchinson probes)
@@ -334,7 +213,7 @@ def bits_per_dim(den:Denoiser, x:Tensor,
     u = (torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) - 0.5) * bin_width
     return -(log_prob(den, x + u, generator=generator, **kw) + D * math.log(bin_width)) / (D * math.log(2))
 
-# %% ../nbs/08_flows.ipynb #c048
+# %% ../nbs/08_flows.ipynb #c042
 def slerp(za:Tensor, zb:Tensor, lam:Tensor) -> Tensor:
     "Spherical interpolation between batches za, zb at the fractions lam, shape (len(lam), *za.shape)."
     a, b = za.flatten(1), zb.flatten(1)
@@ -347,6 +226,7 @@ def slerp(za:Tensor, zb:Tensor, lam:Tensor) -> Tensor:
     wb = torch.where(small, l, torch.sin(l * th) / torch.where(small, 1., sin))
     return (wa * a + wb * b).reshape(len(lam), *za.shape)
 
+# %% ../nbs/08_flows.ipynb #c043
 def interpolate(den:Denoiser, xa:Tensor, xb:Tensor,
                 n:int=8,               # points along each path, ends included
                 kind:str='slerp',      # 'slerp' in latent space, 'linear' in latent space
@@ -362,7 +242,7 @@ def interpolate(den:Denoiser, xa:Tensor, xb:Tensor,
     zs = slerp(za, zb, lam) if kind == 'slerp' else (1 - lam.view(-1, *[1] * za.dim())) * za + lam.view(-1, *[1] * za.dim()) * zb
     return decode(den, zs.flatten(0, 1), **kw).reshape(n, *xa.shape)
 
-# %% ../nbs/08_flows.ipynb #c052
+# %% ../nbs/08_flows.ipynb #c047
 def sdedit(den:Denoiser, x:Tensor,
            t:float,                  # intermediate time: how much of x to forget
            steps:int=50,             # sampler steps from t down to t_min
@@ -378,27 +258,35 @@ def sdedit(den:Denoiser, x:Tensor,
     xt, _ = P.noise(x, t, generator=generator)
     return sample(den, xt, method, generator=generator, grid=_grid(P, P.t_min, t, steps, kind).flip(0), **kw)
 
-# %% ../nbs/08_flows.ipynb #c054
-def _ddim_step(den, x, t, tn, eta, generator, y=None):
-    "One DDIM(eta) move of x from time t to tn (up or down); returns (x at tn, x0-hat)."
-    P = den.path
-    z, (a, s, _, _), x0, eps = den._pair(x, t, y)
-    tn64 = as_time(tn)
-    a1, s1 = P.coef(P._alpha(tn64), z), P.coef(P._sigma(tn64), z)
-    if eta > 0 and tn < t:
-        var = s1**2 / s**2 * (s**2 - (a / a1)**2 * s1**2).clamp(min=0)
-        c = eta * var.sqrt()
-        zn = a1 * x0 + (s1**2 - c**2).clamp(min=0).sqrt() * eps + c * torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-    else: zn = a1 * x0 + s1 * eps
-    return P.from_basis(zn, x), P.from_basis(x0, x)
+# %% ../nbs/08_flows.ipynb #c049
+class _Replacing(Denoiser):
+    "`den` with the known part of its input replaced, at every call, by a fresh draw of its noisy version at t."
+    def __init__(self, den:Denoiser, x:Tensor, known:Tensor, generator):
+        super().__init__(den.net, den.path, den.param, den.sigma_data, den.data_scale, den.event_shape)
+        self.den, self.x, self.known, self.generator = den, x, known, generator
+    @property
+    def evals(self): return self.den.evals
 
+# %% ../nbs/08_flows.ipynb #c050
+@patch
+def predict(self:_Replacing, x, t, y=None, *, coefs=None, z=None, need_eps=True):
+    "(x0, eps) of the model at x with its known part replaced."
+    P, n0 = self.path, self.den.nfe
+    c = P.coefs(t, P.to_basis(x)) if coefs is None else coefs
+    eps = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+    xk = P.from_basis(c.alpha * P.to_basis(self.x.to(x)) + c.sigma * P.to_basis(eps), x)
+    out = self.den.predict(torch.where(self.known, xk, x), t, y, coefs=c, need_eps=need_eps)
+    self.nfe += self.den.nfe - n0
+    return out
+
+# %% ../nbs/08_flows.ipynb #c051
 def _check_mask(mask, x):
     if not isinstance(mask, Tensor): raise TypeError(f"mask: expected a torch.Tensor, got {type(mask).__name__}")
     if tuple(mask.shape) not in (tuple(x.shape), tuple(x.shape[1:])):
         raise ValueError(f"mask: shape {tuple(mask.shape)}, expected x's shape {tuple(x.shape)} or its event shape {tuple(x.shape[1:])}")
     return mask.to(torch.bool).expand_as(x)
 
-# %% ../nbs/08_flows.ipynb #c055
+# %% ../nbs/08_flows.ipynb #c052
 def inpaint(den:Denoiser, x:Tensor,
             mask:Tensor,             # True (or 1) where x is known; x's shape or its event shape
             steps:int=100,           # DDIM steps from t_max to t_min
@@ -409,17 +297,12 @@ def inpaint(den:Denoiser, x:Tensor,
     "Fill the unknown part of x by sampling, replacing the known part by its noised version at every step."
     x, P = _check_x(den, x), den.path
     m = _check_mask(mask, x)
-    if not 0 <= eta <= 1: raise ValueError(f"eta={eta}: must be in [0, 1]")
-    ts = _grid(P, P.t_min, P.t_max, steps, None).flip(0).tolist()
-    xt = P.prior(x.shape[0], x.shape[1:], generator=generator, dtype=x.dtype, device=x.device)
-    with torch.no_grad():
-        for t, tn in zip(ts[:-1], ts[1:]):
-            xt = torch.where(m, P.noise(x, t, generator=generator)[0], xt)
-            xt, _ = _ddim_step(den, xt, t, tn, eta, generator, y)
-        x0 = den.x0(torch.where(m, P.noise(x, ts[-1], generator=generator)[0], xt), ts[-1], y)
-    return torch.where(m, x, x0)
+    grid = _grid(P, P.t_min, P.t_max, steps, None).flip(0)
+    out = sample(_Replacing(den, x, m, generator), x.shape[0], 'ddim', grid=grid, generator=generator, shape=x.shape[1:],
+                 dtype=x.dtype, device=x.device, y=y, eta=eta)
+    return torch.where(m, x, out)
 
-# %% ../nbs/08_flows.ipynb #c057
+# %% ../nbs/08_flows.ipynb #c054
 def ddim_invert(den:Denoiser, x:Tensor,
                 steps:int=50,           # DDIM steps
                 t_end:float|None=None,  # where to stop (default t_max): a partial inversion for editing
@@ -428,21 +311,16 @@ def ddim_invert(den:Denoiser, x:Tensor,
     "The state at t_end (not divided by the prior std) reached from x by deterministic DDIM steps upward."
     x, P = _check_x(den, x), den.path
     t_end = P.t_max if t_end is None else float(P.check_t(t_end, 't_end'))
-    ts = _grid(P, P.t_min, t_end, steps, kind).tolist()
-    with torch.no_grad():
-        for t, tn in zip(ts[:-1], ts[1:]): x, _ = _ddim_step(den, x, t, tn, 0., None, y)
-    return x
+    return sample(den, x, 'ddim', grid=_grid(P, P.t_min, t_end, steps, kind), y=y)
 
+# %% ../nbs/08_flows.ipynb #c055
 def ddim_reconstruct(den:Denoiser, xt:Tensor, steps:int=50, t_end:float|None=None, kind:str|None=None, y=None) -> Tensor:
-    "Deterministic DDIM steps from t_end back down to t_min on the grid `ddim_invert` used (its inverse up to step error)."
+    "Deterministic DDIM from t_end back down to t_min on the grid `ddim_invert` used: its inverse up to step error."
     xt, P = _check_x(den, xt, 'xt'), den.path
     t_end = P.t_max if t_end is None else float(P.check_t(t_end, 't_end'))
-    ts = _grid(P, P.t_min, t_end, steps, kind).flip(0).tolist()
-    with torch.no_grad():
-        for t, tn in zip(ts[:-1], ts[1:]): xt, _ = _ddim_step(den, xt, t, tn, 0., None, y)
-    return xt
+    return sample(den, xt, 'ddim', grid=_grid(P, P.t_min, t_end, steps, kind).flip(0), y=y, denoise=False)
 
-# %% ../nbs/08_flows.ipynb #c064
+# %% ../nbs/08_flows.ipynb #c062
 def distance_correlation(a:Tensor, b:Tensor) -> float:
     "Szekely's distance correlation between samples a (n,) or (n, k) and b: 0 iff independent (in the population)."
     a, b = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
@@ -453,7 +331,7 @@ def distance_correlation(a:Tensor, b:Tensor) -> float:
     dcov, va, vb = (A * B).mean(), (A * A).mean(), (B * B).mean()
     return float((dcov / (va * vb).sqrt()).clamp(min=0).sqrt()) if va > 0 and vb > 0 else 0.
 
-# %% ../nbs/08_flows.ipynb #c065
+# %% ../nbs/08_flows.ipynb #c063
 @dataclass
 class LatentReport:
     "Per-coordinate normality and pairwise dependence of a latent sample."
@@ -467,6 +345,7 @@ class LatentReport:
                     min_ks_p=float(self.stats['ks_p'].min()), n_coords=len(self.corr))
     def _repr_markdown_(self): return '\n'.join(f"- {k}: {v:.4g}" for k, v in self.summary().items())
 
+# %% ../nbs/08_flows.ipynb #c064
 def latent_report(z:Tensor,            # latent sample, shape (B, *event)
                   max_n:int=500,        # points used for the O(n^2) distance correlations
                  ) -> LatentReport:
@@ -487,7 +366,7 @@ def latent_report(z:Tensor,            # latent sample, shape (B, *event)
         for j in range(i + 1, D): dc[i, j] = dc[j, i] = distance_correlation(Zs[:, i], Zs[:, j])
     return LatentReport(df, corr, dc)
 
-# %% ../nbs/08_flows.ipynb #c067
+# %% ../nbs/08_flows.ipynb #c066
 def amari_distance(W, A) -> float:
     "Amari distance of P = W A from a scaled permutation, in [0, 1]."
     P = np.abs(np.asarray(W, dtype=float) @ np.asarray(A, dtype=float))
@@ -495,6 +374,7 @@ def amari_distance(W, A) -> float:
     r = (P.sum(1) / P.max(1) - 1).sum() + (P.sum(0) / P.max(0) - 1).sum()
     return float(r / (2 * n * (n - 1)))
 
+# %% ../nbs/08_flows.ipynb #c067
 def compare_ica(x:Tensor,              # data (B, *event)
                 z:Tensor,              # its pfODE latent (B, *event)
                 seed:int=0, max_n:int=500,

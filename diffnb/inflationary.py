@@ -4,21 +4,21 @@
 
 # %% ../nbs/09_inflationary.ipynb #c002
 from __future__ import annotations
-import math, time
+import math
 import torch
 from torch import Tensor, nn
 from fastcore.basics import patch
 import plotly.graph_objects as go
-from .paths import Coefs, DiagonalPath, as_time
+from .paths import Coefs, DiagonalPath, as_time, check_choice
 from .denoisers import Denoiser
 from .data import GaussianMixture
-from .train import EMA, TrainStep, sample_t
+from .train import Trainer
 from .flows import encode, decode
 
 # %% auto #0
-__all__ = ['FORMS', 'eigenbasis', 'participation_ratio', 'InflationaryPath', 'inflationary_path', 'pr_figure', 'IFPrecond',
-           'if_denoiser', 'if_loss', 'conditional_field', 'fm_loss', 'train_if', 'fit_if', 'round_trip', 'compress',
-           'decompress', 'sphere_mesh', 'winding_number', 'calibration']
+__all__ = ['FORMS', 'IF_OBJECTIVES', 'eigenbasis', 'participation_ratio', 'InflationaryPath', 'inflationary_path', 'pr_figure',
+           'IFPrecond', 'if_denoiser', 'if_loss', 'conditional_field', 'fm_loss', 'IFTrainer', 'fit_if', 'round_trip',
+           'compress', 'decompress', 'sphere_mesh', 'winding_number', 'calibration']
 
 # %% ../nbs/09_inflationary.ipynb #c006
 def eigenbasis(x:Tensor, # data (n, d), or (n, *event) flattened to d
@@ -40,6 +40,7 @@ def participation_ratio(var:Tensor, # variances along the last axis (..., d): th
 # %% ../nbs/09_inflationary.ipynb #c012
 FORMS = ('paper', 'code')
 
+# %% ../nbs/09_inflationary.ipynb #c013
 class InflationaryPath(DiagonalPath):
     "Inflationary flow x~ = A(t) (x0 + n), n ~ N(0, C(t)), with A and C diagonal in the data's eigenbasis."
     name = 'inflationary'
@@ -66,7 +67,7 @@ class InflationaryPath(DiagonalPath):
         super().__init__(d, basis, (1e-4 if form == 'paper' else 1e-7) if t_min is None else t_min, t_max)
     def params(self): return dict(form=self.form, rho=self.rho, keep=self.keep, dim=self.dim)
 
-# %% ../nbs/09_inflationary.ipynb #c014
+# %% ../nbs/09_inflationary.ipynb #c015
 @patch
 def _AC(self:InflationaryPath, t:Tensor) -> tuple:
     "A, dA/dt, C, dC/dt per direction, each of shape t.shape + (d,), float64."
@@ -81,6 +82,7 @@ def _AC(self:InflationaryPath, t:Tensor) -> tuple:
     A = (self.a0 * torch.sqrt((xi.max() + self.gamma0) / top)).expand(C.shape)
     return A, -0.5 * A * r * (1 + self.g_star) * (top - xi.max()) / top, C, r * (1 + g) * C
 
+# %% ../nbs/09_inflationary.ipynb #c016
 @patch
 def _alpha(self:InflationaryPath, t): return self._AC(t)[0]
 @patch
@@ -90,7 +92,7 @@ def _dalpha(self:InflationaryPath, t): return self._AC(t)[1]
 @patch
 def _dsigma(self:InflationaryPath, t): A, dA, C, dC = self._AC(t); return dA * C.sqrt() + A * dC / (2 * C.sqrt())
 
-# %% ../nbs/09_inflationary.ipynb #c018
+# %% ../nbs/09_inflationary.ipynb #c020
 @patch
 def cov(self:InflationaryPath, t, scaled:bool=True) -> Tensor:
     "Per-direction marginal variance at t of data with covariance eigenvalues xi: A^2 (xi + C) (scaled) or xi + C."
@@ -102,12 +104,13 @@ def pr(self:InflationaryPath, t, scaled:bool=False) -> Tensor:
     "Participation ratio PR(t) of the inflated (or, with scaled=True, the rescaled) covariance."
     return participation_ratio(self.cov(t, scaled))
 
+# %% ../nbs/09_inflationary.ipynb #c021
 @patch
 def prior_std(self:InflationaryPath) -> Tensor:
     "Per-direction standard deviation of the Gaussian latent at t_max."
     return self.cov(self.t_max).sqrt()
 
-# %% ../nbs/09_inflationary.ipynb #c020
+# %% ../nbs/09_inflationary.ipynb #c023
 def _moments(data) -> tuple[Tensor, Tensor]:
     "(eigenvalues, eigenvectors) of a data set's or a GaussianMixture's covariance, descending."
     if not isinstance(data, GaussianMixture): return eigenbasis(data)
@@ -117,6 +120,7 @@ def _moments(data) -> tuple[Tensor, Tensor]:
     lam, U = torch.linalg.eigh((cov + cov.T) / 2)
     return lam.flip(0), U.flip(1)
 
+# %% ../nbs/09_inflationary.ipynb #c024
 def inflationary_path(data,                # (n, d) data or a GaussianMixture
                       kind:str='prp',      # 'prp' (PR-preserving) or 'prr' (PR-reducing)
                       keep:int|None=None,  # kept (leading) dimensions, for 'prr'
@@ -142,7 +146,7 @@ def inflationary_path(data,                # (n, d) data or a GaussianMixture
         low = -gap
     return InflationaryPath(xi, U, torch.cat([torch.ones(keep), torch.full((d - keep,), low)]), rho, form=form, **kw)
 
-# %% ../nbs/09_inflationary.ipynb #c024
+# %% ../nbs/09_inflationary.ipynb #c028
 def pr_figure(paths:dict,     # label -> InflationaryPath
               n:int=200,      # times per curve
               scaled:bool=False,
@@ -155,7 +159,7 @@ def pr_figure(paths:dict,     # label -> InflationaryPath
     fig.update_layout(xaxis_title='t', yaxis_title='participation ratio', height=320, margin=dict(l=40, r=20, t=30, b=40))
     return fig
 
-# %% ../nbs/09_inflationary.ipynb #c031
+# %% ../nbs/09_inflationary.ipynb #c035
 class IFPrecond(nn.Module):
     "EDM-style per-direction preconditioning of `net` on an InflationaryPath; returns x0-hat."
     def __init__(self, net:nn.Module,        # net(x, t) -> x's shape, t a (B,) tensor in [0, 1]
@@ -172,20 +176,22 @@ class IFPrecond(nn.Module):
         F = P.to_basis(self.net(P.from_basis(xu / tot.sqrt(), x), (t / P.t_max).to(x.dtype).expand(x.shape[0])))
         return P.from_basis(xi / tot * xu + (xi * C / tot).sqrt() * F, x)
 
+# %% ../nbs/09_inflationary.ipynb #c036
 def if_denoiser(net:nn.Module, path:InflationaryPath) -> Denoiser:
     "A Denoiser of `net` under IF preconditioning on `path`."
     return Denoiser(IFPrecond(net, path), path, 'x0', data_scale=path.xi.sum().sqrt().item(), event_shape=(path.dim,))
 
-# %% ../nbs/09_inflationary.ipynb #c034
+# %% ../nbs/09_inflationary.ipynb #c039
 def _noised(den:Denoiser, x0:Tensor, t:Tensor, eps:Tensor) -> tuple:
     "Basis coordinates (z0, eps), the model's (x0-hat, eps-hat) at x_t, and (a, s, da, ds) at t."
     P = den.path
     z0, ze = P.to_basis(x0), P.to_basis(eps)
-    a, s, da, ds = (v.to(z0) for v in (P._alpha(t), P._sigma(t), P._dalpha(t), P._dsigma(t)))
+    a, s, da, ds = P.coefs(t, z0)
     zt = a * z0 + s * ze
     x0h, epsh = den.predict(P.from_basis(zt, x0), t, coefs=Coefs(a, s, da, ds), z=zt)
     return z0, ze, x0h, epsh, a, s, da, ds
 
+# %% ../nbs/09_inflationary.ipynb #c040
 def if_loss(den:Denoiser, # a Denoiser on an InflationaryPath (e.g. from if_denoiser)
             x0:Tensor, t:Tensor, eps:Tensor, # data (B, d), times (B,), unit noise (B, d)
            ) -> Tensor:
@@ -194,11 +200,11 @@ def if_loss(den:Denoiser, # a Denoiser on an InflationaryPath (e.g. from if_deno
     C = den.path._AC(t)[2].to(z0); xi = den.path.xi.to(z0)
     return ((xi + C) / (xi * C) * (x0h - z0)**2).mean(1)
 
-# %% ../nbs/09_inflationary.ipynb #c036
+# %% ../nbs/09_inflationary.ipynb #c042
 def conditional_field(path:DiagonalPath, x0:Tensor, eps:Tensor, t) -> tuple[Tensor, Tensor]:
     "(x_t, u_t(x_t | x0)): a draw on the path and the flow-matching conditional field at it."
     z0, ze, t = path.to_basis(x0), path.to_basis(eps), as_time(t)
-    a, s, da, ds = (path.coef(v, z0) for v in (path._alpha(t), path._sigma(t), path._dalpha(t), path._dsigma(t)))
+    a, s, da, ds = path.coefs(t, z0)
     return path.from_basis(a * z0 + s * ze, x0), path.from_basis(da * z0 + ds * ze, x0)
 
 def fm_loss(den:Denoiser, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
@@ -206,45 +212,68 @@ def fm_loss(den:Denoiser, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
     z0, ze, x0h, epsh, a, s, da, ds = _noised(den, x0, t, eps)
     return ((da * (x0h - z0) + ds * (epsh - ze))**2).mean(1)
 
-# %% ../nbs/09_inflationary.ipynb #c040
-def train_if(den:Denoiser,          # the model (its net is trained in place)
-             data:Tensor,           # (n, d) training data
-             steps:int,             # optimiser steps
-             loss=if_loss,          # if_loss or fm_loss (any fn(den, x0, t, eps) -> (B,))
-             batch_size:int=256, lr:float=2e-3,
-             ema:EMA|None=None,     # EMA to update each step (None: no averaging)
-             generator:torch.Generator|None=None):
-    "Yield a TrainStep after each optimiser step of `loss` on `den.net`."
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0: raise ValueError(f"steps={steps!r}: must be an integer >= 0")
-    opt = torch.optim.AdamW(den.net.parameters(), lr=lr)
-    data = torch.as_tensor(data, dtype=torch.float32)
-    dev = next(den.net.parameters()).device
-    t0 = time.perf_counter()
-    for i in range(steps):
-        x0 = data[torch.randint(0, len(data), (batch_size,), generator=generator)]
-        t = sample_t(den.path, batch_size, 'uniform', generator)
-        eps = torch.randn(x0.shape, generator=generator)
-        l = loss(den, x0.to(dev), t.to(dev), eps.to(dev)).mean()
-        opt.zero_grad(set_to_none=True); l.backward()
-        gn = torch.nn.utils.clip_grad_norm_(den.net.parameters(), 1.).item()
-        opt.step()
-        if ema is not None: ema.update(den.net)
-        yield TrainStep(i + 1, l.item(), lr, gn, time.perf_counter() - t0)
+# %% ../nbs/09_inflationary.ipynb #c046
+IF_OBJECTIVES = ('if', 'fm')
 
-def fit_if(den:Denoiser, data:Tensor, steps:int, loss=if_loss, ema:float=0.99, seed:int=0, **kw) -> Denoiser:
-    "Train with `train_if` and return the EMA model as a Denoiser (its `losses` attribute holds the loss curve)."
-    avg = EMA(den.net, ema)
-    losses = [s.loss for s in train_if(den, data, steps, loss, ema=avg, generator=torch.Generator().manual_seed(seed), **kw)]
-    out = Denoiser(avg.net, den.path, den.param, sigma_data=den.sigma_data, data_scale=den.data_scale, event_shape=den.event_shape)
-    out.losses = losses
-    return out
+# %% ../nbs/09_inflationary.ipynb #c047
+class IFTrainer(Trainer):
+    "Trains a network on an InflationaryPath by the preconditioned denoising loss ('if') or flow matching ('fm'); a Trainer of these losses."
+    default_batch = 256   # the batch size when none is given (every point of a smaller data set)
+    def __init__(self, net:nn.Module,           # net(x, t) -> x's shape, e.g. dn.MLP(d)
+                 path:InflationaryPath,         # the inflationary path, e.g. inflationary_path(data)
+                 data,                          # (n, d) training data
+                 objective:str='if',            # 'if': if_loss through if_denoiser; 'fm': fm_loss of a velocity-parametrized net
+                 batch_size:int|None=None, lr:float=2e-3, ema:float=0.99,
+                 **kw,                          # the Trainer's other options (grad_clip, warmup, lr_schedule, device, seed, folder, ...)
+                ):
+        if not isinstance(path, InflationaryPath): raise TypeError(f"path: expected an InflationaryPath, got {type(path).__name__}")
+        objective = check_choice('objective', objective, IF_OBJECTIVES)
+        for k, v in dict(param='x0' if objective == 'if' else 'velocity', warmup=0, lr_schedule='constant', t_density='uniform').items(): kw.setdefault(k, v)
+        super().__init__(net, path, data, batch_size=batch_size, lr=lr, ema=ema, **kw)
+        self.objective = self.hparams['objective'] = objective
+    def __repr__(self): return f"IFTrainer(step={self.step}, objective={self.objective!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
 
-# %% ../nbs/09_inflationary.ipynb #c044
+# %% ../nbs/09_inflationary.ipynb #c048
+@patch
+def denoiser(self:IFTrainer, ema:bool=True, net:nn.Module|None=None) -> Denoiser:
+    "The trained model as a Denoiser: under IF preconditioning for 'if', velocity-parametrized for 'fm' (EMA weights by default)."
+    net = net if net is not None else (self.ema.net if ema else self.net)
+    if self.objective == 'fm': return Denoiser(net, self.path, 'velocity', data_scale=self.data_scale, event_shape=self.event_shape)
+    return if_denoiser(net, self.path)
+
+@patch
+def loss(self:IFTrainer, batch:tuple) -> Tensor:
+    "if_loss or fm_loss on the batch (x0, y, t, eps)."
+    x0, _, t, eps = batch
+    return (if_loss if self.objective == 'if' else fm_loss)(self.denoiser(net=self.fwd), x0, t, eps).mean()
+
+# %% ../nbs/09_inflationary.ipynb #c050
+@patch(cls_method=True)
+def _spec(cls:IFTrainer, path:InflationaryPath) -> dict:
+    "The checkpoint record of an inflationary path: every argument that rebuilds it."
+    tolist = lambda v: None if v is None else v.tolist()
+    params = dict(xi=path.xi.tolist(), basis=tolist(path.basis), g=path.g.tolist(), rho=path.rho, a0=path.a0, form=path.form, gamma0=path.gamma0)
+    return {'name': path.name, 'params': params, 't_min': path.t_min, 't_max': path.t_max, 'repr': repr(path)}
+
+@patch(cls_method=True)
+def _rebuild(cls:IFTrainer, spec:dict) -> InflationaryPath:
+    "The inflationary path a checkpoint records."
+    return InflationaryPath(**spec['params'], t_min=spec['t_min'], t_max=spec['t_max'])
+
+# %% ../nbs/09_inflationary.ipynb #c051
+def fit_if(net:nn.Module, path:InflationaryPath, data, steps:int,
+           objective:str='if', # 'if' or 'fm' (see IFTrainer)
+           **kw,               # IFTrainer's options (batch_size, lr, ema, seed, ...)
+          ) -> Denoiser:
+    "Train `net` on `path` for `steps` optimiser steps with IFTrainer and return the model (EMA weights) as a Denoiser."
+    return IFTrainer(net, path, data, objective, **kw).fit(steps, progress=False).model()
+
+# %% ../nbs/09_inflationary.ipynb #c055
 def round_trip(den:Denoiser, x:Tensor, **kw) -> Tensor:
     "Per-point mean squared error of decode(encode(x)) against x (kw: method, steps, rtol, atol, dtype for both)."
     return (decode(den, encode(den, x, **kw), **kw) - x.to(kw.get('dtype') or x.dtype)).pow(2).flatten(1).mean(1)
 
-# %% ../nbs/09_inflationary.ipynb #c047
+# %% ../nbs/09_inflationary.ipynb #c058
 def compress(den:Denoiser, x:Tensor, keep:int|None=None, **kw) -> Tensor:
     "The leading `keep` latent eigen-coordinates (in prior-std units) of x: (n, keep); keep defaults to the path's kept dimensions."
     P = den.path
@@ -259,7 +288,7 @@ def decompress(den:Denoiser, codes:Tensor, eps:float=0., generator:torch.Generat
     zb = torch.cat([codes, rest], 1)
     return decode(den, P.from_basis(zb, zb), **kw)
 
-# %% ../nbs/09_inflationary.ipynb #c051
+# %% ../nbs/09_inflationary.ipynb #c062
 def sphere_mesh(d:int,      # 2 or 3
                 n:int=400,  # vertices
                ) -> tuple[Tensor, Tensor]:
@@ -278,6 +307,7 @@ def sphere_mesh(d:int,      # 2 or 3
     F[flip] = F[flip][:, [0, 2, 1]]
     return V, F
 
+# %% ../nbs/09_inflationary.ipynb #c063
 def winding_number(x:Tensor,  # points (N, d)
                    V:Tensor,  # boundary vertices (n, d)
                    F:Tensor,  # faces from sphere_mesh
@@ -299,7 +329,7 @@ def winding_number(x:Tensor,  # points (N, d)
             out.append(2 * torch.atan2(num, den).sum(1) / (4 * math.pi))
     return torch.cat(out)
 
-# %% ../nbs/09_inflationary.ipynb #c054
+# %% ../nbs/09_inflationary.ipynb #c066
 def calibration(den:Denoiser,             # a model on an inflationary (or any 2-D / 3-D) path
                 radii=(0.5, 1., 1.5, 2., 2.5, 3., 3.5), # Mahalanobis radii in the latent
                 n:int=20_000,             # latent test points

@@ -27,6 +27,7 @@ def _pair_check(x, y):
     if x.shape[1] != y.shape[1]: raise ValueError(f"x and y: dimensions differ ({x.shape[1]} vs {y.shape[1]})")
     return x, y
 
+# %% ../nbs/03_metrics.ipynb #c007
 def _quantiles(v:Tensor, m:int) -> Tensor:
     "Each row of v sorted and resampled at m equally spaced quantile levels (linear interpolation)."
     v = v.sort(-1).values   # rows: sorting along the contiguous dimension is several times faster
@@ -37,6 +38,7 @@ def _quantiles(v:Tensor, m:int) -> Tensor:
     w = (pos - lo).clamp(0, 1)
     return v[:, lo] * (1 - w) + v[:, hi] * w
 
+# %% ../nbs/03_metrics.ipynb #c008
 def sliced_wasserstein(x:Tensor, y:Tensor, n_proj:int=512, # random directions
                        generator:torch.Generator|None=None) -> float:
     "Sliced Wasserstein-2 distance (not squared) between two samples."
@@ -47,7 +49,7 @@ def sliced_wasserstein(x:Tensor, y:Tensor, n_proj:int=512, # random directions
     m = max(x.shape[0], y.shape[0])
     return ((_quantiles(theta @ x.T, m) - _quantiles(theta @ y.T, m))**2).mean().sqrt().item()
 
-# %% ../nbs/03_metrics.ipynb #c010
+# %% ../nbs/03_metrics.ipynb #c012
 def _block_sum(x:Tensor, y:Tensor, fn, same:bool, block:int=2048) -> float:
     "Sum of fn(pairwise distances) over all pairs, excluding the diagonal when x is y."
     total = 0.
@@ -58,6 +60,7 @@ def _block_sum(x:Tensor, y:Tensor, fn, same:bool, block:int=2048) -> float:
         total += v.sum().item()
     return total
 
+# %% ../nbs/03_metrics.ipynb #c013
 def _median_distance(x:Tensor, y:Tensor, generator=None, m:int=1000) -> float:
     "Median pairwise distance of the pooled samples (on a subsample)."
     z = torch.cat([x, y])
@@ -65,6 +68,7 @@ def _median_distance(x:Tensor, y:Tensor, generator=None, m:int=1000) -> float:
     d = torch.pdist(z)
     return d.median().item() if d.numel() else 1.
 
+# %% ../nbs/03_metrics.ipynb #c014
 def mmd(x:Tensor, y:Tensor, scales:tuple=(0.25, 0.5, 1., 2., 4.), # bandwidths, as multiples of the median distance
         generator:torch.Generator|None=None) -> float:
     "Unbiased MMD^2 with a multi-bandwidth RBF kernel."
@@ -75,6 +79,7 @@ def mmd(x:Tensor, y:Tensor, scales:tuple=(0.25, 0.5, 1., 2., 4.), # bandwidths, 
     return (_block_sum(x, x, k, True) / (nx * (nx - 1)) + _block_sum(y, y, k, True) / (ny * (ny - 1))
             - 2 * _block_sum(x, y, k, False) / (nx * ny))
 
+# %% ../nbs/03_metrics.ipynb #c015
 def energy_distance(x:Tensor, y:Tensor) -> float:
     "Energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| (unbiased within-sample terms)."
     x, y = _pair_check(x, y)
@@ -83,7 +88,7 @@ def energy_distance(x:Tensor, y:Tensor) -> float:
     return (2 * _block_sum(x, y, one, False) / (nx * ny) - _block_sum(x, x, one, True) / (nx * (nx - 1))
             - _block_sum(y, y, one, True) / (ny * (ny - 1)))
 
-# %% ../nbs/03_metrics.ipynb #c014
+# %% ../nbs/03_metrics.ipynb #c019
 def _sqrtm_psd(S:Tensor) -> Tensor:
     "Symmetric square root of a positive semi-definite matrix."
     lam, V = torch.linalg.eigh((S + S.T) / 2)
@@ -96,6 +101,7 @@ def gaussian_w2(m1:Tensor, C1:Tensor, m2:Tensor, C2:Tensor) -> float:
     cross = _sqrtm_psd(r @ C1 @ r)
     return math.sqrt(max(((m1 - m2)**2).sum().item() + (torch.trace(C1) + torch.trace(C2) - 2 * torch.trace(cross)).item(), 0.))
 
+# %% ../nbs/03_metrics.ipynb #c020
 @dataclass
 class ModeReport:
     "Mode coverage, mode-weight total variation and mode-conditional W2 of samples against a mixture."
@@ -107,6 +113,7 @@ class ModeReport:
         return "| coverage | weight TV | mode W2 | modes used |\n|---|---|---|---|\n" + \
                f"| {self.coverage:.3f} | {self.weight_tv:.4f} | {self.mode_w2:.4f} | {self.modes_used} |"
 
+# %% ../nbs/03_metrics.ipynb #c021
 def mode_coverage(x:Tensor, gm:GaussianMixture, min_share:float=0.1) -> ModeReport:
     "Coverage, weight TV and mode-conditional W2 of samples x against the mixture gm (nearest-mean assignment)."
     x = _flat(x, 'x')
@@ -124,7 +131,7 @@ def mode_coverage(x:Tensor, gm:GaussianMixture, min_share:float=0.1) -> ModeRepo
         wsum += gm.weights[j].item(); used += 1
     return ModeReport(coverage, tv, math.sqrt(w2sq / wsum) if wsum else math.inf, used)
 
-# %% ../nbs/03_metrics.ipynb #c018
+# %% ../nbs/03_metrics.ipynb #c025
 def noise_floor(metric,                 # metric(x, y) -> float, or metric(x, gm) against the truth (mode_coverage)
                 gm:GaussianMixture,      # the true distribution
                 n:int,                   # sample size the metric will be used at

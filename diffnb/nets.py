@@ -31,6 +31,7 @@ class SinusoidalEmbedding(nn.Module):
         self.register_buffer('freqs', torch.exp(-math.log(max_period) * torch.arange(dim // 2) / (dim // 2)), persistent=False)
     def forward(self, t:Tensor) -> Tensor: return _periodic(self, t)
 
+# %% ../nbs/05_nets.ipynb #c009
 def _periodic(emb, t:Tensor) -> Tensor:
     "sin and cos of emb.mult * t (t or log t) times emb.freqs: the (B, dim) features of a (B,) time."
     t = t.to(emb.freqs)
@@ -40,7 +41,7 @@ def _periodic(emb, t:Tensor) -> Tensor:
     arg = (emb.mult * t)[:, None] * emb.freqs
     return torch.cat([torch.sin(arg), torch.cos(arg)], -1)
 
-# %% ../nbs/05_nets.ipynb #c014
+# %% ../nbs/05_nets.ipynb #c015
 class FourierEmbedding(nn.Module):
     "Sines and cosines of 2 pi W t (or of log t) at fixed random frequencies W ~ N(0, scale^2)."
     def __init__(self, dim:int=64,                    # output features (even)
@@ -55,9 +56,10 @@ class FourierEmbedding(nn.Module):
         self.register_buffer('freqs', float(scale) * torch.randn(dim // 2, generator=generator))
     def forward(self, t:Tensor) -> Tensor: return _periodic(self, t)
 
+# %% ../nbs/05_nets.ipynb #c016
 TIME_EMBEDDINGS = {'sinusoidal': SinusoidalEmbedding, 'fourier': FourierEmbedding}
 
-# %% ../nbs/05_nets.ipynb #c017
+# %% ../nbs/05_nets.ipynb #c019
 class Conditioning(nn.Module):
     "The vector a net is conditioned on: an MLP of the time embedding plus a learned label embedding (index n_classes: no label)."
     def __init__(self, emb_dim:int=128,              # size of the conditioning vector
@@ -81,7 +83,7 @@ class Conditioning(nn.Module):
         "The label index that means 'no label' (classifier-free guidance's null token); None on an unconditional net."
         return self.n_classes
 
-# %% ../nbs/05_nets.ipynb #c019
+# %% ../nbs/05_nets.ipynb #c021
 def as_labels(y,                 # None, an int, a 0-d or a (B,) integer tensor
               batch:int,         # the batch size B
               n_classes:int,     # classes of the net; index n_classes is the null label
@@ -97,7 +99,7 @@ def as_labels(y,                 # None, an int, a 0-d or a (B,) integer tensor
         raise ValueError(f"y: labels in [{int(y.min())}, {int(y.max())}]; allowed 0..{n_classes - 1}, and {n_classes} for no label (the null label)")
     return y
 
-# %% ../nbs/05_nets.ipynb #c020
+# %% ../nbs/05_nets.ipynb #c022
 @patch
 def forward(self:Conditioning, t:Tensor, y=None) -> Tensor:
     "The (B, emb_dim) conditioning vector of (B,) times and optional labels."
@@ -107,7 +109,7 @@ def forward(self:Conditioning, t:Tensor, y=None) -> Tensor:
         return e
     return e + self.label(as_labels(y, len(t), self.n_classes, e.device))
 
-# %% ../nbs/05_nets.ipynb #c023
+# %% ../nbs/05_nets.ipynb #c025
 def _zero(m:nn.Module) -> nn.Module:
     "m with its parameters set to zero."
     for p in m.parameters(): nn.init.zeros_(p)
@@ -118,6 +120,7 @@ def _check_ints(**kw):
     for name, (v, lo) in kw.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ValueError(f"{name}={v!r}: must be an integer >= {lo}")
 
+# %% ../nbs/05_nets.ipynb #c026
 def _config(**kw) -> dict|None:
     "Constructor arguments as JSON-ready values (tuples as lists); None when one is a module, which cannot be recorded."
     if any(isinstance(v, nn.Module) for v in kw.values()): return None
@@ -131,6 +134,7 @@ def register_net(cls:type) -> type:
     NETS[cls.__name__] = cls
     return cls
 
+# %% ../nbs/05_nets.ipynb #c027
 class _MLPBlock(nn.Module):
     "One pre-norm residual block: h + W SiLU(LN(h) (1 + gamma(e)) + beta(e)), or + beta(e) alone without FiLM."
     def __init__(self, hidden:int, emb_dim:int, film:bool, norm:bool):
@@ -144,7 +148,7 @@ class _MLPBlock(nn.Module):
         else: z = self.norm(h) + m
         return h + self.lin(F.silu(z))
 
-# %% ../nbs/05_nets.ipynb #c024
+# %% ../nbs/05_nets.ipynb #c028
 @register_net
 class MLP(nn.Module):
     "A residual MLP for vectors: net(x, t) or net(x, t, y) returns x's shape (a denoiser), or (B, out_dim) (e.g. a classifier's logits)."
@@ -178,14 +182,14 @@ class MLP(nn.Module):
         out = self.out(h)
         return out.reshape(x.shape) if self.out_dim is None else out
 
-# %% ../nbs/05_nets.ipynb #c032
+# %% ../nbs/05_nets.ipynb #c036
 def randomize_(net:nn.Module, std:float=0.1, generator:torch.Generator|None=None) -> nn.Module:
     "Every parameter of net drawn from N(0, std^2), in place: an untrained net that does not predict zero, for tests."
     with torch.no_grad():
         for p in net.parameters(): p.copy_(std * torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device))
     return net
 
-# %% ../nbs/05_nets.ipynb #c035
+# %% ../nbs/05_nets.ipynb #c039
 class _ResBlock(nn.Module):
     "GroupNorm, SiLU, conv; + W e per channel; GroupNorm, SiLU, dropout, zero-initialised conv; plus a (1x1) skip."
     def __init__(self, c_in:int, c_out:int, emb_dim:int, groups:int, dropout:float=0.):
@@ -198,13 +202,14 @@ class _ResBlock(nn.Module):
         h = self.c1(F.silu(self.n1(x))) + self.emb(F.silu(e))[:, :, None, None]
         return self.skip(x) + self.c2(self.drop(F.silu(self.n2(h))))
 
+# %% ../nbs/05_nets.ipynb #c040
 class _Up(nn.Module):
     "Double the resolution: nearest neighbour, then a 3x3 convolution."
     def __init__(self, c:int):
         super().__init__(); self.conv = nn.Conv2d(c, c, 3, padding=1)
     def forward(self, x:Tensor) -> Tensor: return self.conv(F.interpolate(x, scale_factor=2., mode='nearest'))
 
-# %% ../nbs/05_nets.ipynb #c036
+# %% ../nbs/05_nets.ipynb #c041
 @register_net
 class UNet(nn.Module):
     "A small U-Net score/denoiser net for images: net(x, t) or net(x, t, y) with x (B, C, H, W) returns x's shape."
@@ -244,7 +249,7 @@ class UNet(nn.Module):
     @property
     def null_label(self) -> int|None: return self.cond.null_label
 
-# %% ../nbs/05_nets.ipynb #c038
+# %% ../nbs/05_nets.ipynb #c043
 @patch
 def forward(self:UNet, x:Tensor, t, y=None) -> Tensor:
     "net(x, t[, y]): x (B, C, H, W), t a number or (B,) times, y labels or None."
@@ -262,7 +267,7 @@ def forward(self:UNet, x:Tensor, t, y=None) -> Tensor:
         for block in blocks: h = block(h, e)
     return self.out(h)
 
-# %% ../nbs/05_nets.ipynb #c044
+# %% ../nbs/05_nets.ipynb #c049
 DIFFUSERS_SCHEDULES = {'linear': 'linear', 'scaled_linear': 'scaled_linear', 'squaredcos_cap_v2': 'cosine'}
 DIFFUSERS_PREDICTIONS = {'epsilon': 'eps', 'sample': 'x0', 'v_prediction': 'v'}
 
@@ -277,7 +282,7 @@ class DiffusersNet(nn.Module):
         kw = {} if y is None else {'class_labels': torch.as_tensor(y, device=x.device).long().expand(len(x))}
         return self.unet(x, k.to(x.dtype), **kw).sample[:, :self.channels]   # a learned variance's extra channels are dropped
 
-# %% ../nbs/05_nets.ipynb #c045
+# %% ../nbs/05_nets.ipynb #c050
 def _ddpm_path(cfg:dict) -> DDPM:
     "The DDPM path of a diffusers scheduler config."
     if cfg.get('rescale_betas_zero_snr'): raise ValueError("scheduler_config: rescale_betas_zero_snr=True gives alpha = 0 at the last step, which a DDPM path cannot hold")
@@ -286,6 +291,7 @@ def _ddpm_path(cfg:dict) -> DDPM:
     if sched not in DIFFUSERS_SCHEDULES: raise ValueError(f"beta_schedule={sched!r} is unknown; known schedules: {', '.join(DIFFUSERS_SCHEDULES)} (or trained_betas)")
     return DDPM(DIFFUSERS_SCHEDULES[sched], int(cfg.get('num_train_timesteps', 1000)), float(cfg.get('beta_start', 1e-4)), float(cfg.get('beta_end', 0.02)))
 
+# %% ../nbs/05_nets.ipynb #c051
 def from_diffusers(unet:nn.Module,      # a diffusers UNet2DModel (or a module with its .config and call)
                    scheduler_config,    # its scheduler's .config, a dict, or the scheduler itself
                   ) -> Denoiser:

@@ -8,14 +8,16 @@ import math
 from dataclasses import dataclass, field
 import torch
 from torch import Tensor
-from .paths import Coefs, DiagonalPath, time_grid, as_time, resolve_device, check_choice
+from tqdm.auto import tqdm
+from fastcore.basics import patch
+from .paths import Coefs, DiagonalPath, time_grid, resolve_device, check_choice
 from .denoisers import Denoiser, CFG, lincomb, batch_time
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'VARIANCE_KINDS', 'Step', 'SamplerInfo', 'register', 'ddim', 'ddpm', 'sample_iter',
-           'sample', 'euler', 'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'dpmpp_2m', 'dpmpp_3m',
-           'dpmpp_2m_sde', 'analytic_dpm', 'fit_grid', 'VarianceHead', 'fit_variance', 'npr_dpm', 'sn_dpm', 'ELBO',
-           'ddpm_elbo']
+__all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'TABLEAUS', 'ODE_METHODS', 'VARIANCE_KINDS', 'Step', 'SamplerInfo', 'register', 'ddim',
+           'ddpm', 'initial_state', 'sample_iter', 'sample', 'ODEInfo', 'dormand_prince', 'odeint', 'euler', 'heun',
+           'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde',
+           'analytic_dpm', 'fit_grid', 'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
 
 # %% ../nbs/04_samplers.ipynb #c006
 @dataclass
@@ -27,6 +29,7 @@ class Step:
     x0: Tensor
     nfe: int
 
+# %% ../nbs/04_samplers.ipynb #c007
 @dataclass
 class SamplerInfo:
     "What `SAMPLERS` says of a method."
@@ -38,28 +41,30 @@ class SamplerInfo:
     doc: str = ''
     fn: object = None
     grid: str = 'auto'         # the time grid that kind='auto' means for this method
+    reversible: bool = False   # also runs ascending grids (deterministic steps: inversion, encoding)
     def __repr__(self): return f"{self.name}: order {self.order}, {'stochastic' if self.stochastic else 'deterministic'}, options {self.options}"
 
+# %% ../nbs/04_samplers.ipynb #c008
 SAMPLERS = {}
 SAMPLER_ALIASES = {'dpm++2m': 'dpmpp_2m', 'dpm++_2m': 'dpmpp_2m', 'dpmsolver++': 'dpmpp_2m', 'dpmsolvermultistep': 'dpmpp_2m', 'k_dpmpp_2m': 'dpmpp_2m',
                    'dpm++3m': 'dpmpp_3m', 'dpm++2m_sde': 'dpmpp_2m_sde', 'k_dpmpp_2m_sde': 'dpmpp_2m_sde', 'rk45': 'dopri5', 'k_heun': 'heun', 'k_euler': 'euler'}   # diffusers' and k-diffusion's names
 
-def register(name, order, stochastic, evals, grid='auto', **options):
+def register(name, order, stochastic, evals, grid='auto', reversible=False, **options):
     "Decorator adding a method's step generator to SAMPLERS."
     def deco(fn):
-        SAMPLERS[name] = SamplerInfo(name, order, stochastic, evals, options, (fn.__doc__ or '').strip(), fn, grid)
+        SAMPLERS[name] = SamplerInfo(name, order, stochastic, evals, options, (fn.__doc__ or '').strip(), fn, grid, reversible)
         return fn
     return deco
 
-# %% ../nbs/04_samplers.ipynb #c008
+# %% ../nbs/04_samplers.ipynb #c010
 class _Run:
     "State shared by the step functions of one sampling run: the grid's coefficients and the Denoiser call."
     def __init__(self, den:Denoiser, grid:Tensor, like:Tensor, y, generator, dtype):
         P = self.path = den.path
         self.den, self.grid, self.like, self.y, self.generator, self.dtype = den, grid, like, y, generator, dtype
         self.diag = isinstance(P, DiagonalPath)
-        self.N = len(grid) - 1
-        a, s, da, ds = P._alpha(grid), P._sigma(grid), P._dalpha(grid), P._dsigma(grid)
+        self.N, self.ascending = len(grid) - 1, bool(grid[-1] > grid[0])
+        a, s, da, ds = P.coefs(grid)
         if self.diag: a, s, da, ds = (v.expand(len(grid), P.dim) for v in (a, s, da, ds))
         self.a, self.s, self.da, self.ds = a, s, da, ds                    # float64, (N+1,) or (N+1, d)
         self.f = da / a
@@ -72,35 +77,51 @@ class _Run:
     def K(self, v:Tensor) -> list:
         "Per-grid-point coefficients for the step loop: Python floats on scalar paths, tensors per coordinate on diagonal ones."
         return v.tolist() if not self.diag else list(v.to(dtype=self.dtype, device=self.like.device).unbind(0))
-    def coefs_at(self, t:float) -> tuple:
-        "(a, s, da, ds) at any time t in the path's range, in the loop's form."
-        t64, P = as_time(t), self.path
-        return tuple(self.K(v.reshape(1, -1) if self.diag else v.reshape(1))[0] for v in (P._alpha(t64), P._sigma(t64), P._dalpha(t64), P._dsigma(t64)))
-    def D(self, z:Tensor, i:int, need_eps:bool=True) -> tuple:
-        "(x0, eps) in basis coordinates at grid point i (eps is None when not needed and the net predicts x0)."
-        x0, eps = self.den.predict(self.path.from_basis(z, self.like), self.tb[i], self.y, z=z, need_eps=need_eps,
-                                   coefs=Coefs(self.ca[i], self.cs[i], self.cda[i], self.cds[i]))
-        self.last = (z, x0, eps, self.ca[i], self.cs[i])
-        return x0, eps
-    def D_at(self, z:Tensor, t:float, need_eps:bool=True) -> tuple:
-        "(x0, eps) at any time t in the path's range (Runge-Kutta stages, churned noise levels)."
-        a, s, da, ds = self.coefs_at(t)
-        x0, eps = self.den.predict(self.path.from_basis(z, self.like), torch.full((1,), t, dtype=z.dtype, device=z.device).expand(z.shape[0]),
-                                   self.y, z=z, need_eps=need_eps, coefs=Coefs(a, s, da, ds))
-        self.last = (z, x0, eps, a, s)
-        return x0, eps
-    def eps_last(self):
-        "The noise estimate of the latest Denoiser call (computed now if the call did not need it)."
-        z, x0, eps, a, s = self.last
-        return eps if eps is not None else (z - a * x0) / s
-    def noise(self, z:Tensor) -> Tensor:
-        return torch.randn(z.shape, generator=self.generator, dtype=z.dtype, device=z.device)
-    def add_noise(self, z:Tensor, c) -> Tensor:
-        "z + c xi, skipped when c is zero."
-        if isinstance(c, float): return z.add_(self.noise(z), alpha=c) if c > 0 else z
-        return z + c * self.noise(z)
 
-# %% ../nbs/04_samplers.ipynb #c010
+# %% ../nbs/04_samplers.ipynb #c011
+@patch
+def coefs_at(self:_Run, t:float) -> tuple:
+    "(a, s, da, ds) at any time t in the path's range, in the loop's form."
+    return tuple(self.K(v.reshape(1, -1) if self.diag else v.reshape(1))[0] for v in self.path.coefs(t))
+
+@patch
+def D(self:_Run, z:Tensor, i:int, need_eps:bool=True) -> tuple:
+    "(x0, eps) in basis coordinates at grid point i (eps is None when not needed and the net predicts x0)."
+    x0, eps = self.den.predict(self.path.from_basis(z, self.like), self.tb[i], self.y, z=z, need_eps=need_eps,
+                               coefs=Coefs(self.ca[i], self.cs[i], self.cda[i], self.cds[i]))
+    self.last = (z, x0, eps, self.ca[i], self.cs[i])
+    return x0, eps
+
+# %% ../nbs/04_samplers.ipynb #c012
+@patch
+def D_at(self:_Run, z:Tensor, t:float, need_eps:bool=True) -> tuple:
+    "(x0, eps) at any time t in the path's range (Runge-Kutta stages, churned noise levels)."
+    a, s, da, ds = self.coefs_at(t)
+    x0, eps = self.den.predict(self.path.from_basis(z, self.like), torch.full((1,), t, dtype=z.dtype, device=z.device).expand(z.shape[0]),
+                               self.y, z=z, need_eps=need_eps, coefs=Coefs(a, s, da, ds))
+    self.last = (z, x0, eps, a, s)
+    return x0, eps
+
+# %% ../nbs/04_samplers.ipynb #c013
+@patch
+def eps_last(self:_Run):
+    "The noise estimate of the latest Denoiser call (computed now if the call did not need it)."
+    z, x0, eps, a, s = self.last
+    return eps if eps is not None else (z - a * x0) / s
+
+@patch
+def noise(self:_Run, z:Tensor) -> Tensor:
+    "A standard normal draw shaped like z, from the run's generator."
+    return torch.randn(z.shape, generator=self.generator, dtype=z.dtype, device=z.device)
+
+# %% ../nbs/04_samplers.ipynb #c014
+@patch
+def add_noise(self:_Run, z:Tensor, c) -> Tensor:
+    "z + c xi, skipped when c is zero."
+    if isinstance(c, float): return z.add_(self.noise(z), alpha=c) if c > 0 else z
+    return z + c * self.noise(z)
+
+# %% ../nbs/04_samplers.ipynb #c016
 def _ddpm_coefs(a:Tensor, # alpha at the descending grid times
                 s:Tensor, # sigma at the same times
                ) -> tuple:
@@ -115,16 +136,21 @@ def _ddim_coefs(r, c2):
     c2 = c2.clone(); c2[-1] = 0
     return r.K(r.a[1:]), r.K(torch.sqrt((r.s[1:]**2 - c2).clamp(min=0))), r.K(torch.sqrt(c2))
 
-@register('ddim', order=1, stochastic=True, evals=1, eta=0.)
+# %% ../nbs/04_samplers.ipynb #c017
+@register('ddim', order=1, stochastic=True, evals=1, reversible=True, eta=0.)
 def ddim(r, z, eta=0.):
-    "DDIM with eta in [0, 1]: deterministic at 0, ancestral DDPM at 1."
+    "DDIM with eta in [0, 1]: deterministic at 0, ancestral DDPM at 1; at eta 0 an ascending grid inverts it."
     if not 0 <= eta <= 1: raise ValueError(f"eta={eta}: must be in [0, 1]")
+    if r.ascending and eta > 0: raise ValueError(f"eta={eta}: an ascending grid (inversion) runs deterministic DDIM, eta=0")
     A, E, C = _ddim_coefs(r, eta**2 * _ddpm_coefs(r.a, r.s)[1])
+    EZ = [e / s for e, s in zip(E, r.cs)]                       # an x0 net: eps = (z - a x0) / s folded in, one pass fewer
+    EX = [a1 - e * a / s for a1, e, a, s in zip(A, E, r.ca, r.cs)]
     for i in range(r.N):
-        x0, eps = r.D(z, i)
-        z = r.add_noise(lincomb((A[i], x0), (E[i], eps)), C[i])
+        x0, eps = r.D(z, i, need_eps=False)
+        z = r.add_noise(lincomb((A[i], x0), (E[i], eps)) if eps is not None else lincomb((EZ[i], z), (EX[i], x0)), C[i])
         yield z, x0
 
+# %% ../nbs/04_samplers.ipynb #c018
 @register('ddpm', order=1, stochastic=True, evals=1, variance='beta_tilde')
 def ddpm(r, z, variance='beta_tilde'):
     "Ancestral DDPM: the posterior mean, with variance 'beta_tilde' (posterior) or 'beta' (forward step)."
@@ -137,21 +163,27 @@ def ddpm(r, z, variance='beta_tilde'):
         z = r.add_noise(lincomb((A[i], x0), (E[i], eps)), C[i])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c012
-def _check_grid(grid, path):
+# %% ../nbs/04_samplers.ipynb #c020
+def _check_grid(grid, path, ascending_ok:bool=False, method:str=''):
+    "grid as float64 times, strictly decreasing (or, where `ascending_ok`, strictly increasing) inside the path's range."
     g = torch.as_tensor(grid, dtype=torch.float64).flatten()
     if len(g) < 2: raise ValueError(f"grid: needs at least 2 times, got {len(g)}")
-    if not bool((g[1:] < g[:-1]).all()): raise ValueError("grid: times must be strictly decreasing (from noise to data)")
+    if not bool((g[1:] < g[:-1]).all()) and not (ascending_ok and bool((g[1:] > g[:-1]).all())):
+        runs = ("decreasing (from noise to data), or increasing (inversion)" if ascending_ok else
+                f"decreasing (from noise to data){'; ' + method + ' runs only that way (ascending grids: ' + ', '.join(m for m, i in SAMPLERS.items() if i.reversible) + ')' if method else ''}")
+        raise ValueError(f"grid: times must be strictly {runs}")
     tol = 1e-9 * max(1., abs(path.t_max))
-    if g[0] > path.t_max + tol or g[-1] < path.t_min - tol:
-        raise ValueError(f"grid: spans [{g[-1].item():g}, {g[0].item():g}], outside the path's range [t_min, t_max] = [{path.t_min}, {path.t_max}]")
+    if g.max() > path.t_max + tol or g.min() < path.t_min - tol:
+        raise ValueError(f"grid: spans [{g.min().item():g}, {g.max().item():g}], outside the path's range [t_min, t_max] = [{path.t_min}, {path.t_max}]")
     return g
 
-def _initial_state(den, n_or_xT, shape, generator, dtype, device):
+# %% ../nbs/04_samplers.ipynb #c021
+def initial_state(den, n_or_xT, shape, generator, dtype, device):
     "x at t_max: a prior draw of n samples, or the given tensor."
     P = den.path
     if isinstance(n_or_xT, Tensor):
-        if not bool(torch.isfinite(n_or_xT).all()): raise ValueError("n_or_xT: the initial state contains NaN or infinite values")
+        if not math.isfinite(n_or_xT.sum().item()) and not bool(torch.isfinite(n_or_xT).all()):   # one reduction unless it overflows
+            raise ValueError("n_or_xT: the initial state contains NaN or infinite values")
         return n_or_xT.to(dtype=dtype or n_or_xT.dtype, device=n_or_xT.device if device is None else resolve_device(device))
     if isinstance(n_or_xT, bool) or not isinstance(n_or_xT, int) or n_or_xT < 1:
         raise ValueError(f"n_or_xT={n_or_xT!r}: an int n >= 1 or a tensor (the state at t_max)")
@@ -160,30 +192,16 @@ def _initial_state(den, n_or_xT, shape, generator, dtype, device):
         if shape is None: raise ValueError("shape: needed to draw n samples (the event shape, e.g. (2,) or (1, 8, 8)); or pass the state at t_max")
     return P.prior(n_or_xT, shape, generator=generator, dtype=dtype or torch.float32, device=None if device is None else resolve_device(device))
 
-# %% ../nbs/04_samplers.ipynb #c013
+# %% ../nbs/04_samplers.ipynb #c022
 def _guided(den, scale):
     "`den` under classifier-free guidance: its net's null label gives the unconditional prediction."
     null = getattr(getattr(den, 'net', None), 'null_label', None)
     if null is None: raise ValueError(f"scale={scale!r}: classifier-free guidance needs a conditional network with a null label (e.g. dn.MLP(..., n_classes=K)); wrap other Denoisers in dn.CFG")
     return CFG(den, None, scale, y_null=null)
 
-def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, oracle, guided)
-                n_or_xT,             # number of samples (drawn from the prior) or the state at t_max
-                method:str='dpmpp_2m', # a key of SAMPLERS
-                steps:int=20,        # grid intervals (ignored by adaptive methods)
-                generator:torch.Generator|int|None=None, # source of the prior draw and of every noise draw (an int seeds a new one)
-                grid=None,           # explicit descending times (overrides steps and kind)
-                kind:str='auto',     # time_grid kind when grid is None ('auto': scaled to the data)
-                shape=None,          # event shape when n_or_xT is an int (default: the Denoiser's event_shape)
-                data_scale:float|None=None, # data RMS radius for kind='auto' (default: the Denoiser's, else sqrt(d))
-                y=None,              # label(s) for a conditional Denoiser
-                scale:float|None=None, # classifier-free guidance scale for a conditional network (None: no guidance)
-                dtype=None,          # state dtype (float32 by default; float64 for reference runs)
-                device=None,
-                progress:bool=False, # a tqdm progress bar
-                **opts,              # the method's options (see SAMPLERS[method].options)
-               ):
-    "Yield a `Step` after each step of `method`; the last one holds x0-hat at t_min."
+# %% ../nbs/04_samplers.ipynb #c023
+def _sampler_args(den, method:str, generator, opts:dict):
+    "Check what sample_iter was given: (method, generator, SamplerInfo), or a ValueError naming the argument."
     if not (hasattr(den, 'path') and hasattr(den, 'predict')):
         raise ValueError(f"den: expected a Denoiser, got {type(den).__name__}; wrap a network as dn.Denoiser(net, path, param) or use Trainer.denoiser()")
     method = check_choice('method', method, SAMPLERS, SAMPLER_ALIASES)
@@ -194,24 +212,52 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
     info = SAMPLERS[method]
     bad = [k for k in opts if k not in info.options]
     if bad: raise ValueError(f"{', '.join(bad)}: not an option of method {method!r}; its options are {', '.join(info.options) or 'none'}")
-    if scale is not None: den = _guided(den, scale)
+    return method, generator, info
+
+# %% ../nbs/04_samplers.ipynb #c024
+def _sampler_grid(den, x:Tensor, info, steps:int, grid, kind:str, data_scale) -> Tensor:
+    "The run's checked grid: `grid` as given, else time_grid with `steps` intervals of `kind` ('auto': the method's own choice)."
     P = den.path
-    x = _initial_state(den, n_or_xT, shape, generator, dtype, device)
     if grid is None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
         if kind == 'auto': kind = info.grid    # explicit first-order steps in t cannot take auto's long first jump
         if kind in ('auto', 'log_snr', 'karras') and isinstance(P, DiagonalPath): kind = 'uniform'     # no scalar noise level
         radius = (data_scale or den.data_scale or math.sqrt(x[0].numel())) if kind == 'auto' else None   # z-scored data: sqrt(d)
         grid = time_grid(P, steps, kind, data_scale=radius)
-    grid = _check_grid(grid, P)
-    r = _Run(den, grid, x, y, generator, x.dtype)
-    nfe0 = den.nfe
-    z = P.to_basis(x)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=r.N, desc=method)
-    i = 0
+    return _check_grid(grid, P, info.reversible, info.name)
+
+# %% ../nbs/04_samplers.ipynb #c025
+def _final_denoise(r, z:Tensor) -> Tensor:
+    "The state at t_min turned into x0-hat with the last noise prediction (when the method left one)."
+    if r.last is None: return z
+    aN, sN = r.K(r.a[-1:])[0], r.K(r.s[-1:])[0]
+    return lincomb((1 / aN, z), (-sN / aN, r.eps_last()))
+
+# %% ../nbs/04_samplers.ipynb #c027
+def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, oracle, guided)
+                n_or_xT,             # number of samples (drawn from the prior) or the state at t_max
+                method:str='dpmpp_2m', # a key of SAMPLERS
+                steps:int=20,        # grid intervals (ignored by adaptive methods)
+                generator:torch.Generator|int|None=None, # source of the prior draw and of every noise draw (an int seeds a new one)
+                grid=None,           # explicit times, descending (ascending for inversion with a reversible method); overrides steps and kind
+                kind:str='auto',     # time_grid kind when grid is None ('auto': scaled to the data)
+                shape=None,          # event shape when n_or_xT is an int (default: the Denoiser's event_shape)
+                data_scale:float|None=None, # data RMS radius for kind='auto' (default: the Denoiser's, else sqrt(d))
+                y=None,              # label(s) for a conditional Denoiser
+                scale:float|None=None, # classifier-free guidance scale for a conditional network (None: no guidance)
+                dtype=None,          # state dtype (float32 by default; float64 for reference runs)
+                device=None,
+                progress:bool=False, # a tqdm progress bar
+                denoise:bool=True,   # end on x0-hat from the last prediction (False: on the state at the grid's end, as inversion always does)
+                **opts,              # the method's options (see SAMPLERS[method].options)
+               ):
+    "Yield a `Step` after each step of `method`; the last one holds x0-hat at t_min."
+    method, generator, info = _sampler_args(den, method, generator, opts)
+    if scale is not None: den = _guided(den, scale)
+    P, x = den.path, initial_state(den, n_or_xT, shape, generator, dtype, device)
+    r = _Run(den, _sampler_grid(den, x, info, steps, grid, kind, data_scale), x, y, generator, x.dtype)
+    nfe0, z, i = den.nfe, P.to_basis(x), 0
+    bar = tqdm(total=r.N, desc=method) if progress else None
     steps_of = info.fn(r, z, **opts)
     while True:   # no_grad only while a step computes, never across a yield: an abandoned or interleaved run cannot leak the grad mode
         with torch.no_grad():
@@ -222,15 +268,13 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
         if not math.isfinite(z.sum().item()):   # one reduction: NaN or inf anywhere makes the sum non-finite
             raise FloatingPointError(f"{method}: non-finite values at step {i} (t={t:g}); the Denoiser or the grid is at fault")
         if bar is not None: bar.update(1)
-        final = (t <= r.ts[-1]) if not info.evals else i == r.N
-        if not final:
-            yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), den.nfe - nfe0)
-    with torch.no_grad():
-        aN, sN = r.K(r.a[-1:])[0], r.K(r.s[-1:])[0]
-        out = lincomb((1 / aN, z), (-sN / aN, r.eps_last())) if r.last is not None else z
+        if not ((t == r.ts[-1]) if not info.evals else i == r.N): yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), den.nfe - nfe0)
     if bar is not None: bar.close()
+    if r.ascending or not denoise: yield Step(i, r.ts[-1], P.from_basis(z, x), P.from_basis(x0, x), den.nfe - nfe0); return
+    with torch.no_grad(): out = _final_denoise(r, z)
     yield Step(i, r.ts[-1], P.from_basis(out, x), P.from_basis(out, x), den.nfe - nfe0)
 
+# %% ../nbs/04_samplers.ipynb #c028
 def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator=None,
            batch_size:int|None=None, # run in chunks of this many samples
            **kw) -> Tensor:
@@ -248,7 +292,7 @@ def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator
         parts.append(s.x)
     return torch.cat(parts)
 
-# %% ../nbs/04_samplers.ipynb #c019
+# %% ../nbs/04_samplers.ipynb #c034
 def _velocity(r, z, i=None, t=None):
     "pfODE drift alpha' x0 + sigma' eps in basis coordinates, at grid point i or at any time t."
     if i is not None: (x0, eps), (a, s, da, ds) = r.D(z, i, need_eps=False), (r.ca[i], r.cs[i], r.cda[i], r.cds[i])
@@ -256,80 +300,178 @@ def _velocity(r, z, i=None, t=None):
     if eps is None: return lincomb((ds / s, z), (da - ds * a / s, x0)), x0   # an x0 net: eps = (z - a x0) / s folded in, one pass fewer
     return lincomb((da, x0), (ds, eps)), x0
 
-@register('euler', order=1, stochastic=False, evals=1, grid='log_snr')
-def euler(r, z):
-    "Euler steps of the probability-flow ODE in t."
-    for i in range(r.N):
-        v, x0 = _velocity(r, z, i)
-        z = z.add(v, alpha=r.ts[i + 1] - r.ts[i])
-        yield z, x0
-
-@register('heun', order=2, stochastic=False, evals=2)
-def heun(r, z):
-    "Heun (trapezoidal predictor-corrector) steps of the probability-flow ODE in t."
-    for i in range(r.N):
-        h = r.ts[i + 1] - r.ts[i]
-        v0, x0 = _velocity(r, z, i)
-        zp = z.add(v0, alpha=h)
-        if bool((r.s[i + 1] > 0).all()):
-            v1, x0 = _velocity(r, zp, i + 1)
-            zp = z.add(v0.add_(v1), alpha=h / 2)
-        z = zp
-        yield z, x0
-
-@register('rk4', order=4, stochastic=False, evals=4)
-def rk4(r, z):
-    "Classical fourth-order Runge-Kutta steps of the probability-flow ODE in t."
-    for i in range(r.N):
-        t0, t1 = r.ts[i], r.ts[i + 1]; h = t1 - t0; tm = t0 + h / 2
-        k1, x0 = _velocity(r, z, i)
-        k2, _ = _velocity(r, z + h / 2 * k1, t=tm)
-        k3, _ = _velocity(r, z + h / 2 * k2, t=tm)
-        k4, _ = _velocity(r, z + h * k3, i + 1)
-        z = z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        yield z, x0
-
-# %% ../nbs/04_samplers.ipynb #c021
-_DP_C = [0, 1/5, 3/10, 4/5, 8/9, 1, 1]
+# %% ../nbs/04_samplers.ipynb #c036
 _DP_A = [[], [1/5], [3/40, 9/40], [44/45, -56/15, 32/9], [19372/6561, -25360/2187, 64448/6561, -212/729],
          [9017/3168, -355/33, 46732/5247, 49/176, -5103/18656], [35/384, 0, 500/1113, 125/192, -2187/6784, 11/84]]
-_DP_E = [71/57600, 0, -71/16695, 71/1920, -17253/339200, 22/525, -1/40]   # 5th minus 4th order weights
+TABLEAUS = {   # name -> (c, A, b, e): Butcher tableaus; e: error weights, b minus the embedded lower-order weights (adaptive methods)
+    'euler': ([0.], [[]], [1.], None),
+    'heun': ([0., 1.], [[], [1.]], [.5, .5], None),
+    'rk4': ([0., .5, .5, 1.], [[], [.5], [0., .5], [0., 0., 1.]], [1/6, 1/3, 1/3, 1/6], None),
+    'dopri5': ([0., 1/5, 3/10, 4/5, 8/9, 1., 1.], _DP_A, _DP_A[6] + [0.],
+               [71/57600, 0, -71/16695, 71/1920, -17253/339200, 22/525, -1/40]),   # 5th minus 4th order weights
+}
+ODE_METHODS = tuple(TABLEAUS)
 
-@register('dopri5', order=5, stochastic=False, evals=0, rtol=1e-5, atol=1e-5, max_steps=10_000)
+# %% ../nbs/04_samplers.ipynb #c037
+@dataclass
+class ODEInfo:
+    "What one integration cost: Denoiser calls, accepted and rejected steps."
+    method: str
+    nfe: int = 0        # Denoiser calls (batched)
+    steps: int = 0      # accepted steps
+    rejected: int = 0   # rejected steps (adaptive methods)
+    ts: list = field(default_factory=list)   # the accepted times
+
+# %% ../nbs/04_samplers.ipynb #c039
+def _comb(y:tuple, h:float, coefs:list, ks:list) -> tuple:
+    "y + h * sum_j coefs[j] * ks[j], elementwise over the tuple."
+    out = []
+    for m, yi in enumerate(y):
+        acc = yi
+        for c, k in zip(coefs, ks):
+            if c != 0: acc = acc.add(k[m], alpha=h * c) if acc is yi else acc.add_(k[m], alpha=h * c)   # one new tensor, then in place
+        out.append(acc)
+    return tuple(out)
+
+# %% ../nbs/04_samplers.ipynb #c040
+def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None) -> list:
+    "The stage derivatives of one explicit Runge-Kutta step."
+    c, A, _, _ = TABLEAUS[method]
+    ks = [fn(t, y) if k1 is None else k1]
+    for i in range(1, len(c)): ks.append(fn(t + c[i] * h, _comb(y, h, A[i], ks)))
+    return ks
+
+def _finite(y:tuple) -> bool: return all(math.isfinite(v.sum().item()) for v in y)
+
+# %% ../nbs/04_samplers.ipynb #c042
+def _rms(y:tuple, scale:tuple) -> float:
+    n = sum(v.numel() for v in y)
+    return math.sqrt(sum(((v / s)**2).sum().item() for v, s in zip(y, scale)) / n)
+
+def _first_step(fn, t0, y0, f0, direction, rtol, atol, span) -> float:
+    "Initial step size (Hairer, Norsett and Wanner, II.4), at most the span."
+    scale = tuple(atol + rtol * v.abs() for v in y0)
+    d0, d1 = _rms(y0, scale), _rms(f0, scale)
+    h0 = min(span, 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1)
+    f1 = fn(t0 + direction * h0, _comb(y0, direction * h0, [1.], [f0]))
+    d2 = _rms(tuple(a - b for a, b in zip(f1, f0)), scale) / h0
+    h1 = max(1e-6, h0 * 1e-3) if not max(d1, d2) > 1e-15 else (0.01 / max(d1, d2))**0.2
+    return min(100 * h0, h1, span)
+
+# %% ../nbs/04_samplers.ipynb #c043
+def _check_tol(rtol, atol):
+    for name, v in (('rtol', rtol), ('atol', atol)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
+            raise ValueError(f"{name}={v!r}: must be a finite number > 0")
+
+# %% ../nbs/04_samplers.ipynb #c045
+def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of the same shapes
+                   y:tuple,             # the state at t0, a tuple of tensors
+                   t0:float, t1:float,  # start and end (either order)
+                   rtol:float=1e-5, atol:float=1e-5,
+                   max_steps:int=10_000, # accepted plus rejected steps
+                   info:ODEInfo|None=None, # counts steps and rejections (a fresh one when None)
+                  ):
+    "Adaptive Dormand-Prince 5(4) from t0 to t1: yields (t, y) after each accepted step."
+    _check_tol(rtol, atol)
+    info, (_, _, b, db) = info if info is not None else ODEInfo('dopri5'), TABLEAUS['dopri5']
+    direction, t, k1, bad = 1. if t1 > t0 else -1., t0, fn(t0, y), 0
+    if not _finite(k1): raise FloatingPointError(f"dopri5: non-finite values at step 0 (t={t0:g}); the Denoiser or the grid is at fault")
+    h = _first_step(fn, t0, y, k1, direction, rtol, atol, abs(t1 - t0))
+    while direction * (t1 - t) > 1e-12 * max(1., abs(t1)):
+        if info.steps + info.rejected >= max_steps: raise RuntimeError(f"dopri5: did not reach t={t1:g} within max_steps={max_steps} (t={t:g}); loosen rtol/atol")
+        h = min(h, abs(t1 - t))
+        ks = _rk_stages(fn, t, y, direction * h, 'dopri5', k1)
+        yn = _comb(y, direction * h, b, ks[:6])
+        err = _comb(tuple(torch.zeros_like(v) for v in y), direction * h, db, ks)
+        e = _rms(err, tuple(atol + rtol * torch.maximum(a.abs(), z.abs()) for a, z in zip(y, yn)))
+        if not math.isfinite(e):                # a trial step that overflowed or met NaN: retry smaller, a few times
+            bad, h, info.rejected = bad + 1, h * 0.2, info.rejected + 1
+            if bad == 8: raise FloatingPointError(f"dopri5: non-finite values at step {info.steps} (t={t:g}); the Denoiser or the grid is at fault")
+            continue
+        bad = 0
+        if e <= 1:
+            t, y, k1 = t1 if h >= abs(t1 - t) else t + direction * h, yn, ks[6]
+            info.steps += 1; info.ts.append(t)
+            yield t, y
+        else: info.rejected += 1
+        h = h * min(10., max(0.2, 0.9 * max(e, 1e-10)**-0.2))
+        if h < 1e-10 * max(1., abs(t)) and direction * (t1 - t) > 1e-12 * max(1., abs(t1)):
+            raise FloatingPointError(f"dopri5: the step size fell to {h:.3g} at t={t:g} after {info.steps} steps; the Denoiser is non-finite or discontinuous just below t")
+
+# %% ../nbs/04_samplers.ipynb #c047
+def _fixed(fn, y:tuple, grid:list, method:str, info:ODEInfo|None=None, check:bool=True):
+    "A fixed-step method through the times of `grid` (either direction): yields (t, y) after each step."
+    b = TABLEAUS[method][2]
+    for t, tn in zip(grid[:-1], grid[1:]):
+        y = _comb(y, tn - t, b, _rk_stages(fn, t, y, tn - t, method))
+        if info is not None: info.steps += 1; info.ts.append(tn)
+        if check and not _finite(y): raise FloatingPointError(f"{method}: non-finite state at t={tn:g}; the Denoiser or the step size is at fault")
+        yield tn, y
+
+# %% ../nbs/04_samplers.ipynb #c048
+def odeint(fn,                    # drift fn(t:float, y:tuple) -> tuple of the same shapes
+           y0:tuple,              # initial state, a tuple of tensors
+           t0:float, t1:float,    # start and end times (either order)
+           method:str='dopri5',   # one of ODE_METHODS
+           grid=None,             # times from t0 to t1 for fixed-step methods (default: `steps` uniform ones)
+           steps:int=50,          # fixed-step intervals when no grid is given
+           rtol:float=1e-5, atol:float=1e-5, # adaptive tolerances
+           max_steps:int=10_000,  # adaptive step budget
+          ) -> tuple[tuple, ODEInfo]:
+    "Solve dy/dt = fn(t, y) from t0 to t1; returns (y(t1), ODEInfo)."
+    method = check_choice('method', method, ODE_METHODS)
+    info, y = ODEInfo(method, ts=[float(t0)]), tuple(y0)
+    if method == 'dopri5':
+        for _, y in dormand_prince(fn, y, float(t0), float(t1), rtol, atol, max_steps, info): pass
+        return y, info
+    if grid is None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
+        grid = torch.linspace(t0, t1, steps + 1, dtype=torch.float64)
+    for _, y in _fixed(fn, y, [float(g) for g in torch.as_tensor(grid, dtype=torch.float64).flatten()], method, info): pass
+    return y, info
+
+# %% ../nbs/04_samplers.ipynb #c049
+def _pf_drift(r):
+    "The run's probability-flow drift as fn(t, (z,)) for the integrator (grid times use the run's cached coefficients); `.x0` holds the last x0-hat."
+    at = {t: i for i, t in enumerate(r.ts)}
+    def drift(t, y):
+        i = at.get(t)
+        v, drift.x0 = _velocity(r, y[0], i) if i is not None else _velocity(r, y[0], t=t)
+        return (v,)
+    return drift
+
+def _pf_ode(r, z, method:str):
+    "A fixed-step method of the integrator on the probability-flow ODE over the run's grid, in either direction: yields (z, x0-hat)."
+    drift = _pf_drift(r)
+    for _, (z,) in _fixed(drift, (z,), r.ts, method, check=False): yield z, drift.x0
+
+# %% ../nbs/04_samplers.ipynb #c050
+@register('euler', order=1, stochastic=False, evals=1, grid='log_snr', reversible=True)
+def euler(r, z):
+    "Euler steps of the probability-flow ODE in t."
+    yield from _pf_ode(r, z, 'euler')
+
+@register('heun', order=2, stochastic=False, evals=2, reversible=True)
+def heun(r, z):
+    "Heun (trapezoidal predictor-corrector) steps of the probability-flow ODE in t."
+    yield from _pf_ode(r, z, 'heun')
+
+@register('rk4', order=4, stochastic=False, evals=4, reversible=True)
+def rk4(r, z):
+    "Classical fourth-order Runge-Kutta steps of the probability-flow ODE in t."
+    yield from _pf_ode(r, z, 'rk4')
+
+# %% ../nbs/04_samplers.ipynb #c052
+@register('dopri5', order=5, stochastic=False, evals=0, reversible=True, rtol=1e-5, atol=1e-5, max_steps=10_000)
 def dopri5(r, z, rtol=1e-5, atol=1e-5, max_steps=10_000):
-    "Adaptive Dormand-Prince 5(4) on the probability-flow ODE from t_max to t_min."
-    if not (rtol > 0 and atol > 0): raise ValueError(f"rtol={rtol}, atol={atol}: tolerances must be > 0")
-    t, t_end = r.ts[0], r.ts[-1]
-    h = -(t - t_end) / max(r.N, 8)
-    k1, x0 = _velocity(r, z, t=t)
-    r.t_now = t
-    accepted, failed = 0, 0
-    for _ in range(max_steps):
-        if t <= t_end: return
-        if failed == 8 or not math.isfinite(k1.sum().item()):   # NaN does not shrink away: stop, as the fixed-step samplers do
-            raise FloatingPointError(f"dopri5: non-finite values at step {accepted} (t={t:g}); the Denoiser or the grid is at fault")
-        h = max(h, t_end - t)                    # h < 0: time runs down
-        ks = [k1]
-        for j in range(1, 7):
-            zj = z + h * sum(a * k for a, k in zip(_DP_A[j], ks) if a)
-            kj, xj = _velocity(r, zj, t=max(t + _DP_C[j] * h, t_end))
-            ks.append(kj)
-        z_new = zj                                # stage 7 is the 5th-order solution (FSAL)
-        err = h * sum(e * k for e, k in zip(_DP_E, ks) if e)
-        tol = atol + rtol * torch.maximum(z.abs(), z_new.abs())
-        ratio = (err / tol).pow(2).mean().sqrt().item()
-        if not math.isfinite(ratio): failed += 1; h *= 0.2; continue   # a trial step that overflowed: retry smaller, a few times
-        failed = 0
-        if ratio <= 1:
-            t, z, k1, x0, accepted = t + h, z_new, ks[6], xj, accepted + 1
-            r.t_now = t
-            yield z, x0
-        h = h * min(5., max(0.2, 0.9 * (ratio + 1e-16) ** -0.2))
-        if abs(h) < 1e-10 * max(1., abs(t)) < t - t_end:   # far from the end, yet no step is accepted
-            raise FloatingPointError(f"dopri5: the step size fell to {h:.3g} at t={t:g} after {accepted} steps; the Denoiser is non-finite or discontinuous just below t")
-    raise RuntimeError(f"dopri5: did not reach t_min within max_steps={max_steps} (t={t:g})")
+    "Adaptive Dormand-Prince 5(4) on the probability-flow ODE from the grid's first time to its last."
+    drift, r.t_now = _pf_drift(r), r.ts[0]
+    for t, (z,) in dormand_prince(drift, (z,), r.ts[0], r.ts[-1], rtol, atol, max_steps):
+        r.t_now = t
+        yield z, drift.x0
 
-# %% ../nbs/04_samplers.ipynb #c023
+# %% ../nbs/04_samplers.ipynb #c055
 def _em_coefs(r, gamma):
     "Per step: x_{i+1} = cz x + ce eps + cn xi for the SDE family (score = -eps / sigma); the last step without noise."
     dt = r.grid[:-1] - r.grid[1:]
@@ -338,6 +480,7 @@ def _em_coefs(r, gamma):
     f, g2, s = r.f[:-1], r.g2[:-1], r.s[:-1]
     return r.K(1 - dt * f), r.K(dt * (1 + g * g) / 2 * g2 / s * -1), r.K(g * torch.sqrt(g2 * dt))
 
+# %% ../nbs/04_samplers.ipynb #c056
 @register('sde', order=1, stochastic=True, evals=1, gamma=1., grid='log_snr')
 def sde(r, z, gamma=1.):
     "Euler-Maruyama on the SDE family with gamma in [0, 1]: 0 is the pfODE, 1 the reverse SDE."
@@ -348,11 +491,13 @@ def sde(r, z, gamma=1.):
         z = r.add_noise(lincomb((CZ[i], z), (CE[i], eps)), CN[i])
         yield z, x0
 
+# %% ../nbs/04_samplers.ipynb #c057
 @register('euler_maruyama', order=1, stochastic=True, evals=1, grid='log_snr')
 def euler_maruyama(r, z):
     "Euler-Maruyama on the reverse SDE (Anderson)."
     yield from sde(r, z, 1.)
 
+# %% ../nbs/04_samplers.ipynb #c058
 @register('pc', order=1, stochastic=True, evals=2, snr=0.16, corrector_steps=1, grid='log_snr')
 def pc(r, z, snr=0.16, corrector_steps=1):
     "Predictor-corrector (Song et al.): a reverse-SDE step, then Langevin steps at the new time."
@@ -371,7 +516,7 @@ def pc(r, z, snr=0.16, corrector_steps=1):
                 z = z + step * score + torch.sqrt(2 * step) * xi
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c025
+# %% ../nbs/04_samplers.ipynb #c060
 @register('edm', order=2, stochastic=True, evals=2, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.)
 def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
     "EDM sampler (Karras et al. 2022, Algorithm 2): Heun in sigma/alpha with optional churn."
@@ -397,11 +542,12 @@ def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
         z = _times(x_next, r.ca[i + 1])
         yield z, x0
 
+# %% ../nbs/04_samplers.ipynb #c061
 def _times(v:Tensor, c) -> Tensor:
     "c v, skipping the pass when c is the number 1 (alpha = 1 on the EDM and VE paths)."
     return v if isinstance(c, float) and c == 1. else v * c
 
-# %% ../nbs/04_samplers.ipynb #c027
+# %% ../nbs/04_samplers.ipynb #c063
 def _dpm_steps(r, order:int, sde:bool=False):
     """Per step i, the coefficients of x_{i+1} = cz x_i + w0 x0_i + w1 x0_{i-1} + w2 x0_{i-2} (+ cn xi for the SDE variant):
     DPM-Solver++ of the given multistep order, of lower order while the history is short and where lambda is infinite."""
@@ -433,6 +579,7 @@ def _dpm_steps(r, order:int, sde:bool=False):
     w0 = torch.where(finite, w0, 1.)
     return [r.K(torch.nan_to_num(v, nan=0.)) for v in (cz, a[1:] * w0, a[1:] * w1, a[1:] * w2, cn)]
 
+# %% ../nbs/04_samplers.ipynb #c064
 def _multistep(r, z, order, sde=False):
     "The DPM-Solver++ loop: one x0-hat per step, combined with the previous ones."
     CZ, W0, W1, W2, CN = _dpm_steps(r, order, sde)
@@ -444,6 +591,7 @@ def _multistep(r, z, order, sde=False):
         z = r.add_noise(lincomb(*terms), CN[i])
         yield z, x0
 
+# %% ../nbs/04_samplers.ipynb #c065
 @register('dpmpp_2m', order=2, stochastic=False, evals=1)
 def dpmpp_2m(r, z):
     "DPM-Solver++(2M), multistep second order in lambda = log(alpha/sigma)."
@@ -454,12 +602,13 @@ def dpmpp_3m(r, z):
     "Multistep third order in lambda: the quadratic through the last three x0-hats, integrated exactly."
     yield from _multistep(r, z, 3)
 
+# %% ../nbs/04_samplers.ipynb #c066
 @register('dpmpp_2m_sde', order=2, stochastic=True, evals=1)
 def dpmpp_2m_sde(r, z):
     "SDE-DPM-Solver++(2M): the reverse SDE solved exactly in its linear part, second order in x0-hat."
     yield from _multistep(r, z, 2, sde=True)
 
-# %% ../nbs/04_samplers.ipynb #c029
+# %% ../nbs/04_samplers.ipynb #c068
 @register('analytic_dpm', order=1, stochastic=True, evals=1, data=None)
 def analytic_dpm(r, z, data=None):
     "Ancestral sampling with Analytic-DPM's optimal variance, the posterior variance measured on `data` (training points)."
@@ -480,7 +629,7 @@ def analytic_dpm(r, z, data=None):
         z = r.add_noise(r.add_noise(lincomb((A[i], x0), (E[i], eps)), C[i]), CX[i])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c031
+# %% ../nbs/04_samplers.ipynb #c070
 def fit_grid(den:Denoiser,           # the model the grid is for
              steps:int,              # the sampler's steps
              pilot=512,              # pilot batch: a number of prior draws or the states at t_max
@@ -496,7 +645,7 @@ def fit_grid(den:Denoiser,           # the model the grid is for
     if SAMPLERS.get(method) is None or SAMPLERS[method].stochastic: raise ValueError(f"method={method!r}: fit_grid needs a deterministic sampler ({', '.join(m for m, i in SAMPLERS.items() if not i.stochastic)})")
     P = den.path
     if isinstance(P, DiagonalPath): raise ValueError("den: fit_grid needs a scalar path (it moves points in log-SNR)")
-    xT = _initial_state(den, pilot, shape, generator, torch.float64, None)
+    xT = initial_state(den, pilot, shape, generator, torch.float64, None)
     ref = sample(den, xT, 'dopri5', rtol=rtol, atol=rtol)
     scale = den.data_scale or math.sqrt(xT[0].numel())
     starts = {k: P.log_snr(time_grid(P, steps, k, data_scale=scale)) for k in (('log_snr', 'karras', 'auto') if start == 'best' else (start,))}
@@ -517,13 +666,13 @@ def fit_grid(den:Denoiser,           # the model the grid is for
     best = res.x if res.fun <= loss(theta0) else theta0
     return grid_of(best)
 
-
-# %% ../nbs/04_samplers.ipynb #c052
+# %% ../nbs/04_samplers.ipynb #c091
 from torch import nn
 from fastcore.basics import patch
 
 VARIANCE_KINDS = ('npr', 'sn')
 
+# %% ../nbs/04_samplers.ipynb #c092
 class VarianceHead(nn.Module):
     "A second network on a frozen Denoiser: `head(x, t)` is Var[x0 | x_t] per coordinate, learned by NPR or SN regression."
     def __init__(self, net:nn.Module,   # net(x, t) returning x's shape (e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)): a log-scale correction
@@ -538,66 +687,31 @@ class VarianceHead(nn.Module):
         self.register_buffer('data_var', torch.as_tensor(data_var, dtype=torch.float32))
     def __repr__(self): return f"VarianceHead(kind={self.kind!r}, path={self.den.path!r})"
 
-# %% ../nbs/04_samplers.ipynb #c054
+# %% ../nbs/04_samplers.ipynb #c094
 @patch
 def eps_var(self:VarianceHead, x:Tensor, t) -> Tensor:
     "The head's Var[eps | x_t] per coordinate: alpha^2/(alpha^2 + sigma^2) times a learned positive factor (1 at initialisation)."
     P, t64 = self.den.path, self.den.path.check_t(t)
-    a2, s2 = P.coef(P._alpha(t64)**2, x), P.coef(P._sigma(t64)**2, x)
+    c = P.coefs(t64, x)
+    a2, s2 = c.alpha**2, c.sigma**2
     dt = next(self.net.parameters(), x).dtype        # the head's own precision, whatever the state's
     out = self.net(x.to(dt), batch_time(t64, x.to(dt))).to(x.dtype)
     return a2 / (a2 + s2) * nn.functional.softplus(out + math.log(math.e - 1))
 
+# %% ../nbs/04_samplers.ipynb #c095
 @patch
 def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
     "Var[x0 | x_t] per coordinate: sigma^2/alpha^2 Var[eps | x_t], clipped to the data's variance (J. Su, 'Topics on Diffusion Generative Models', eq. (7.11))."
     P, t64 = self.den.path, self.den.path.check_t(t)
-    r2 = P.coef((P._sigma(t64) / P._alpha(t64))**2, x)
+    c = P.coefs(t64, x)
+    r2 = (c.sigma / c.alpha)**2
     return torch.minimum(r2 * self.eps_var(x, t), self.data_var.to(x))
 
-# %% ../nbs/04_samplers.ipynb #c056
-def _variance_target(kind:str, # 'npr' or 'sn'
-                     eps:Tensor, eps_hat:Tensor, # the noise drawn and the mean model's estimate of it
-                    ) -> Tensor:
-    "The regression target for the head's Var[eps | x_t]: NPR's (eps - eps_hat)^2 or SN's eps^2 - eps_hat^2."
-    return (eps - eps_hat)**2 if kind == 'npr' else eps**2 - eps_hat**2
-
-def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
-    "The head's regression loss at (x0, t, eps), per sample."
-    P = head.den.path
-    a, s = P.coef(P._alpha(t), x0), P.coef(P._sigma(t), x0)
-    xt = a * x0 + s * eps
-    with torch.no_grad(): eps_hat = head.den.eps(xt, t)
-    err = _variance_target(head.kind, eps, eps_hat) - head.eps_var(xt, t)
-    if head.kind == 'npr': err = err * (a * a + s * s) / (a * a)     # relative to alpha^2 / (alpha^2 + sigma^2)
-    return err.pow(2).flatten(1).mean(1)
-
-def fit_variance(den:Denoiser,        # the trained mean model (kept frozen)
-                 data,                # training points (n, *event)
-                 net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)
-                 kind:str='npr',      # 'npr' (NPR-DPM) or 'sn' (SN-DPM)
-                 steps:int=400,       # optimiser steps
-                 batch_size:int=1024, lr:float=2e-3,
-                 generator:torch.Generator|None=None, # draws batches, times and noise
-                ) -> VarianceHead:
-    "Train a VarianceHead (NPR-DPM or SN-DPM of Bao et al. 2022; J. Su, 'Topics on Diffusion Generative Models', §8.4-8.5) on top of a frozen Denoiser."
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0: raise ValueError(f"steps={steps!r}: must be an integer >= 0")
-    data = torch.as_tensor(data, dtype=torch.float32)
-    head = VarianceHead(net, den, kind, data.var(0))
-    opt, P = torch.optim.Adam(net.parameters(), lr=lr), den.path
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / max(steps, 1))   # linear decay to 0: less noise in the final fit
-    for _ in range(steps):
-        x0 = data[torch.randint(0, len(data), (batch_size,), generator=generator)]
-        t = P.t_min + (P.t_max - P.t_min) * torch.rand(batch_size, generator=generator, dtype=torch.float64)
-        loss = _variance_loss(head, x0, t, torch.randn(x0.shape, generator=generator)).mean()
-        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-    return head.eval()
-
-# %% ../nbs/04_samplers.ipynb #c060
+# %% ../nbs/04_samplers.ipynb #c099
 def _head_variance(r, z, head, name):
     "Ancestral steps with the posterior mean and the variance beta_tilde^2 + lambda^2 head(x_t, t)."
     kind = name.split('_')[0]
-    if not isinstance(head, VarianceHead): raise ValueError(f"head: {name} needs head= (a VarianceHead from fit_variance(..., kind={kind!r}))")
+    if not isinstance(head, VarianceHead): raise ValueError(f"head: {name} needs head= (a VarianceHead from dn.fit_variance(..., kind={kind!r}))")
     if head.kind != kind: raise ValueError(f"head: a {head.kind!r} head was given to {name}; train one with kind={kind!r}")
     if r.diag: raise ValueError(f"{name}: needs a scalar path")
     _, bt2, lam = _ddpm_coefs(r.a, r.s)
@@ -610,6 +724,7 @@ def _head_variance(r, z, head, name):
         z = z + lam[i] * r.path.to_basis(v).sqrt() * r.noise(z)
         yield z, x0
 
+# %% ../nbs/04_samplers.ipynb #c100
 @register('npr_dpm', order=1, stochastic=True, evals=1, head=None)
 def npr_dpm(r, z, head=None):
     "Ancestral sampling with NPR-DPM's state-dependent variance (a VarianceHead of kind 'npr')."
@@ -620,7 +735,7 @@ def sn_dpm(r, z, head=None):
     "Ancestral sampling with SN-DPM's state-dependent variance (a VarianceHead of kind 'sn')."
     yield from _head_variance(r, z, head, 'sn_dpm')
 
-# %% ../nbs/04_samplers.ipynb #c063
+# %% ../nbs/04_samplers.ipynb #c103
 @dataclass
 class ELBO:
     "The terms of a DDPM chain's variational bound per sample, in nats: -log p(x0) <= prior + steps.sum(1) + decoder."
@@ -637,6 +752,7 @@ class ELBO:
         return (f"ELBO: -log p(x0) <= {m(self.nll):.4f} nats ({m(self.bits_per_dim):.4f} bits/dim) = prior {m(self.prior):.3g}"
                 f" + {self.steps.shape[1]} steps {m(self.steps.sum(1)):.4f} + decoder {m(self.decoder):.4f}")
 
+# %% ../nbs/04_samplers.ipynb #c104
 def _gauss_kl(m2, v_q, v_p):
     "KL(N(m_q, v_q) || N(m_p, v_p)) per coordinate, with m2 = (m_q - m_p)^2."
     return 0.5 * (torch.log(v_p / v_q) + (v_q + m2) / v_p - 1)
@@ -647,7 +763,35 @@ def _denoising_error(den, data, a, s, t, generator):
     xt = a * x0 + s * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
     return (x0 - den.x0(xt, torch.full((len(x0),), t, dtype=x0.dtype))).pow(2).mean().item()
 
-# %% ../nbs/04_samplers.ipynb #c065
+# %% ../nbs/04_samplers.ipynb #c106
+def _elbo_variances(variance, decoder_var, data):
+    "Check the reverse and decoder variance choices of ddpm_elbo; return decoder_var (None follows variance)."
+    ok = lambda v: v in ('beta_tilde', 'beta', 'analytic') or isinstance(v, VarianceHead)
+    if not ok(variance): raise ValueError(f"variance={variance!r}: must be 'beta_tilde', 'beta', 'analytic' or a VarianceHead")
+    if decoder_var is None: decoder_var = variance if variance == 'analytic' or isinstance(variance, VarianceHead) else 'beta'
+    if not (isinstance(decoder_var, float) and decoder_var > 0) and (not ok(decoder_var) or decoder_var == 'beta_tilde'):
+        raise ValueError(f"decoder_var={decoder_var!r}: must be 'beta', 'analytic', a float > 0 or a VarianceHead")
+    if data is None and 'analytic' in (variance, decoder_var): raise ValueError("data: variance='analytic' needs data= (training points)")
+    return decoder_var
+
+# %% ../nbs/04_samplers.ipynb #c107
+def _elbo_term(den, x0:Tensor, t:Tensor, a:float, s:float, choice, post, last:bool, chain:tuple, n_mc:int, generator) -> Tensor:
+    "One step's term per point, averaged over n_mc draws of x_t: the decoder's NLL when `last`, else the KL of q and p."
+    total, acc = (lambda v: v.flatten(1).sum(1)), 0
+    for _ in range(n_mc):
+        xt = a * x0 + s * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        err = (x0 - den.x0(xt, t))**2
+        pv = post if choice == 'analytic' else choice(xt, t).to(x0) if isinstance(choice, VarianceHead) else None
+        if last:
+            v0 = (s / a)**2 if choice == 'beta' else choice if isinstance(choice, float) else pv
+            acc = acc + total(0.5 * torch.log(2 * math.pi * v0 * torch.ones_like(err)) + err / (2 * v0))
+        else:
+            b2, vq, lam = chain
+            vp = vq if choice == 'beta_tilde' else b2 if choice == 'beta' else vq + lam**2 * pv
+            acc = acc + total(_gauss_kl(lam**2 * err, vq * torch.ones_like(err), vp * torch.ones_like(err)))
+    return acc / n_mc
+
+# %% ../nbs/04_samplers.ipynb #c108
 def ddpm_elbo(den:Denoiser,           # the model: its posterior means define the reverse chain
               x0,                     # (B, *event) points to score
               steps:int=1000,         # number N of noisy latents, uniform in t from t_min to t_max (a DDPM path with steps=T: its own chain)
@@ -661,36 +805,18 @@ def ddpm_elbo(den:Denoiser,           # the model: its posterior means define th
     "The variational bound of the discrete DDPM chain on `grid` for `den`, at the points `x0` (J. Su, 'Topics on Diffusion Generative Models', ch. 2)."
     P = den.path
     if isinstance(P, DiagonalPath): raise ValueError("den: ddpm_elbo needs a scalar path")
-    ok = lambda v, extra=(): v in ('beta_tilde', 'beta', 'analytic') + extra or isinstance(v, VarianceHead)
-    if not ok(variance): raise ValueError(f"variance={variance!r}: must be 'beta_tilde', 'beta', 'analytic' or a VarianceHead")
-    if decoder_var is None: decoder_var = variance if variance == 'analytic' or isinstance(variance, VarianceHead) else 'beta'
-    if not (isinstance(decoder_var, float) and decoder_var > 0) and (not ok(decoder_var) or decoder_var == 'beta_tilde'):
-        raise ValueError(f"decoder_var={decoder_var!r}: must be 'beta', 'analytic', a float > 0 or a VarianceHead")
-    if data is None and 'analytic' in (variance, decoder_var): raise ValueError("data: variance='analytic' needs data= (training points)")
+    decoder_var = _elbo_variances(variance, decoder_var, data)
     if grid is None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 2): raise ValueError(f"steps={steps!r}: must be an integer >= 2")
     g = _check_grid(time_grid(P, steps - 1, 'uniform') if grid is None else grid, P)
-    a, s = P._alpha(g), P._sigma(g)
+    a, s, _, _ = P.coefs(g)
     b2, bt2, lam = _ddpm_coefs(a, s)
     x0 = torch.as_tensor(x0)
-    B, total = x0.shape[0], lambda v: v.flatten(1).sum(1)
-    ps2 = P.prior_std().item()**2
-    prior = total(_gauss_kl((a[0] * x0)**2, s[0]**2 * torch.ones_like(x0), ps2 * torch.ones_like(x0)))
+    prior = _gauss_kl((a[0] * x0)**2, s[0]**2 * torch.ones_like(x0), P.prior_std().item()**2 * torch.ones_like(x0)).flatten(1).sum(1)
     terms = []
     for j in range(len(g)):
-        last, t = j == len(g) - 1, torch.full((B,), g[j].item(), dtype=x0.dtype)
+        last, t = j == len(g) - 1, torch.full((x0.shape[0],), g[j].item(), dtype=x0.dtype)
         choice = decoder_var if last else variance
-        if choice == 'analytic': post = _denoising_error(den, data, a[j].item(), s[j].item(), g[j].item(), generator)
-        acc = 0
-        for _ in range(n_mc):
-            xt = a[j] * x0 + s[j] * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-            err = (x0 - den.x0(xt, t))**2
-            pv = post if choice == 'analytic' else choice(xt, t).to(x0) if isinstance(choice, VarianceHead) else None
-            if last:
-                v0 = (s[j] / a[j]).item()**2 if choice == 'beta' else choice if isinstance(choice, float) else pv
-                acc = acc + total(0.5 * torch.log(2 * math.pi * v0 * torch.ones_like(err)) + err / (2 * v0))
-            else:
-                vq = bt2[j].item()
-                vp = vq if choice == 'beta_tilde' else b2[j].item() if choice == 'beta' else vq + lam[j].item()**2 * pv
-                acc = acc + total(_gauss_kl(lam[j].item()**2 * err, vq * torch.ones_like(err), vp * torch.ones_like(err)))
-        terms.append(acc / n_mc)
+        post = _denoising_error(den, data, a[j].item(), s[j].item(), g[j].item(), generator) if choice == 'analytic' else None
+        chain = None if last else (b2[j].item(), bt2[j].item(), lam[j].item())
+        terms.append(_elbo_term(den, x0, t, a[j].item(), s[j].item(), choice, post, last, chain, n_mc, generator))
     return ELBO(prior, torch.stack(terms[:-1], 1), terms[-1], x0[0].numel())

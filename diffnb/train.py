@@ -19,11 +19,12 @@ from .nets import MLP, UNet, NETS
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'T_DENSITIES', 'RECIPE', 'LR_SCHEDULES', 'CKPT_FILES', 'x0_weight', 'sample_t', 'dsm_loss', 'EMA',
            'lr_at', 'TrainStep', 'default_net', 'Trainer', 'load_denoiser', 'NoisyClassifier', 'ClassifierTrainer',
-           'train_classifier']
+           'train_classifier', 'VarianceTrainer', 'fit_variance']
 
 # %% ../nbs/06_train.ipynb #c008
 WEIGHTINGS = ('native', 'x0', 'snr', 'min_snr', 'likelihood', 'edm')
 
+# %% ../nbs/06_train.ipynb #c009
 def x0_weight(weighting:str, param:str, a, s, da, ds, sigma_data:float=0.5, gamma:float=5.) -> Tensor:
     "lambda(t) that multiplies |x0-hat - x0|^2 for a weighting ('native': the plain MSE of `param`'s output)."
     snr = (a / s)**2
@@ -37,9 +38,10 @@ def x0_weight(weighting:str, param:str, a, s, da, ds, sigma_data:float=0.5, gamm
     if weighting == 'edm': r2 = (s / a)**2; return (r2 + sigma_data**2) / (r2 * sigma_data**2)
     raise ValueError(f"weighting={weighting!r} is unknown; known weightings: {', '.join(WEIGHTINGS)}")
 
-# %% ../nbs/06_train.ipynb #c010
+# %% ../nbs/06_train.ipynb #c011
 T_DENSITIES = ('uniform', 'logit_normal', 'log_snr', 'edm')
 
+# %% ../nbs/06_train.ipynb #c012
 def sample_t(path:Path, n:int, density:str='uniform', generator=None, sigma_data:float=1.,
              loc:float|None=None, scale:float|None=None) -> Tensor:
     "n training times (float64) in [t_min, t_max] from a time density."
@@ -57,7 +59,7 @@ def sample_t(path:Path, n:int, density:str='uniform', generator=None, sigma_data
     log_r = (math.log(sigma_data) - 0.5 if loc is None else loc) + (1.5 if scale is None else scale) * z
     return path.t_of_log_snr((-2 * log_r).clamp(l_lo, l_hi)).clamp(lo, hi)
 
-# %% ../nbs/06_train.ipynb #c013
+# %% ../nbs/06_train.ipynb #c015
 def dsm_loss(den:Denoiser, x0:Tensor, t:Tensor, eps:Tensor, y=None, weighting:str='native', sigma_data:float=0.5) -> Tensor:
     "Denoising score-matching loss per sample: lambda(t) * mean |x0-hat(x_t, t) - x0|^2 over coordinates."
     P = den.path
@@ -68,7 +70,7 @@ def dsm_loss(den:Denoiser, x0:Tensor, t:Tensor, eps:Tensor, y=None, weighting:st
     lam = x0_weight(weighting, den.param, *c, sigma_data)
     return (lam * (x0_hat - z0)**2).flatten(1).mean(1)
 
-# %% ../nbs/06_train.ipynb #c018
+# %% ../nbs/06_train.ipynb #c020
 class EMA:
     "Exponential moving average of a module's parameters and buffers, with warm-up."
     def __init__(self, net:nn.Module, decay:float=0.999):
@@ -83,10 +85,11 @@ class EMA:
             if e.dtype.is_floating_point: e.lerp_(p.detach(), 1 - d)
             else: e.copy_(p)
 
-# %% ../nbs/06_train.ipynb #c021
+# %% ../nbs/06_train.ipynb #c023
 RECIPE = dict(param='edm', t_density='edm', lr=2e-3, warmup=200, lr_schedule='cosine', batch_size=1024, ema=0.999)
 LR_SCHEDULES = ('constant', 'cosine', 'inverse_sqrt')
 
+# %% ../nbs/06_train.ipynb #c024
 def lr_at(step:int,                # the optimiser step, counted from 1
           lr:float,                # the peak learning rate
           warmup:int=0,            # linear warm-up steps
@@ -100,7 +103,7 @@ def lr_at(step:int,                # the optimiser step, counted from 1
     frac = min(1., (step - warmup) / max(1, total - warmup))
     return lr * 0.5 * (1 + math.cos(math.pi * frac))
 
-# %% ../nbs/06_train.ipynb #c025
+# %% ../nbs/06_train.ipynb #c028
 @dataclass
 class TrainStep:
     "One optimiser step: its number, loss, learning rate, gradient norm (before clipping) and wall time since the start of steps()."
@@ -115,6 +118,7 @@ def _from_numpy(a) -> Tensor:
     t = torch.as_tensor(a)
     return t.to(torch.get_default_dtype()) if t.is_floating_point() else t
 
+# %% ../nbs/06_train.ipynb #c029
 def _as_data(data, seed:int=0):
     "(x, y or None) from a tensor, an (x, y) pair, a Dataset or a toy name, checked."
     if isinstance(data, str):
@@ -138,7 +142,7 @@ def _as_data(data, seed:int=0):
         if bool((y < 0).any()): raise ValueError("labels: must be integers >= 0")
     return data, y
 
-# %% ../nbs/06_train.ipynb #c027
+# %% ../nbs/06_train.ipynb #c031
 def default_net(data,   # what the Trainer will train on: a tensor, an (x, y) pair, a Dataset or a toy name
                 **kw,   # the network's own options (hidden, depth, base, mults, ...)
                ) -> nn.Module:
@@ -148,6 +152,7 @@ def default_net(data,   # what the Trainer will train on: a tensor, an (x, y) pa
     if x.dim() == 4: return UNet(x.shape[1], n_classes=n_classes, **kw)
     return MLP(math.prod(x.shape[1:]), n_classes=n_classes, **kw)
 
+# %% ../nbs/06_train.ipynb #c032
 def _check_number(name:str, value, lo=None, hi=None, integer:bool=False, strict_lo:bool=False, none_ok:bool=False):
     "value as an int or float in [lo, hi] ((lo, hi] with strict_lo), or a ValueError naming the argument, the value and what is allowed."
     if value is None and none_ok: return None
@@ -160,9 +165,10 @@ def _check_number(name:str, value, lo=None, hi=None, integer:bool=False, strict_
         raise ValueError(f"{name}={value!r}: must be {allowed}{' or None' if none_ok else ''}")
     return int(value) if integer else float(value)
 
-# %% ../nbs/06_train.ipynb #c029
+# %% ../nbs/06_train.ipynb #c034
 class Trainer:
     "Trains a network as a Denoiser on a path by denoising score matching; steps() is a generator. Defaults are RECIPE."
+    default_batch = RECIPE['batch_size']   # the batch size when none is given (every point of a smaller data set)
     def __init__(self, net:nn.Module,       # net(x, t) or net(x, t, y), e.g. default_net(data)
                  path:Path|str,              # the forward path
                  data,                       # tensor (n, *event), (x, y), a Dataset or a toy name
@@ -188,107 +194,141 @@ class Trainer:
                  keep:int=3,                 # checkpoints kept in the folder (0: all)
                 ):
         if not isinstance(net, nn.Module): raise ValueError(f"net: expected an nn.Module such as dn.MLP(2) or dn.default_net(data), got {type(net).__name__}")
-        self.path = get_path(path)
-        param, weighting = check_choice('param', param, PARAMS, PARAM_ALIASES), check_choice('weighting', weighting, WEIGHTINGS)
-        t_density, lr_schedule = check_choice('t_density', t_density, T_DENSITIES), check_choice('lr_schedule', lr_schedule, LR_SCHEDULES)
-        precision = check_choice('precision', precision, ('auto', 'bf16', 'fp32'))
-        lr, ema, weight_decay = _check_number('lr', lr, 0, strict_lo=True), _check_number('ema', ema, 0, 1), _check_number('weight_decay', weight_decay, 0)
-        grad_clip = _check_number('grad_clip', grad_clip, 0, strict_lo=True, none_ok=True)
-        warmup, p_uncond = _check_number('warmup', warmup, 0, integer=True), _check_number('p_uncond', p_uncond, 0, 1)
-        total_steps = _check_number('total_steps', total_steps, 1, integer=True, none_ok=True)
-        save_every, keep = _check_number('save_every', save_every, 1, integer=True, none_ok=True), _check_number('keep', keep, 0, integer=True)
-        seed = _check_number('seed', seed, 0, integer=True)
-        sigma_data = _check_number('sigma_data', sigma_data, 0, strict_lo=True, none_ok=True)
-        t_loc, t_scale = _check_number('t_loc', t_loc, none_ok=True), _check_number('t_scale', t_scale, 0, strict_lo=True, none_ok=True)
-        if save_every is not None and folder is None: raise ValueError("folder: save_every needs a checkpoint folder")
-        if folder is not None and (FilePath(folder) / 'latest').exists():
-            raise ValueError(f"folder={str(folder)!r} already holds a run (its latest checkpoint is {(FilePath(folder) / 'latest').read_text().strip()}); "
-                             f"resume it with Trainer.load({str(folder)!r}, data=...), or choose a new folder")
-        self.x, self.y = _as_data(data, seed)
-        self.has_data = True
-        n = self.x.shape[0]
-        batch_size = min(RECIPE['batch_size'], n) if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size <= n:
-            raise ValueError(f"batch_size={batch_size!r}: must be an integer from 1 to the number of data points ({n})")
-        batch_size = int(batch_size)
-        self.device = resolve_device(device)
-        self.net = net.to(self.device)
-        self.param, self.batch_size, self.lr, self.weighting = param, batch_size, lr, weighting
-        self.t_density, self.t_loc, self.t_scale = t_density, t_loc, t_scale
-        self.grad_clip, self.warmup, self.p_uncond, self.seed = grad_clip, warmup, p_uncond, seed
-        self.lr_schedule, self.total_steps, self.auto_total = lr_schedule, total_steps, total_steps is None
-        self.sigma_data = sigma_data if sigma_data is not None else self.x.std().item()
-        self.data_scale = self.x.flatten(1).pow(2).sum(1).mean().sqrt().item()
-        self.event_shape = tuple(self.x.shape[1:])
-        self.n_classes = int(self.y.max()) + 1 if self.y is not None else None
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=weight_decay)
-        self.ema = EMA(self.net, ema)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.step, self.losses = 0, []
-        self.folder, self.save_every, self.keep = folder, save_every, keep
-        self.amp = self.device.type == 'cuda' and precision in ('auto', 'bf16')
-        self.fwd = torch.compile(self.net) if compile else self.net
-        self.hparams = dict(param=param, batch_size=batch_size, lr=lr, ema=ema, weighting=weighting, t_density=t_density, t_loc=t_loc,
-                            t_scale=t_scale, grad_clip=grad_clip, weight_decay=weight_decay, warmup=warmup, lr_schedule=lr_schedule,
-                            p_uncond=p_uncond, sigma_data=self.sigma_data, seed=seed, precision=precision)
+        self.path = self._as_path(path)
+        o = _checked_options(dict(locals()))
+        self._set_data(data, o)
+        self._set_optimiser(net, o)
     def __repr__(self): return f"Trainer(step={self.step}, param={self.param!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c031
+# %% ../nbs/06_train.ipynb #c036
+def _checked_options(o:dict) -> dict:
+    "The Trainer's keyword options, each validated (a ValueError names the argument, the value and what is allowed)."
+    o = {k: v for k, v in o.items() if k not in ('self', 'net', 'path', 'data', '__class__')}
+    o['param'], o['weighting'] = check_choice('param', o['param'], PARAMS, PARAM_ALIASES), check_choice('weighting', o['weighting'], WEIGHTINGS)
+    o['t_density'], o['lr_schedule'] = check_choice('t_density', o['t_density'], T_DENSITIES), check_choice('lr_schedule', o['lr_schedule'], LR_SCHEDULES)
+    o['precision'] = check_choice('precision', o['precision'], ('auto', 'bf16', 'fp32'))
+    bounds = dict(lr=dict(lo=0, strict_lo=True), ema=dict(lo=0, hi=1), weight_decay=dict(lo=0), p_uncond=dict(lo=0, hi=1),
+                  grad_clip=dict(lo=0, strict_lo=True, none_ok=True), warmup=dict(lo=0, integer=True), seed=dict(lo=0, integer=True),
+                  total_steps=dict(lo=1, integer=True, none_ok=True), save_every=dict(lo=1, integer=True, none_ok=True),
+                  keep=dict(lo=0, integer=True), sigma_data=dict(lo=0, strict_lo=True, none_ok=True), t_loc=dict(none_ok=True),
+                  t_scale=dict(lo=0, strict_lo=True, none_ok=True))
+    for name, b in bounds.items(): o[name] = _check_number(name, o[name], **b)
+    if o['save_every'] is not None and o['folder'] is None: raise ValueError("folder: save_every needs a checkpoint folder")
+    return o
+
+# %% ../nbs/06_train.ipynb #c037
+@patch
+def _set_data(self:Trainer, data, o:dict):
+    "Read the data and the batch size; refuse a folder that already holds a run (resume it with Trainer.load instead)."
+    folder = o['folder']
+    if folder is not None and (FilePath(folder) / 'latest').exists():
+        raise ValueError(f"folder={str(folder)!r} already holds a run (its latest checkpoint is {(FilePath(folder) / 'latest').read_text().strip()}); "
+                         f"resume it with Trainer.load({str(folder)!r}, data=...), or choose a new folder")
+    self.x, self.y = _as_data(data, o['seed'])
+    self.has_data, n = True, self.x.shape[0]
+    b = min(self.default_batch, n) if o['batch_size'] is None else o['batch_size']
+    if isinstance(b, bool) or not isinstance(b, numbers.Integral) or not 1 <= b <= n:
+        raise ValueError(f"batch_size={b!r}: must be an integer from 1 to the number of data points ({n})")
+    o['batch_size'] = int(b)
+    self.sigma_data = o['sigma_data'] if o['sigma_data'] is not None else self.x.std().item()
+    self.data_scale = self.x.flatten(1).pow(2).sum(1).mean().sqrt().item()
+    self.event_shape = tuple(self.x.shape[1:])
+    self.n_classes = int(self.y.max()) + 1 if self.y is not None else None
+
+# %% ../nbs/06_train.ipynb #c038
+@patch
+def _set_optimiser(self:Trainer, net:nn.Module, o:dict):
+    "The network on the device, AdamW, the EMA, the generator, precision, compile; `hparams` records the options a checkpoint keeps."
+    self.device = resolve_device(o['device'])
+    self.net = net.to(self.device)
+    for k in ('param', 'batch_size', 'lr', 'weighting', 't_density', 't_loc', 't_scale', 'grad_clip', 'warmup', 'p_uncond', 'seed',
+              'lr_schedule', 'total_steps', 'folder', 'save_every', 'keep'): setattr(self, k, o[k])
+    self.auto_total = o['total_steps'] is None
+    self.opt = torch.optim.AdamW(self.net.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
+    self.ema = EMA(self.net, o['ema'])
+    self.gen = torch.Generator().manual_seed(o['seed'])
+    self.step, self.losses = 0, []
+    self.amp = self.device.type == 'cuda' and o['precision'] in ('auto', 'bf16')
+    self.fwd = torch.compile(self.net) if o['compile'] else self.net
+    self.hparams = {k: o[k] for k in ('param', 'batch_size', 'lr', 'ema', 'weighting', 't_density', 't_loc', 't_scale', 'grad_clip',
+                                      'weight_decay', 'warmup', 'lr_schedule', 'p_uncond', 'seed', 'precision')}
+    self.hparams['sigma_data'] = self.sigma_data
+
+# %% ../nbs/06_train.ipynb #c040
+@patch
+def _as_path(self:Trainer, path) -> Path:
+    "The corruption the objective trains against: a forward path (a trainer of another objective overrides this)."
+    return get_path(path)
+
 @patch
 def denoiser(self:Trainer, ema:bool=True, net:nn.Module|None=None) -> Denoiser:
     "The trained model as a Denoiser (the EMA weights by default)."
     net = net if net is not None else (self.ema.net if ema else self.net)
     return Denoiser(net, self.path, self.param, sigma_data=self.sigma_data, data_scale=self.data_scale, event_shape=self.event_shape)
 
+# %% ../nbs/06_train.ipynb #c041
 @patch
-def _batch(self:Trainer):
+def model(self:Trainer, ema:bool=True):
+    "What training makes: here the Denoiser (a trainer of another objective returns its own model)."
+    return self.denoiser(ema)
+
+# %% ../nbs/06_train.ipynb #c043
+@patch
+def _indices(self:Trainer) -> Tensor:
+    "The data rows of the next batch."
+    return torch.randint(0, self.x.shape[0], (self.batch_size,), generator=self.gen)
+
+# %% ../nbs/06_train.ipynb #c044
+@patch
+def _batch(self:Trainer) -> tuple:
     "(x0, y, t, eps) of the next batch, drawn from the trainer's generator."
-    g = self.gen
-    idx = torch.randint(0, self.x.shape[0], (self.batch_size,), generator=g)
-    x0 = self.x[idx]
-    y = None
-    if self.y is not None:
-        y = self.y[idx]
+    g, idx = self.gen, self._indices()
+    x0, y = self.x[idx], None if self.y is None else self.y[idx]
     if y is not None and self.p_uncond > 0:
         null = getattr(self.net, 'null_label', None)
         null = self.n_classes if null is None else null
         y = torch.where(torch.rand(self.batch_size, generator=g) < self.p_uncond, torch.full_like(y, null), y)
     t = sample_t(self.path, self.batch_size, self.t_density, g, self.sigma_data, self.t_loc, self.t_scale)
     eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
-    dev = self.device
-    return x0.to(dev), None if y is None else y.to(dev), t.to(dev), eps.to(dev)
+    return tuple(None if v is None else v.to(self.device) for v in (x0, y, t, eps))
 
+# %% ../nbs/06_train.ipynb #c045
 @patch
 def loss(self:Trainer, batch:tuple) -> Tensor:
-    "The objective on a batch (x0, y, t, eps): denoising score matching; a trainer of another objective overrides this alone."
+    "The objective on a batch (x0, y, t, eps): denoising score matching; a trainer of another objective overrides this and _batch."
     x0, y, t, eps = batch
     return dsm_loss(self.denoiser(net=self.fwd), x0, t, eps, y, self.weighting, self.sigma_data).mean()
 
+# %% ../nbs/06_train.ipynb #c047
+@patch
+def _nonfinite(self:Trainer, what:str, t:Tensor, also:str='') -> FloatingPointError:
+    "The error for a non-finite loss or gradient norm: the step, the batch's times and where the last good checkpoint is."
+    saved = f"; the last good checkpoint is in {self.folder}" if self.folder and self.save_every else ''
+    return FloatingPointError(f"{what} at step {self.step + 1}{also} (t in [{t.min().item():.4g}, {t.max().item():.4g}]); the update was not applied{saved}")
+
+# %% ../nbs/06_train.ipynb #c048
 @patch
 def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
-    "One optimiser step (on `batch` = (x0, y, t, eps) when given, else on the next drawn batch)."
+    "One optimiser step (on `batch` when given, else on the next drawn batch)."
     if not self.has_data: raise ValueError("data: this Trainer was loaded without data; pass data= to Trainer.load to train (sampling needs none)")
-    t0 = time.perf_counter()
+    t0, lr = time.perf_counter(), lr_at(self.step + 1, self.lr, self.warmup, self.lr_schedule, self.total_steps)
     self.net.train()
-    x0, y, t, eps = batch if batch is not None else self._batch()
-    lr = lr_at(self.step + 1, self.lr, self.warmup, self.lr_schedule, self.total_steps)
+    batch = batch if batch is not None else self._batch()
     for group in self.opt.param_groups: group['lr'] = lr
-    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp): loss = self.loss((x0, y, t, eps))
-    where = lambda: (f" (t in [{t.min().item():.4g}, {t.max().item():.4g}]); the update was not applied"
-                     + (f"; the last good checkpoint is in {self.folder}" if self.folder and self.save_every else ''))
-    if not math.isfinite(loss.item()): raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1}{where()}")
+    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp): loss = self.loss(batch)
+    if not math.isfinite(loss.item()): raise self._nonfinite(f"loss is {loss.item()}", batch[2])
     self.opt.zero_grad(set_to_none=True)
     loss.backward()
     gn = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip if self.grad_clip else float('inf')).item()
     if not math.isfinite(gn):
         self.opt.zero_grad(set_to_none=True)
-        raise FloatingPointError(f"gradient norm is {gn} at step {self.step + 1} with a finite loss {loss.item():.4g}{where()}")
-    self.opt.step()
-    self.ema.update(self.net)
+        raise self._nonfinite(f"gradient norm is {gn}", batch[2], f" with a finite loss {loss.item():.4g}")
+    self.opt.step(); self.ema.update(self.net)
     self.step += 1
     self.losses.append(loss.item())
     return TrainStep(self.step, loss.item(), lr, gn, time.perf_counter() - t0)
 
+# %% ../nbs/06_train.ipynb #c049
 @patch
 def steps(self:Trainer, n:int):
     "Yield a TrainStep after each of n more optimiser steps (saving checkpoints every save_every steps)."
@@ -303,7 +343,7 @@ def steps(self:Trainer, n:int):
             if getattr(self, 'rank', 0) == 0: self.save(self.folder, gens)
         yield s
 
-# %% ../nbs/06_train.ipynb #c033
+# %% ../nbs/06_train.ipynb #c051
 def _fsync_write(path:FilePath, data:bytes):
     with open(path, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
 
@@ -312,6 +352,7 @@ def _fsync_dir(path:FilePath):
     try: os.fsync(fd)
     finally: os.close(fd)
 
+# %% ../nbs/06_train.ipynb #c052
 def _net_spec(net:nn.Module) -> dict|None:
     "Class and constructor arguments of a net that records them (diffnb's nets do, in .config)."
     cfg = getattr(net, 'config', None)
@@ -319,11 +360,28 @@ def _net_spec(net:nn.Module) -> dict|None:
     registered = NETS.get(type(net).__name__) is type(net)
     return {'class': type(net).__name__ if registered else f"{type(net).__module__}.{type(net).__qualname__}", 'kwargs': cfg}
 
-def _path_spec(path:Path) -> dict:
-    return {'name': path.name, 'params': path.params(), 't_min': path.t_min, 't_max': path.t_max, 'repr': repr(path)}
+def _path_spec(path) -> dict:
+    "What a checkpoint records of a corruption: a Path's name, parameters and time range, or another's class and recorded arguments (.config)."
+    if isinstance(path, Path): return {'name': path.name, 'params': path.params(), 't_min': path.t_min, 't_max': path.t_max, 'repr': repr(path)}
+    cfg = getattr(path, 'config', None)
+    return {'name': type(path).__name__, 'params': cfg if isinstance(cfg, dict) else None, 'repr': repr(path)}
+
+# %% ../nbs/06_train.ipynb #c053
+@patch(cls_method=True)
+def _spec(cls:Trainer, path) -> dict:
+    "The checkpoint record of the corruption this trainer class takes (a path by name or object, or another corruption's .config)."
+    return _path_spec(get_path(path) if isinstance(path, str) else path)
+
+@patch(cls_method=True)
+def _rebuild(cls:Trainer, spec:dict):
+    "The corruption a checkpoint records, rebuilt by name from the registered paths: nothing is imported or called."
+    try: return get_path(spec['name'], **spec['params'], t_min=spec['t_min'], t_max=spec['t_max'])
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"path: the checkpoint's path {spec.get('repr')} cannot be rebuilt by name ({e}); pass path= (the path it was trained on)") from None
 
 CKPT_FILES = ('model.safetensors', 'ema.safetensors', 'state.pt')
 
+# %% ../nbs/06_train.ipynb #c054
 def _sha256(data:bytes) -> str: return hashlib.sha256(data).hexdigest()
 
 @patch
@@ -335,11 +393,13 @@ def _data_digest(self:Trainer) -> str:
         self._digest = h.hexdigest()
     return self._digest
 
+# %% ../nbs/06_train.ipynb #c055
 @patch
 def rank_generators(self:Trainer) -> list:
     "The generator state of every process of the run (one process: this one's), for an exact resume."
     return [self.gen.get_state()]
 
+# %% ../nbs/06_train.ipynb #c056
 @patch
 def save(self:Trainer, folder:str,
          gens:list|None=None, # every rank's generator state (default: rank_generators(), which a data-parallel run gathers on all ranks)
@@ -359,7 +419,7 @@ def save(self:Trainer, folder:str,
                 'losses': torch.tensor(self.losses, dtype=torch.float64)}, buf)
     files = dict(zip(CKPT_FILES, (st_save(cpu(self.net.state_dict())), st_save(cpu(self.ema.net.state_dict())), buf.getvalue())))
     for f, b in files.items(): _fsync_write(tmp / f, b)
-    cfg = dict(step=self.step, path=_path_spec(self.path), net=_net_spec(self.net), hparams=self.hparams, data_scale=self.data_scale,
+    cfg = dict(step=self.step, trainer=type(self).__name__, path=self._spec(self.path), net=_net_spec(self.net), hparams=self.hparams, data_scale=self.data_scale,
                event_shape=list(self.event_shape), n_classes=self.n_classes, total_steps=self.total_steps, auto_total=self.auto_total,
                save_every=self.save_every, keep=self.keep, data_sha256=self._data_digest() if self.has_data else None,
                sha256={f: _sha256(b) for f, b in files.items()}, format=2)
@@ -378,7 +438,7 @@ def save(self:Trainer, folder:str,
     for stale in [*root.glob('.trash-*'), *(t for t in root.glob('.tmp-*') if t != tmp)]: shutil.rmtree(stale, ignore_errors=True)
     return final
 
-# %% ../nbs/06_train.ipynb #c034
+# %% ../nbs/06_train.ipynb #c057
 def _checkpoint_dir(folder) -> FilePath:
     "The checkpoint `latest` points to (or the folder itself if it is a checkpoint), checked."
     root = FilePath(folder)
@@ -393,6 +453,7 @@ def _checkpoint_dir(folder) -> FilePath:
     if missing: raise ValueError(f"folder={str(folder)!r}: checkpoint {name} is incomplete (missing {', '.join(missing)})")
     return ck
 
+# %% ../nbs/06_train.ipynb #c058
 def _build_net(spec:dict|None, net:nn.Module|None) -> nn.Module:
     "The checkpoint's network, rebuilt from a registered class (NETS) and its recorded arguments; nothing else is imported or called."
     if net is not None: return net
@@ -404,15 +465,17 @@ def _build_net(spec:dict|None, net:nn.Module|None) -> nn.Module:
                          "a checkpoint never imports code: pass net= (an instance of the same architecture), or decorate the class with register_net")
     return NETS[name](**spec['kwargs'])
 
-def _check_path(cfg:dict, path:Path|None, param:str|None):
-    "Refuse to pair a checkpoint with another path or parametrization, saying which."
+# %% ../nbs/06_train.ipynb #c059
+def _check_path(cfg:dict, want:dict|None, param:str|None, arg:str='path'):
+    "Refuse to pair a checkpoint with another corruption (`want`, its record) or parametrization, saying which."
     if param is not None and param != cfg['hparams']['param']:
         raise ValueError(f"param={param!r}: the checkpoint was trained with param={cfg['hparams']['param']!r}")
-    if path is not None:
-        want = _path_spec(path)
-        if (want['name'], want['params'], want['t_min'], want['t_max']) != tuple(cfg['path'][k] for k in ('name', 'params', 't_min', 't_max')):
-            raise ValueError(f"path={want['repr']}: the checkpoint was trained on {cfg['path']['repr']}")
+    have = cfg['path']
+    if want is None or want['params'] is None or have.get('params') is None: return      # nothing recorded to compare
+    if tuple(want.get(k) for k in ('name', 'params', 't_min', 't_max')) != tuple(have.get(k) for k in ('name', 'params', 't_min', 't_max')):
+        raise ValueError(f"{arg}={want['repr']}: the checkpoint was trained on {have['repr']}")
 
+# %% ../nbs/06_train.ipynb #c060
 def _load_file(ck:FilePath, f:str, cfg:dict, read):
     "read(path) of one checkpoint file, after its checksum; any failure names the file."
     want = (cfg.get('sha256') or {}).get(f)
@@ -421,24 +484,59 @@ def _load_file(ck:FilePath, f:str, cfg:dict, read):
     try: return read(ck / f)
     except Exception as e: raise ValueError(f"folder={str(ck)!r}: {f} cannot be read ({type(e).__name__}: {str(e)[:200]})") from e
 
-_TRAINER_ARGS = set(inspect.signature(Trainer.__init__).parameters) - {'self', 'net', 'path', 'data', 'device'}
+# %% ../nbs/06_train.ipynb #c061
+def _options(cls) -> set:
+    "The options a trainer class takes by name: its own and, through **kw, those of the classes above it."
+    names = set()
+    for c in cls.__mro__:
+        if '__init__' not in vars(c): continue
+        ps = inspect.signature(c.__init__).parameters.values()
+        names |= {p.name for p in ps if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in ps): break
+    return names - {'self', 'net', 'data', 'device', _corruption_arg(cls)}
+
+def _corruption_arg(cls) -> str:
+    "The name of a trainer class's second argument, the corruption it trains against ('path' for the Trainer)."
+    return list(inspect.signature(cls.__init__).parameters)[2]
+
+# %% ../nbs/06_train.ipynb #c062
 _SAVING = ('folder', 'save_every', 'keep')
 
-@classmethod
-def _load(cls, ckpt, net:nn.Module|None=None, data=None, path:Path|None=None, device='auto', **overrides) -> Trainer:
-    "Resume a Trainer from a checkpoint (folder; net rebuilt from the config unless given; data needed only to train on)."
-    from safetensors.torch import load_file
-    ck = _checkpoint_dir(ckpt)
-    path = None if path is None else get_path(path)
+def _read_config(ck:FilePath, cls) -> dict:
+    "A checkpoint's config.json, refused if it is not JSON or was written by another trainer class."
     try: cfg = json.loads((ck / 'config.json').read_text())
     except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"folder={str(ck)!r}: config.json is not valid JSON ({e})") from e
+    kind = cfg.get('trainer')                  # absent in checkpoints written before trainers of other objectives
+    if kind is not None and kind != cls.__name__: raise ValueError(f"folder={str(ck)!r}: holds a {kind} checkpoint; load it with {kind}.load")
+    return cfg
+
+# %% ../nbs/06_train.ipynb #c063
+def _restore(tr:Trainer, ck:FilePath, cfg:dict):
+    "Load the weights, EMA, optimiser, generators, step and losses of checkpoint `ck` into `tr`, each file checked."
+    from safetensors.torch import load_file
+    dev = str(tr.device)
+    tr.net.load_state_dict(_load_file(ck, 'model.safetensors', cfg, lambda f: load_file(f, device=dev)))
+    tr.ema.net.load_state_dict(_load_file(ck, 'ema.safetensors', cfg, lambda f: load_file(f, device=dev)))
+    st = _load_file(ck, 'state.pt', cfg, lambda f: torch.load(f, weights_only=True, map_location=tr.device))
+    tr.opt.load_state_dict(st['opt']); tr.gen.set_state(st['gen'].cpu())
+    tr.saved_generators = [g.cpu() for g in st.get('gens', [st['gen']])]   # distribute() gives each rank its own
+    tr.step, tr.ema.updates, tr.losses = int(st['step']), int(st['ema_updates']), st['losses'].tolist()
+    tr.data_scale, tr.event_shape, tr.n_classes = cfg['data_scale'], tuple(cfg['event_shape']), cfg.get('n_classes', tr.n_classes)
+
+# %% ../nbs/06_train.ipynb #c064
+@patch(cls_method=True)
+def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, device='auto', **overrides) -> Trainer:
+    "Resume a trainer from a checkpoint folder (net rebuilt from the config unless given; data needed only to train on)."
+    ck, arg = _checkpoint_dir(ckpt), _corruption_arg(cls)
+    if path is None: path = overrides.pop(arg, None)                    # a trainer of another objective names its corruption itself
+    cfg = _read_config(ck, cls)
     if 'param' in overrides: overrides['param'] = check_choice('param', overrides['param'], PARAMS, PARAM_ALIASES)
-    _check_path(cfg, path, overrides.get('param'))
-    unknown = set(overrides) - _TRAINER_ARGS
-    if unknown: raise ValueError(f"{sorted(unknown)[0]}: not an option of Trainer; known: {', '.join(sorted(_TRAINER_ARGS))}")
-    P = path if path is not None else get_path(cfg['path']['name'], **cfg['path']['params'], t_min=cfg['path']['t_min'], t_max=cfg['path']['t_max'])
-    net = _build_net(cfg['net'], net)
-    hp = {k: v for k, v in cfg['hparams'].items() if k in _TRAINER_ARGS}
+    _check_path(cfg, None if path is None else cls._spec(path), overrides.get('param'), arg)
+    known = _options(cls)
+    unknown = set(overrides) - known
+    if unknown: raise ValueError(f"{sorted(unknown)[0]}: not an option of {cls.__name__}; known: {', '.join(sorted(known))}")
+    P, net = path if path is not None else cls._rebuild(cfg['path']), _build_net(cfg['net'], net)
+    hp = {k: v for k, v in cfg['hparams'].items() if k in known}
     saving = {k: overrides.pop(k) if k in overrides else cfg.get(k) for k in _SAVING}
     if saving['folder'] is None and saving['save_every']: saving['folder'] = str(ck.parent if ck.name.startswith(('ckpt-', '.trash-ckpt-')) else ck)
     hp.update(overrides, total_steps=overrides.get('total_steps', cfg.get('total_steps')))
@@ -452,22 +550,15 @@ def _load(cls, ckpt, net:nn.Module|None=None, data=None, path:Path|None=None, de
         warnings.warn(f"data: not the data this checkpoint was trained on ({tr.x.shape[0]} points now); training continues on the data given")
     tr.folder, tr.save_every, tr.keep = saving['folder'], saving['save_every'], 3 if saving['keep'] is None else saving['keep']
     tr.auto_total = bool(cfg.get('auto_total', False)) and 'total_steps' not in overrides
-    dev = str(tr.device)
-    tr.net.load_state_dict(_load_file(ck, 'model.safetensors', cfg, lambda f: load_file(f, device=dev)))
-    tr.ema.net.load_state_dict(_load_file(ck, 'ema.safetensors', cfg, lambda f: load_file(f, device=dev)))
-    st = _load_file(ck, 'state.pt', cfg, lambda f: torch.load(f, weights_only=True, map_location=tr.device))
-    tr.opt.load_state_dict(st['opt']); tr.gen.set_state(st['gen'].cpu())
-    tr.saved_generators = [g.cpu() for g in st.get('gens', [st['gen']])]   # distribute() gives each rank its own
-    tr.step, tr.ema.updates, tr.losses = int(st['step']), int(st['ema_updates']), st['losses'].tolist()
-    tr.data_scale, tr.event_shape, tr.n_classes = cfg['data_scale'], tuple(cfg['event_shape']), cfg.get('n_classes', tr.n_classes)
+    _restore(tr, ck, cfg)
     return tr
-Trainer.load = _load
 
+# %% ../nbs/06_train.ipynb #c065
 def load_denoiser(folder, path:Path|None=None, param:str|None=None, net:nn.Module|None=None, ema:bool=True, device='auto') -> Denoiser:
     "The Denoiser of a checkpoint; refuses a path or parametrization other than the one it was trained with."
     return Trainer.load(folder, net=net, path=path, device=device, **({'param': param} if param else {})).denoiser(ema)
 
-# %% ../nbs/06_train.ipynb #c036
+# %% ../nbs/06_train.ipynb #c067
 @patch
 def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
     "Train n more steps with a progress bar showing the loss."
@@ -479,6 +570,7 @@ def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
     bar.close()
     return self
 
+# %% ../nbs/06_train.ipynb #c068
 @patch
 def plot(self:Trainer, smooth:int=50) -> go.Figure:
     "The loss curve (raw and a running mean)."
@@ -493,17 +585,18 @@ def plot(self:Trainer, smooth:int=50) -> go.Figure:
 @patch
 def _repr_mimebundle_(self:Trainer, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
 
-# %% ../nbs/06_train.ipynb #c049
+# %% ../nbs/06_train.ipynb #c081
 import torch.nn.functional as F
 from .denoisers import batch_time
 
-# %% ../nbs/06_train.ipynb #c052
+# %% ../nbs/06_train.ipynb #c084
 def _unit_variance(path:Path, x:Tensor, t:Tensor, sigma_data:float) -> Tensor:
     "x_t divided by its standard deviation sqrt(alpha^2 sigma_data^2 + sigma^2), per direction of the path's basis."
     z = path.to_basis(x)
     a, s, _, _ = path.coefs(t, z)
     return path.from_basis(z / (a * a * sigma_data**2 + s * s).sqrt(), x)
 
+# %% ../nbs/06_train.ipynb #c085
 class NoisyClassifier(nn.Module):
     "A classifier of x_t on a path: (x, t) -> logits of p_t(y | x), its input scaled to unit variance; for ClassifierGuidance."
     def __init__(self, net:nn.Module,        # net(x, t) -> (B, n_classes) logits
@@ -520,13 +613,14 @@ class NoisyClassifier(nn.Module):
         "log p_t(y | x) for every class, shape (B, n_classes)."
         return torch.log_softmax(self(x, t), -1)
 
-# %% ../nbs/06_train.ipynb #c056
+# %% ../nbs/06_train.ipynb #c089
 class ClassifierTrainer(Trainer):
     "Trains a classifier of noisy inputs x_t at random t on a path by cross-entropy; a Trainer whose loss is the classifier's."
+    default_batch = 256   # the batch size when none is given (every point of a smaller data set)
     def __init__(self, net:nn.Module,      # net(x, t) -> (B, n_classes) logits, e.g. MLP(dim, out_dim=n_classes)
                  path:Path|str,             # the forward path the classifier will guide on
                  data,                      # labelled data: an (x, y) pair or a Dataset of (x, y)
-                 batch_size:int=256, lr:float=1e-3,
+                 batch_size:int|None=None, lr:float=1e-3,
                  ema:float=0.99,            # EMA decay of the weights (with warm-up)
                  t_density:str='uniform',   # training time density (see T_DENSITIES)
                  **kw,                      # the Trainer's other options (grad_clip, weight_decay, sigma_data, device, seed, folder, ...)
@@ -536,7 +630,7 @@ class ClassifierTrainer(Trainer):
         if self.y is None: raise ValueError("data: a classifier needs labels; pass an (x, y) pair")
     def __repr__(self): return f"ClassifierTrainer(step={self.step}, path={self.path!r}, data={tuple(self.x.shape)}, classes={self.n_classes}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c058
+# %% ../nbs/06_train.ipynb #c091
 @patch
 def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     "Cross-entropy of the noisy classifier on x_t = alpha x0 + sigma eps."
@@ -547,11 +641,18 @@ def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     xt = P.from_basis(c.alpha * z0 + c.sigma * P.to_basis(eps), x0)
     return F.cross_entropy(NoisyClassifier(self.fwd, P, self.sigma_data)(xt, t.to(x0.dtype)), y)
 
+# %% ../nbs/06_train.ipynb #c092
 @patch
 def classifier(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "The trained classifier (the EMA weights by default): a callable (x, t) -> logits for ClassifierGuidance."
     return NoisyClassifier(self.ema.net if ema else self.net, self.path, self.sigma_data)
 
+@patch
+def model(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
+    "What training makes: the noisy classifier."
+    return self.classifier(ema)
+
+# %% ../nbs/06_train.ipynb #c093
 def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
                      path:Path|str,   # the forward path
                      data,            # an (x, y) pair
@@ -562,3 +663,89 @@ def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
     tr = ClassifierTrainer(net, path, data, **kw)
     for _ in tr.steps(steps): pass
     return tr.classifier()
+
+# %% ../nbs/06_train.ipynb #c107
+from .samplers import VarianceHead, VARIANCE_KINDS
+
+def _variance_target(kind:str, # 'npr' or 'sn'
+                    eps:Tensor, eps_hat:Tensor, # the noise drawn and the mean model's estimate of it
+                   ) -> Tensor:
+    "The regression target for the head's Var[eps | x_t]: NPR's (eps - eps_hat)^2 or SN's eps^2 - eps_hat^2."
+    return (eps - eps_hat)**2 if kind == 'npr' else eps**2 - eps_hat**2
+
+# %% ../nbs/06_train.ipynb #c108
+def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
+    "The head's regression loss at (x0, t, eps), per sample."
+    P = head.den.path
+    c = P.coefs(t, x0)
+    xt = c.alpha * x0 + c.sigma * eps
+    with torch.no_grad(): eps_hat = head.den.eps(xt, t)
+    err = _variance_target(head.kind, eps, eps_hat) - head.eps_var(xt, t)
+    if head.kind == 'npr': err = err * (c.alpha**2 + c.sigma**2) / c.alpha**2     # relative to alpha^2 / (alpha^2 + sigma^2)
+    return err.pow(2).flatten(1).mean(1)
+
+# %% ../nbs/06_train.ipynb #c110
+class VarianceTrainer(Trainer):
+    "Trains a VarianceHead on a frozen Denoiser by NPR or SN regression; a Trainer whose loss is the head's."
+    def __init__(self, net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. MLP(d, hidden=32, depth=1, emb_dim=32)
+                 den:Denoiser,              # the trained mean model, kept frozen
+                 data,                      # training points (n, *event)
+                 kind:str='npr',            # 'npr' (NPR-DPM) or 'sn' (SN-DPM)
+                 data_var:list|None=None,   # per-coordinate data variance, the head's upper bound (default: measured on the data)
+                 batch_size:int|None=None, lr:float=2e-3, # batch size (default: 1024, or every point of a smaller data set)
+                 **kw,                      # the Trainer's other options (seed, device, folder, ...)
+                ):
+        self.kind = check_choice('kind', kind, VARIANCE_KINDS)
+        for k, v in dict(t_density='uniform', warmup=0, lr_schedule='cosine', grad_clip=None, ema=0.).items(): kw.setdefault(k, v)
+        super().__init__(net, den, data, batch_size=batch_size, lr=lr, **kw)
+        self.data_var = torch.as_tensor(self.x.var(0) if data_var is None else data_var, dtype=torch.float32)
+        self.hparams.update(kind=self.kind, data_var=self.data_var.tolist())
+    def __repr__(self): return f"VarianceTrainer(step={self.step}, kind={self.kind!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
+
+# %% ../nbs/06_train.ipynb #c111
+@patch
+def _as_path(self:VarianceTrainer, den:Denoiser) -> Path:
+    "The mean model's path; the mean model itself is kept, frozen."
+    if not isinstance(den, Denoiser): raise ValueError(f"den: expected the trained mean model as a Denoiser, got {type(den).__name__}")
+    if isinstance(den.path, DiagonalPath): raise ValueError("den: a variance head needs a scalar path (one noise level per sample)")
+    self.den = den
+    return den.path
+
+@patch
+def head(self:VarianceTrainer, ema:bool=True, net:nn.Module|None=None) -> VarianceHead:
+    "The trained head (the averaged weights by default; with ema=0 they are the last weights)."
+    net = net if net is not None else (self.ema.net if ema else self.net)
+    return VarianceHead(net, self.den, self.kind, self.data_var).eval()
+
+# %% ../nbs/06_train.ipynb #c112
+@patch
+def model(self:VarianceTrainer, ema:bool=True) -> VarianceHead:
+    "What training makes: the variance head."
+    return self.head(ema)
+
+@patch
+def loss(self:VarianceTrainer, batch:tuple) -> Tensor:
+    "The head's regression loss on the batch (x0, y, t, eps)."
+    x0, _, t, eps = batch
+    return _variance_loss(self.head(net=self.fwd).train(), x0, t, eps).mean()
+
+# %% ../nbs/06_train.ipynb #c113
+@patch(cls_method=True)
+def _spec(cls:VarianceTrainer, den) -> dict:
+    "The checkpoint record of the mean model's path."
+    return _path_spec(den.path if isinstance(den, Denoiser) else get_path(den))
+
+@patch(cls_method=True)
+def _rebuild(cls:VarianceTrainer, spec:dict):
+    raise ValueError(f"den: a variance head's checkpoint holds the head alone; pass den= (the mean model it was trained on, on {spec['repr']})")
+
+# %% ../nbs/06_train.ipynb #c114
+def fit_variance(den:Denoiser,        # the trained mean model (kept frozen)
+                 data,                # training points (n, *event)
+                 net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)
+                 kind:str='npr',      # 'npr' (NPR-DPM) or 'sn' (SN-DPM)
+                 steps:int=400,       # optimiser steps
+                 **kw,                # VarianceTrainer's options (batch_size, lr, seed, device, ...)
+                ) -> VarianceHead:
+    "Train a VarianceHead with VarianceTrainer and return it."
+    return VarianceTrainer(net, den, data, kind, **kw).fit(steps, progress=False).head()

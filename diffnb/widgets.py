@@ -15,16 +15,17 @@ from plotly.subplots import make_subplots
 from .paths import Path, get_path, time_grid, figure_bundle, check_choice, TIME_GRIDS, PATHS
 from .denoisers import Denoiser
 from .data import GaussianMixture, density_map
-from .samplers import SAMPLERS, SAMPLER_ALIASES, sample_iter, sample, fit_grid, _initial_state
-from .flows import _net_dtype
-from .train import Trainer
 
 # %% auto #0
 __all__ = ['DOCS_BASE', 'PREVIEW_METHODS', 'static_file', 'points2d', 'image_grid', 'encode_panel', 'SamplerPreview',
            'widget_snapshot_html', 'integrate_paths', 'TrajectoryExplorer', 'mismatches', 'paths_figure',
            'PathExplorer', 'TrainingMonitor', 'load_ipython_extension']
 
-# %% ../nbs/11_widgets.ipynb #c006
+# %% ../nbs/11_widgets.ipynb #c003
+from .samplers import SAMPLERS, SAMPLER_ALIASES, sample_iter, sample, fit_grid, initial_state, odeint
+from .train import Trainer
+
+# %% ../nbs/11_widgets.ipynb #c007
 DOCS_BASE = 'https://diffnb.github.io/diffnb/'   # the docs site; the offline preview rewrites it to a relative path
 
 def static_file(name:str, # a file in diffnb/static
@@ -32,7 +33,7 @@ def static_file(name:str, # a file in diffnb/static
     "The text of one of diffnb's widget scripts or styles."
     return (files('diffnb') / 'static' / name).read_text()
 
-# %% ../nbs/11_widgets.ipynb #c009
+# %% ../nbs/11_widgets.ipynb #c010
 _PROJ3 = torch.tensor([[2., -1., 0.], [1., 2., 4.]]) / torch.tensor([[5 ** .5], [21 ** .5]])
 
 def points2d(x:Tensor) -> Tensor:
@@ -43,6 +44,7 @@ def points2d(x:Tensor) -> Tensor:
     if d == 3: return x @ _PROJ3.T
     return x[:, :2].contiguous()
 
+# %% ../nbs/11_widgets.ipynb #c011
 def image_grid(x:Tensor,  # (n, C, H, W) or (n, H, W) images, data in [-1, 1]
                k:int=16,   # how many to show
               ) -> Tensor:
@@ -59,6 +61,7 @@ def image_grid(x:Tensor,  # (n, C, H, W) or (n, H, W) images, data in [-1, 1]
         out[1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (Wd + 1):1 + c * (Wd + 1) + Wd, :3] = v[j].permute(1, 2, 0).round().to(torch.uint8)
     return out
 
+# %% ../nbs/11_widgets.ipynb #c012
 def encode_panel(x:Tensor, label:str, image:bool=False) -> tuple:
     "(spec, bytes) of one panel of a frame: its label and kind, and its binary buffer."
     if image:
@@ -67,11 +70,12 @@ def encode_panel(x:Tensor, label:str, image:bool=False) -> tuple:
     p = points2d(x)
     return dict(label=label, kind='points', n=p.shape[0]), p.numpy().tobytes()
 
-# %% ../nbs/11_widgets.ipynb #c012
+# %% ../nbs/11_widgets.ipynb #c015
 def _noise_option(method:str) -> str:
     "The option of `method` that sets its noise level ('' for deterministic methods)."
     return next((k for k in ('gamma', 'eta', 'S_churn') if k in SAMPLERS[method].options), '')
 
+# %% ../nbs/11_widgets.ipynb #c016
 class SamplerPreview(anywidget.AnyWidget):
     "Watch a sampler: x_t and x0-hat after each step of `dn.sample_iter`, streamed to the browser as binary frames."
     _esm = static_file('sampler_preview.js') + '\nexport default { render: diffnbSamplerRender };\n'
@@ -96,7 +100,7 @@ class SamplerPreview(anywidget.AnyWidget):
     canvas_size = traitlets.Int(260).tag(sync=True)
     ack_ms = traitlets.Int(250).tag(sync=True)             # the browser acknowledges at most this often (cumulatively; the final frame at once)
 
-# %% ../nbs/11_widgets.ipynb #c014
+# %% ../nbs/11_widgets.ipynb #c018
 PREVIEW_METHODS = tuple(m for m, info in SAMPLERS.items() if None not in info.options.values())   # not those that need data= or head=
 
 def _check_preview(den, n, max_fps, max_inflight):
@@ -106,6 +110,7 @@ def _check_preview(den, n, max_fps, max_inflight):
     if not max_fps > 0: raise ValueError(f"max_fps={max_fps}: must be > 0")
     if isinstance(max_inflight, bool) or not isinstance(max_inflight, int) or max_inflight < 1: raise ValueError(f"max_inflight={max_inflight!r}: must be an integer >= 1")
 
+# %% ../nbs/11_widgets.ipynb #c019
 def _sp_init(self, den:Denoiser,      # what to sample (network, oracle or guided Denoiser)
              n:int=4096,               # samples per run
              method:str='dpmpp_2m', steps:int=20,
@@ -130,6 +135,8 @@ def _sp_init(self, den:Denoiser,      # what to sample (network, oracle or guide
     self.on_msg(self._on_msg)
     self.observe(lambda ch: self._on_method(), 'method')
     self._on_method(reset=False)
+
+# %% ../nbs/11_widgets.ipynb #c020
 SamplerPreview.__init__ = _sp_init
 
 def _on_method(self, reset=True):
@@ -138,6 +145,7 @@ def _on_method(self, reset=True):
     if self.noise_name and (reset or not self.noise): self.noise = float(SAMPLERS[self.method].options[self.noise_name])
 SamplerPreview._on_method = _on_method
 
+# %% ../nbs/11_widgets.ipynb #c021
 def _on_msg(self, _, content, buffers):
     "A message from a view: hello, ack, run or stop."
     kind = content.get('type') if isinstance(content, dict) else None
@@ -151,7 +159,7 @@ def _on_msg(self, _, content, buffers):
     elif kind == 'stop': self.stop()
 SamplerPreview._on_msg = _on_msg
 
-# %% ../nbs/11_widgets.ipynb #c017
+# %% ../nbs/11_widgets.ipynb #c024
 def _config(self, method:str, steps:int, noise:bool) -> dict:
     "sample_iter arguments of one sampler from the traits, checked."
     if method not in SAMPLERS: raise ValueError(f"method={method!r} is unknown; known samplers: {', '.join(SAMPLERS)}")
@@ -167,6 +175,8 @@ def _config(self, method:str, steps:int, noise:bool) -> dict:
         grid = self.grids.get((method, steps))
         if grid is None: grid = self.fit_grid(method, steps)
     return dict(method=method, steps=steps, grid=grid, kind='auto' if self.grid_kind == 'fitted' else self.grid_kind, kw=kw)
+
+# %% ../nbs/11_widgets.ipynb #c025
 SamplerPreview._config = _config
 
 def _fit_grid(self, method:str|None=None, steps:int|None=None, **kw) -> Tensor:
@@ -180,6 +190,7 @@ def _fit_grid(self, method:str|None=None, steps:int|None=None, **kw) -> Tensor:
     return g
 SamplerPreview.fit_grid = _fit_grid
 
+# %% ../nbs/11_widgets.ipynb #c026
 def _use_grid(self, grid, method:str|None=None):
     "Sample with this explicit descending grid (for `method`, default the current one); sets steps and grid_kind='fitted'."
     g = torch.as_tensor(grid, dtype=torch.float64).flatten()
@@ -189,7 +200,7 @@ def _use_grid(self, grid, method:str|None=None):
     return self
 SamplerPreview.use_grid = _use_grid
 
-# %% ../nbs/11_widgets.ipynb #c020
+# %% ../nbs/11_widgets.ipynb #c029
 def _room(self) -> bool:
     "May a frame go now? Always with no view; else while fewer than max_inflight await acknowledgement (lost ones time out)."
     if not self.views: return True
@@ -202,6 +213,7 @@ def _room(self) -> bool:
         return False
 SamplerPreview._room = _room
 
+# %% ../nbs/11_widgets.ipynb #c030
 def _send_frame(self, latest, cfgs, final:bool, elapsed:float, status:str):
     "Encode and send one frame: x_t and x0-hat of each sampler."
     image = len(latest[0].x.shape) >= 3
@@ -218,21 +230,24 @@ def _send_frame(self, latest, cfgs, final:bool, elapsed:float, status:str):
                elapsed=elapsed, panels=panels, others=[dict(step=s.i, t=s.t, nfe=s.nfe) for s in latest[1:]])
     self.send(msg, bufs)
     self._frame_bytes.append(sum(len(b) for b in bufs))
+
+# %% ../nbs/11_widgets.ipynb #c031
 SamplerPreview._send_frame = _send_frame
 
-# %% ../nbs/11_widgets.ipynb #c021
+# %% ../nbs/11_widgets.ipynb #c032
 def _stream(self, cfgs:list):
     "The sampling loop: steps, throttled frames, the final frame, the record of the run."
     grad = torch.is_grad_enabled()   # interleaved sample_iter generators enter and leave no_grad out of order: restore the mode
     try: self._stream_(cfgs)
     finally: torch.set_grad_enabled(grad)
 
+# %% ../nbs/11_widgets.ipynb #c033
 def _stream_(self, cfgs:list):
     clock, den = self.clock, self.den
     self._stop.clear(); self._acks, self._lost, self._frame_bytes, self._latency = 0, 0, [], []
     with self._cv: self._acked = self._seq
     gen = torch.Generator(device=self.device or 'cpu').manual_seed(self.seed)
-    xT = _initial_state(den, self.n, None, gen, torch.float32, self.device)
+    xT = initial_state(den, self.n, None, gen, torch.float32, self.device)
     its = [sample_iter(copy.copy(den), xT.clone(), c['method'], c['steps'], torch.Generator(device=xT.device).manual_seed(self.seed + 1),
                        grid=c['grid'], kind=c['kind'], **c['kw']) for c in cfgs]
     P = den.path; span = P.t_max - P.t_min
@@ -264,9 +279,11 @@ def _stream_(self, cfgs:list):
                          nfe=[l.nfe for l in latest if l is not None], bytes=sum(self._frame_bytes), views=self.views,
                          ack_latency=sorted(self._latency)[len(self._latency) // 2] if self._latency else None)
     self.status = status
+
+# %% ../nbs/11_widgets.ipynb #c034
 SamplerPreview._stream, SamplerPreview._stream_ = _stream, _stream_
 
-# %% ../nbs/11_widgets.ipynb #c022
+# %% ../nbs/11_widgets.ipynb #c035
 def _run(self, wait:bool=False, # sample in this thread (True) or a background one (False: the kernel stays responsive)
         ) -> SamplerPreview:
     "Sample with the current settings, streaming frames to every view."
@@ -284,6 +301,7 @@ def _run(self, wait:bool=False, # sample in this thread (True) or a background o
     else: self._thread = threading.Thread(target=go_, daemon=True, name='diffnb-preview'); self._thread.start()
     return self
 
+# %% ../nbs/11_widgets.ipynb #c036
 def _stop_run(self):
     "Stop the run in progress after its current step (its last state is still sent, as the final frame)."
     self._stop.set()
@@ -294,7 +312,7 @@ def _join(self, timeout:float|None=None) -> SamplerPreview:
     return self
 SamplerPreview.run, SamplerPreview.stop, SamplerPreview.join = _run, _stop_run, _join
 
-# %% ../nbs/11_widgets.ipynb #c026
+# %% ../nbs/11_widgets.ipynb #c040
 def _figure(self) -> go.Figure:
     "The last frame of the latest run as a plotly figure (x_t and x0-hat of each sampler)."
     if not self._latest: raise ValueError("run: no run yet (call run() first)")
@@ -307,9 +325,11 @@ def _figure(self) -> go.Figure:
             fig.add_trace(go.Scattergl(x=p[:, 0].numpy(), y=p[:, 1].numpy(), mode='markers', marker=dict(size=2), showlegend=False), row=1, col=k)
     fig.update_layout(height=320, width=320 * len(cols), margin=dict(l=30, r=10, t=40, b=30))
     return fig
+
+# %% ../nbs/11_widgets.ipynb #c041
 SamplerPreview.figure = _figure
 
-# %% ../nbs/11_widgets.ipynb #c029
+# %% ../nbs/11_widgets.ipynb #c044
 def _snapshot_state(self, max_points:int=2000) -> dict:
     "The traits, and the last frame (at most max_points per panel, base64), for a static snapshot."
     st = {k: getattr(self, k) for k in self.trait_names(sync=True) if not k.startswith('_') and k not in ('layout', 'tabbable', 'tooltip')}
@@ -325,6 +345,8 @@ def _snapshot_state(self, max_points:int=2000) -> dict:
         st['snapshot_frame'] = dict(msg=dict(type='frame', seq=self.last_run.get('frames', 0), final=True, status=self.status, step=s0.i, total=self._cfgs[0]['steps'],
                                              t=s0.t, nfe=s0.nfe, elapsed=self.last_run.get('elapsed', 0.), panels=panels), buffers=bufs)
     return st
+
+# %% ../nbs/11_widgets.ipynb #c045
 SamplerPreview.snapshot_state = _snapshot_state
 
 def widget_snapshot_html(state:dict, script:str='sampler_preview.js', render:str='diffnbSamplerRender') -> str:
@@ -335,46 +357,41 @@ def widget_snapshot_html(state:dict, script:str='sampler_preview.js', render:str
             f'<script src="{DOCS_BASE}static/{script}"></script>'
             f'<script>(function(){{ if (window.{render}) {render}({{model: diffnbStaticModel({data}), el: document.getElementById("{uid}")}}); }})();</script>')
 
+# %% ../nbs/11_widgets.ipynb #c046
 def _sp_bundle(self, **kw):
     b = anywidget.AnyWidget._repr_mimebundle_(self, **kw)
     data, meta = b if isinstance(b, tuple) else (b, {})
     return {**data, 'text/html': widget_snapshot_html(self.snapshot_state())}, meta
 SamplerPreview._repr_mimebundle_ = _sp_bundle
 
-# %% ../nbs/11_widgets.ipynb #c036
+# %% ../nbs/11_widgets.ipynb #c053
 def integrate_paths(den:Denoiser,      # the model whose flow is followed
                     x:Tensor,          # (n, d) start: prior draws (reverse) or data (forward)
                     direction:str='reverse', # 'reverse' (t_max to t_min) or 'forward' (t_min to t_max)
-                    gamma:float=0.,    # SDE noise level (0: the probability-flow ODE, Heun steps)
+                    gamma:float=0.,    # SDE noise level, as the samplers' sde (0: the probability-flow ODE, Heun steps)
                     steps:int=200,     # uniform steps in t
                     generator:torch.Generator|None=None,
                    ) -> tuple:
     "(times, states (steps+1, n, d)) of ODE (gamma=0) or SDE paths of the marginal-preserving family."
-    if direction not in ('reverse', 'forward'): raise ValueError(f"direction={direction!r}: 'reverse' or 'forward'")
+    direction = check_choice('direction', direction, ('reverse', 'forward'))
     if not gamma >= 0: raise ValueError(f"gamma={gamma}: must be >= 0")
     P = den.path
     ts = torch.linspace(P.t_max, P.t_min, steps + 1, dtype=torch.float64)
     if direction == 'forward': ts = ts.flip(0)
-    dt = _net_dtype(den) or torch.float64   # networks in their own dtype, oracles in float64
-    x = x.to(dt).clone(); out = [x.clone()]
-    sgn = 1. if direction == 'forward' else -1.
-    def drift(x, t):   # one Denoiser call: the score follows from the velocity, v = f x - g^2/2 score
-        v = den.velocity(x, t)
-        if gamma == 0: return v
-        return v + sgn * gamma * (P.f(t).item() * x - v)
+    x, sgn = x.to(den.net_dtype or torch.float64).clone(), 1. if direction == 'forward' else -1.   # networks in their own dtype, oracles in float64
+    def drift(t, y):   # one Denoiser call: the score follows from the velocity, v = f x - g^2/2 score
+        v = den.velocity(y[0], t)
+        return (v if gamma == 0 else v + sgn * gamma**2 * (P.f(t).item() * y[0] - v),)
+    out = [x]
     with torch.no_grad():
         for t, u in zip(ts[:-1].tolist(), ts[1:].tolist()):
-            h = u - t
-            if gamma == 0:   # Heun
-                k1 = drift(x, t); x1 = x + h * k1
-                x = x + h / 2 * (k1 + drift(x1, u))
-            else:            # Euler-Maruyama
+            if gamma == 0: out.append(odeint(drift, (out[-1],), t, u, 'heun', grid=[t, u])[0][0])
+            else:          # Euler-Maruyama
                 xi = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-                x = x + h * drift(x, t) + math.sqrt(gamma * P.g2(t if sgn > 0 else u).item() * abs(h)) * xi
-            out.append(x.clone())
+                out.append(out[-1] + (u - t) * drift(t, (out[-1],))[0] + gamma * math.sqrt(P.g2(t if sgn > 0 else u).item() * abs(u - t)) * xi)
     return ts, torch.stack(out)
 
-# %% ../nbs/11_widgets.ipynb #c041
+# %% ../nbs/11_widgets.ipynb #c058
 class TrajectoryExplorer(W.VBox):
     "p_t(x) over (t, x) with probability-flow ODE paths (white) and SDE paths over it, in either direction."
     def __init__(self, model,             # a GaussianMixture (exact, any path) or a Denoiser (a trained 1-D or 2-D model)
@@ -399,10 +416,11 @@ class TrajectoryExplorer(W.VBox):
         self._hold = False
         for w in (self.w_path, self.w_n, self.w_gamma, self.w_dir, self.w_axis): w.observe(lambda ch: self._hold or self.update(), 'value')
 
-# %% ../nbs/11_widgets.ipynb #c042
+# %% ../nbs/11_widgets.ipynb #c059
 def _te_den(self) -> Denoiser:
     return self.model.denoiser(self.w_path.value) if isinstance(self.model, GaussianMixture) else self.model
 
+# %% ../nbs/11_widgets.ipynb #c060
 def _te_compute(self) -> dict:
     "Density map, ODE and SDE paths for the current settings."
     den, n = self._den(), self.w_n.value
@@ -421,12 +439,14 @@ def _te_compute(self) -> dict:
     if self.normalize: d = d / d.amax(0, keepdim=True)
     return dict(ts=ts, ode=ode[..., ax], sde=sdep[..., ax], tt=tt, xs=xs, d=d, lim=lim, path=P)
 
+# %% ../nbs/11_widgets.ipynb #c061
 def _lines(ts, paths):
     "One trace's x, y: paths separated by None."
     X, Y = [], []
     for k in range(paths.shape[1]): X += ts.tolist() + [None]; Y += paths[:, k].tolist() + [None]
     return X, Y
 
+# %% ../nbs/11_widgets.ipynb #c062
 def _te_figure(self, c:dict|None=None) -> go.Figure:
     "The explorer's figure for the current settings."
     c = c or self._compute()
@@ -439,6 +459,7 @@ def _te_figure(self, c:dict|None=None) -> go.Figure:
     fig.update_xaxes(title_text='t'); fig.update_yaxes(title_text=f'x[{self.w_axis.value}]', range=[-c['lim'], c['lim']])
     return fig
 
+# %% ../nbs/11_widgets.ipynb #c063
 def _te_update(self):
     "Recompute and update the figure widget in place."
     f = self.figure()
@@ -448,6 +469,7 @@ def _te_update(self):
             for old, new in zip(self.fig.data, f.data): old.update(x=new.x, y=new.y, **({'z': new.z} if hasattr(new, 'z') else {}), name=new.name)
         self.fig.layout = f.layout
 
+# %% ../nbs/11_widgets.ipynb #c064
 def _te_set(self, path=None, n_paths=None, gamma=None, direction=None, axis=None):
     "Set several controls and redraw once."
     self._hold = True
@@ -460,9 +482,11 @@ def _te_set(self, path=None, n_paths=None, gamma=None, direction=None, axis=None
 
 TrajectoryExplorer._den, TrajectoryExplorer._compute, TrajectoryExplorer.figure, TrajectoryExplorer.update = _te_den, _te_compute, _te_figure, _te_update
 TrajectoryExplorer.set = _te_set
+
+# %% ../nbs/11_widgets.ipynb #c065
 TrajectoryExplorer._repr_mimebundle_ = lambda self, **kw: {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'TrajectoryExplorer')}
 
-# %% ../nbs/11_widgets.ipynb #c048
+# %% ../nbs/11_widgets.ipynb #c071
 def mismatches(trainer:Trainer,        # how the model was trained
                den:Denoiser|None=None, # the Denoiser the sampler will call
                path=None, param:str|None=None, # or the sampler's path and parametrization
@@ -485,9 +509,10 @@ def mismatches(trainer:Trainer,        # how the model was trained
             out.append("time direction: the grid does not run from noise to data (log-SNR must increase along it; samplers go from t_max down to t_min)")
     return out
 
-# %% ../nbs/11_widgets.ipynb #c049
+# %% ../nbs/11_widgets.ipynb #c072
 _CURVES = (('alpha', 1, 1), ('sigma', 1, 1), ('log_snr', 1, 2), ('f', 2, 1), ('g2', 2, 2))
 
+# %% ../nbs/11_widgets.ipynb #c073
 def paths_figure(paths=('vp', 'vp_cosine', 'subvp', 'linear'), # path names or Paths
                  steps:int=10, kind:str|None='log_snr', # the time grid marked on each path (kind None: none)
                 ) -> go.Figure:
@@ -509,7 +534,7 @@ def paths_figure(paths=('vp', 'vp_cosine', 'subvp', 'linear'), # path names or P
     fig.update_layout(height=520, width=820, margin=dict(l=40, r=10, t=40, b=30))
     return fig
 
-# %% ../nbs/11_widgets.ipynb #c052
+# %% ../nbs/11_widgets.ipynb #c076
 class PathExplorer(W.VBox):
     "Schedules of several paths with their sampler grids marked, and train/sample mismatch flags."
     def __init__(self, paths=('vp', 'vp_cosine', 'subvp', 'linear'), steps:int=10, kind:str='log_snr',
@@ -540,7 +565,7 @@ class PathExplorer(W.VBox):
         return found
     def _repr_mimebundle_(self, **kw): return {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'PathExplorer')}
 
-# %% ../nbs/11_widgets.ipynb #c056
+# %% ../nbs/11_widgets.ipynb #c080
 class TrainingMonitor(W.VBox):
     "Live loss and periodic EMA samples while a Trainer trains; Stop leaves a saved checkpoint."
     def __init__(self, trainer:Trainer,
@@ -567,7 +592,7 @@ class TrainingMonitor(W.VBox):
         self._stop, self._thread, self.checkpoint, self.sample_log, self.running = threading.Event(), None, None, [], False
         super().__init__([W.HBox([self.w_n, self.b_train, self.b_stop, self.label]), W.HBox([self.loss_fig, self.sample_fig])])
 
-# %% ../nbs/11_widgets.ipynb #c057
+# %% ../nbs/11_widgets.ipynb #c081
 def _tm_draw_loss(self):
     l = torch.tensor(self.trainer.losses, dtype=torch.float64)
     with self.loss_fig.batch_update():
@@ -576,10 +601,13 @@ def _tm_draw_loss(self):
             run = torch.nn.functional.avg_pool1d(l[None, None], self.smooth, 1)[0, 0]
             self.loss_fig.data[1].update(x=list(range(self.smooth, len(l) + 1)), y=run.tolist())
 
+# %% ../nbs/11_widgets.ipynb #c082
 def _tm_draw_samples(self):
-    "Sample the EMA model (fixed noise, so previews are comparable) and show them."
+    "Sample the EMA model (fixed noise, so previews are comparable) and show them; a model that is not a Denoiser shows its loss alone."
     tr = self.trainer
-    x = sample(tr.denoiser(), self.n_samples, self.method, self.sample_steps, generator=torch.Generator(device=tr.device).manual_seed(0)).cpu()
+    model = tr.model()
+    if not isinstance(model, Denoiser): self.sample_fig.layout.title = f'{type(model).__name__}: no samples to draw (loss only)'; return
+    x = sample(model, self.n_samples, self.method, self.sample_steps, generator=torch.Generator(device=tr.device).manual_seed(0)).cpu()
     self.sample_log.append((tr.step, x))
     if x.dim() >= 3: tr_ = go.Image(z=image_grid(x)[..., :3].numpy())
     else:
@@ -588,6 +616,7 @@ def _tm_draw_samples(self):
     with self.sample_fig.batch_update():
         self.sample_fig.data = []; self.sample_fig.add_trace(tr_); self.sample_fig.layout.title = f'EMA samples at step {tr.step}'
 
+# %% ../nbs/11_widgets.ipynb #c083
 def _tm_loop(self, n:int):
     tr, last = self.trainer, -float('inf')
     self._stop.clear(); self.stopped = False
@@ -601,6 +630,7 @@ def _tm_loop(self, n:int):
         self._draw_loss(); self.running = False
         self.label.value = f"{'stopped' if self.stopped else 'done'} at step {tr.step}; checkpoint {self.checkpoint}"
 
+# %% ../nbs/11_widgets.ipynb #c084
 def _tm_train(self, n:int, wait:bool=False) -> TrainingMonitor:
     "Train n more steps (in a background thread unless wait), updating the views."
     if isinstance(n, bool) or not isinstance(n, int) or n < 0: raise ValueError(f"n={n!r}: must be an integer >= 0")
@@ -613,10 +643,12 @@ def _tm_train(self, n:int, wait:bool=False) -> TrainingMonitor:
 TrainingMonitor._draw_loss, TrainingMonitor._draw_samples, TrainingMonitor._loop, TrainingMonitor.train = _tm_draw_loss, _tm_draw_samples, _tm_loop, _tm_train
 TrainingMonitor.stop = lambda self: self._stop.set()
 TrainingMonitor.stop.__doc__ = "Stop after the current step; a checkpoint is saved."
+
+# %% ../nbs/11_widgets.ipynb #c085
 TrainingMonitor.join = lambda self, timeout=None: (self._thread.join(timeout) if self._thread else None, self)[1]
 TrainingMonitor._repr_mimebundle_ = lambda self, **kw: {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.trainer.plot(), repr(self.trainer))}
 
-# %% ../nbs/11_widgets.ipynb #c061
+# %% ../nbs/11_widgets.ipynb #c089
 def load_ipython_extension(ip):
     "`%load_ext diffnb`: Paths, GaussianMixtures and Trainers display as their plotly figures."
     f = ip.display_formatter.mimebundle_formatter

@@ -132,9 +132,11 @@ def test_kernel_denoiser_and_training():
     assert model(x, torch.ones(7)).shape == (7, 2)
     fl = KernelFlow('gaussian', 'linear')
     data = torch.randn(200, 2, generator=g()) * 0.1 + 1
-    losses = [s.loss for s in kernel_flow_steps(fl, model, data, 150, batch_size=64, target='conditional', generator=g())]
-    assert len(losses) == 150 and sum(losses[-20:]) < 0.3 * sum(losses[:20])
-    with pytest.raises(ValueError, match='target'): next(kernel_flow_steps(fl, model, data, 1, target='score'))
+    tr = KernelFlowTrainer(model.net, fl, data, 'conditional', batch_size=64).fit(150, progress=False)
+    losses = tr.losses
+    assert len(losses) == 150 and sum(losses[-20:]) < 0.3 * sum(losses[:20]) and isinstance(tr.model(), KernelDenoiser)
+    with pytest.raises(ValueError, match="target='score'"): KernelFlowTrainer(model.net, fl, data, target='score')
+    with pytest.raises(ValueError, match='flow: expected a KernelFlow'): KernelFlowTrainer(model.net, 'vp', data)
 
 # rectified flow
 def _point_den(y): return dn.EmpiricalOracle(y).denoiser(dn.get_path('linear'))
@@ -165,8 +167,8 @@ def test_reflow_pairs_and_steps():
     x0, eps = x0.float(), eps.float()
     def first_losses(noise):   # identical nets and draws: only the coupling's noise differs
         torch.manual_seed(0)
-        tr = dn.Trainer(dn.MLP(2, hidden=16, depth=1), P, x0, param='velocity', batch_size=16, device='cpu')
-        steps = list(reflow_steps(tr, x0, noise, 3, generator=g()))
+        tr = ReflowTrainer(dn.MLP(2, hidden=16, depth=1), P, (x0, noise), param='velocity', batch_size=16, device='cpu')
+        steps = list(tr.steps(3))
         assert len(steps) == 3 and tr.step == 3
         return [s.loss for s in steps]
     # the steps train on the given pairs: the same coupling repeats exactly, another noise gives other losses
@@ -208,8 +210,9 @@ def test_restorer_steps_learns():
     torch.manual_seed(0)
     data = torch.randn(256, 1, 8, 8, generator=g()) * 0.1
     net = dn.MLP(64, hidden=64, depth=1)
-    losses = [s.loss for s in restorer_steps(net, Blur(levels=4), data, 100, batch_size=32, generator=g())]
+    losses = RestorerTrainer(net, Blur(levels=4), data, batch_size=32).fit(100, progress=False).losses
     assert sum(losses[-10:]) < sum(losses[:10])
+    with pytest.raises(ValueError, match='degrade: expected'): RestorerTrainer(net, lambda x, t: x, data)
 
 # masking model
 def _table(L=3, V=3, seed=0):

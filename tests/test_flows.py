@@ -179,3 +179,33 @@ def test_bad_input():
     with pytest.raises(ValueError, match='t0'): encode(den, x, t0=5.)
     with pytest.raises(ValueError, match='bin_width'): bits_per_dim(den, x, bin_width=0.)
     with pytest.raises(ValueError, match='xb'): interpolate(den, x[:2], x[:3])
+
+def test_sampler_dopri5_and_decode_are_one_integrator():
+    "From one x_T, sample(..., 'dopri5') and decode at rtol 1e-5 agree to 1e-4 on the ring oracle: one Dormand-Prince controller."
+    gm = dn.ring_mixture(8)
+    den = opaque(gm, 'vp'); p = den.path
+    xT = p.prior(256, (2,), generator=gen(3), dtype=torch.float64)
+    den.reset_nfe(); xs = dn.sample(den, xT, 'dopri5', rtol=1e-5, atol=1e-5); nfe_sample = den.nfe
+    den.reset_nfe(); xd = decode(den, xT / p.prior_std(), rtol=1e-5, atol=1e-5, denoise=True); nfe_decode = den.nfe
+    assert (xs - xd).abs().max().item() < 1e-4 * max(1., xs.abs().max().item())
+    assert abs(nfe_sample - nfe_decode) <= 2, (nfe_sample, nfe_decode)
+
+def test_inversion_and_encoding_run_through_the_sampler():
+    "DDIM inversion is the sampler's ddim on an ascending grid (equal to hand-written upward DDIM steps); encode(method='heun') is sampler heun."
+    gm = dn.ring_mixture(8); den = opaque(gm, 'vp'); p = den.path
+    x = gm.sample(128, generator=gen(4), dtype=torch.float64)
+    grid = torch.linspace(p.t_min, p.t_max, 21, dtype=torch.float64)
+    xh = x.clone()
+    for t, tn in zip(grid[:-1].tolist(), grid[1:].tolist()):   # Song et al. 2021, eq. 12 at sigma_t = 0, run upward
+        (a, s, _, _), (an, sn, _, _) = (map(float, p.coefs(u)) for u in (t, tn))
+        x0 = den.x0(xh, t); eps = (xh - a * x0) / s
+        xh = an * x0 + sn * eps
+    xi = ddim_invert(den, x, 20, kind='uniform')
+    assert (xi - xh).abs().max().item() < 1e-10
+    steps = list(dn.sample_iter(den, x, 'ddim', grid=grid))
+    assert len(steps) == 20 and steps[-1].t == p.t_max and torch.equal(steps[-1].x, xi)
+    ze = encode(den, x, 'heun', steps=20)
+    zs = dn.sample(den, x, 'heun', grid=grid) / p.prior_std()
+    assert (ze - zs).abs().max().item() < 1e-10
+    with pytest.raises(ValueError, match="dpmpp_2m runs only that way"): dn.sample(den, x, 'dpmpp_2m', grid=grid)
+    with pytest.raises(ValueError, match="eta=0.5: an ascending grid"): dn.sample(den, x, 'ddim', grid=grid, eta=0.5)

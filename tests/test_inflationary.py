@@ -115,16 +115,18 @@ def test_training_learns_the_gaussian_optimum():
     den = if_denoiser(dn.randomize_(dn.MLP(2, hidden=32, depth=1), std=1., generator=torch.Generator().manual_seed(0)), p)
     with torch.no_grad():
         l_opt, l_init = if_loss(if_denoiser(Zero(), p), xe, te, ee).mean().item(), if_loss(den, xe, te, ee).mean().item()
-    trained = fit_if(den, x, 100, batch_size=128)
-    with torch.no_grad(): l_fit = if_loss(trained, xe, te, ee).mean().item()
+    tr = IFTrainer(den.net.net, p, x, batch_size=128).fit(100, progress=False)
+    with torch.no_grad(): l_fit = if_loss(tr.model(), xe, te, ee).mean().item()
     assert l_init > 1.2 * l_opt and l_fit - l_opt < 0.3 * (l_init - l_opt)
-    assert len(trained.losses) == 100
+    assert len(tr.losses) == 100 and tr.model().path is p
 
-def test_fit_if_keeps_the_denoisers_settings():
-    p = inflationary_path(dn.toy('moons', 200), 'prp')
-    den = dn.Denoiser(dn.MLP(2, hidden=8, depth=1), p, 'edm', sigma_data=0.7, data_scale=1.3, event_shape=(2,))
-    out = fit_if(den, dn.toy('moons', 200), 2, loss=fm_loss, batch_size=16)
-    assert (out.path, out.param, out.sigma_data, out.data_scale, out.event_shape) == (p, 'edm', 0.7, 1.3, (2,))
+def test_fit_if_objectives_make_their_denoisers():
+    x = dn.toy('moons', 200)
+    p = inflationary_path(x, 'prp')
+    fm, pre = fit_if(dn.MLP(2, hidden=8, depth=1), p, x, 2, 'fm', batch_size=16), fit_if(dn.MLP(2, hidden=8, depth=1), p, x, 2, batch_size=16)
+    assert (fm.path, fm.param, fm.event_shape) == (p, 'velocity', (2,)) and isinstance(pre.net, IFPrecond) and pre.param == 'x0'
+    with pytest.raises(ValueError, match="objective='dsm'"): IFTrainer(dn.MLP(2), p, x, 'dsm')
+    with pytest.raises(TypeError, match='InflationaryPath'): IFTrainer(dn.MLP(2), dn.get_path('vp'), x)
 
 def test_round_trip_error_shrinks_with_order():
     gm = dn.ring_mixture(4, radius=2., stds=(.2, .4))
@@ -177,4 +179,4 @@ def test_bad_input_names_the_argument():
         with pytest.raises(ValueError, match=name): inflationary_path(x, **kw)
     with pytest.raises(ValueError, match='xi'): InflationaryPath(torch.tensor([1., 0.]))
     with pytest.raises(ValueError, match='g'): InflationaryPath(torch.tensor([1., 1.]), g=torch.tensor([1., 0.]))
-    with pytest.raises(ValueError, match='steps'): next(train_if(if_denoiser(Zero(), inflationary_path(x)), x, -1))
+    with pytest.raises(ValueError, match='n=-1'): next(IFTrainer(dn.MLP(2), inflationary_path(x), x).steps(-1))

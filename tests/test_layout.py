@@ -1,7 +1,7 @@
 "Every notebook follows the house layout: title, summary, a parameters cell with the small CPU defaults; modules say where they export."
 import json, re
 import pytest
-from nbrun import NBS, notebooks
+from nbrun import NBS, ROOT, notebooks
 
 NOTEBOOKS = notebooks()
 
@@ -47,3 +47,29 @@ def test_readme_links_resolve():
     assert links, 'README.md has no relative links to check'
     missing = [l for l in links if not (root / l.split('#')[0]).exists()]
     assert not missing, missing
+
+MODULES = sorted(p for p in (ROOT / 'diffnb').glob('*.py') if p.name != '_modidx.py')
+
+def test_modules_are_pyflakes_clean():
+    "No unused imports or names (a method grown with @patch beside its explanation reads to pyflakes as a redefinition: allowed)."
+    import io
+    from pyflakes.api import checkPath
+    from pyflakes.reporter import Reporter
+    out = io.StringIO()
+    for p in MODULES: checkPath(str(p), Reporter(out, out))
+    problems = [l for l in out.getvalue().splitlines() if 'redefinition of unused' not in l]
+    assert not problems, '\n'.join(problems)
+
+def test_rooms_meet_at_public_names():
+    "No module imports another's underscore names or calls a path's private coefficient methods outside the paths room."
+    bad = []
+    for p in MODULES:
+        for n, line in enumerate(p.read_text().splitlines(), 1):
+            if re.match(r'\s*from \.\w+ import .*\b_[a-z]', line): bad.append(f"{p.name}:{n}: {line.strip()}")
+            if p.name != 'paths.py' and re.search(r'\._(alpha|sigma|dalpha|dsigma)\(', line): bad.append(f"{p.name}:{n}: {line.strip()}")
+    assert not bad, '\n'.join(bad)
+
+def test_public_surface_is_deliberate():
+    import diffnb as dn
+    assert len(dn.__all__) <= 80 and all(hasattr(dn, n) for n in dn.__all__)
+    assert not hasattr(dn, 'euler') and not hasattr(dn, 'figure_bundle')     # step generators and display plumbing stay in their rooms
