@@ -5,8 +5,6 @@
 # %% ../nbs/08_flows.ipynb #c002
 from __future__ import annotations
 import math
-from dataclasses import dataclass
-import numpy as np
 import torch
 from torch import Tensor
 from .paths import Path, DiagonalPath, as_time
@@ -16,8 +14,7 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['encode', 'decode', 'prior_log_prob', 'log_prob', 'bits_per_dim', 'slerp', 'interpolate', 'sdedit', 'inpaint',
-           'ddim_invert', 'ddim_reconstruct', 'distance_correlation', 'LatentReport', 'latent_report', 'amari_distance',
-           'compare_ica']
+           'ddim_invert', 'ddim_reconstruct']
 
 # %% ../nbs/08_flows.ipynb #c007
 def _velocity_fn(den:Denoiser, y=None):
@@ -319,72 +316,3 @@ def ddim_reconstruct(den:Denoiser, xt:Tensor, steps:int=50, t_end:float|None=Non
     xt, P = _check_x(den, xt, 'xt'), den.path
     t_end = P.t_max if t_end is None else float(P.check_t(t_end, 't_end'))
     return sample(den, xt, 'ddim', grid=_grid(P, P.t_min, t_end, steps, kind).flip(0), y=y, denoise=False)
-
-# %% ../nbs/08_flows.ipynb #c062
-def distance_correlation(a:Tensor, b:Tensor) -> float:
-    "Szekely's distance correlation between samples a (n,) or (n, k) and b: 0 iff independent (in the population)."
-    a, b = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
-    def centred(v):
-        d = torch.cdist(v, v)
-        return d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
-    A, B = centred(a), centred(b)
-    dcov, va, vb = (A * B).mean(), (A * A).mean(), (B * B).mean()
-    return float((dcov / (va * vb).sqrt()).clamp(min=0).sqrt()) if va > 0 and vb > 0 else 0.
-
-# %% ../nbs/08_flows.ipynb #c063
-@dataclass
-class LatentReport:
-    "Per-coordinate normality and pairwise dependence of a latent sample."
-    stats: object      # DataFrame: mean, std, skew, excess kurtosis, KS statistic and p-value per coordinate
-    corr: np.ndarray   # correlation matrix
-    dcor: np.ndarray   # pairwise distance-correlation matrix
-    def summary(self) -> dict:
-        off = ~np.eye(len(self.corr), dtype=bool)
-        return dict(max_abs_corr=float(np.abs(self.corr[off]).max()) if off.any() else 0., max_dcor=float(self.dcor[off].max()) if off.any() else 0.,
-                    max_abs_skew=float(self.stats['skew'].abs().max()), max_abs_kurt=float(self.stats['kurtosis'].abs().max()),
-                    min_ks_p=float(self.stats['ks_p'].min()), n_coords=len(self.corr))
-    def _repr_markdown_(self): return '\n'.join(f"- {k}: {v:.4g}" for k, v in self.summary().items())
-
-# %% ../nbs/08_flows.ipynb #c064
-def latent_report(z:Tensor,            # latent sample, shape (B, *event)
-                  max_n:int=500,        # points used for the O(n^2) distance correlations
-                 ) -> LatentReport:
-    "Normality per coordinate and dependence between coordinates of a latent sample."
-    import pandas as pd
-    from scipy import stats as st
-    if not isinstance(z, Tensor) or z.dim() < 2: raise ValueError(f"z: expected a tensor of shape (B, *event), got {getattr(z, 'shape', type(z))}")
-    if not bool(torch.isfinite(z).all()): raise ValueError("z: contains NaN or infinite values")
-    Z = z.flatten(1).double().cpu().numpy()
-    ks = [st.kstest(c, 'norm') for c in Z.T]
-    df = pd.DataFrame(dict(mean=Z.mean(0), std=Z.std(0), skew=st.skew(Z, 0), kurtosis=st.kurtosis(Z, 0),
-                           ks_stat=[k.statistic for k in ks], ks_p=[k.pvalue for k in ks]))
-    corr = np.corrcoef(Z.T).reshape(Z.shape[1], Z.shape[1])
-    Zs = torch.as_tensor(Z[:max_n])
-    D = Z.shape[1]
-    dc = np.eye(D)
-    for i in range(D):
-        for j in range(i + 1, D): dc[i, j] = dc[j, i] = distance_correlation(Zs[:, i], Zs[:, j])
-    return LatentReport(df, corr, dc)
-
-# %% ../nbs/08_flows.ipynb #c066
-def amari_distance(W, A) -> float:
-    "Amari distance of P = W A from a scaled permutation, in [0, 1]."
-    P = np.abs(np.asarray(W, dtype=float) @ np.asarray(A, dtype=float))
-    n = P.shape[0]
-    r = (P.sum(1) / P.max(1) - 1).sum() + (P.sum(0) / P.max(0) - 1).sum()
-    return float(r / (2 * n * (n - 1)))
-
-# %% ../nbs/08_flows.ipynb #c067
-def compare_ica(x:Tensor,              # data (B, *event)
-                z:Tensor,              # its pfODE latent (B, *event)
-                seed:int=0, max_n:int=500,
-               ):
-    "Normality and dependence summaries of the pfODE latent, FastICA sources and PCA-whitened data; returns (table, fitted FastICA)."
-    import pandas as pd
-    from sklearn.decomposition import FastICA, PCA
-    X = x.flatten(1).double().cpu().numpy()
-    ica = FastICA(whiten='unit-variance', random_state=seed, max_iter=1000).fit(X)
-    std = lambda S: torch.as_tensor((S - S.mean(0)) / S.std(0))
-    rows = {'pfODE latent': latent_report(z, max_n), 'FastICA sources': latent_report(std(ica.transform(X)), max_n),
-            'PCA-whitened data': latent_report(std(PCA(whiten=True).fit_transform(X)), max_n)}
-    return pd.DataFrame({k: r.summary() for k, r in rows.items()}).T, ica

@@ -261,12 +261,13 @@ def _rebuild(cls:IFTrainer, spec:dict) -> InflationaryPath:
     return InflationaryPath(**spec['params'], t_min=spec['t_min'], t_max=spec['t_max'])
 
 # %% ../nbs/09_inflationary.ipynb #c051
-def fit_if(net:nn.Module, path:InflationaryPath, data, steps:int,
+def fit_if(net:nn.Module, path:InflationaryPath, data,
+           n:int,              # optimiser steps (as in Trainer.fit(n))
            objective:str='if', # 'if' or 'fm' (see IFTrainer)
            **kw,               # IFTrainer's options (batch_size, lr, ema, seed, ...)
           ) -> Denoiser:
-    "Train `net` on `path` for `steps` optimiser steps with IFTrainer and return the model (EMA weights) as a Denoiser."
-    return IFTrainer(net, path, data, objective, **kw).fit(steps, progress=False).model()
+    "Train `net` on `path` for n optimiser steps with IFTrainer and return the model (EMA weights) as a Denoiser."
+    return IFTrainer(net, path, data, objective, **kw).fit(n, progress=False).model()
 
 # %% ../nbs/09_inflationary.ipynb #c055
 def round_trip(den:Denoiser, x:Tensor, **kw) -> Tensor:

@@ -85,6 +85,13 @@ def coefs_at(self:_Run, t:float) -> tuple:
     return tuple(self.K(v.reshape(1, -1) if self.diag else v.reshape(1))[0] for v in self.path.coefs(t))
 
 @patch
+def coefs_many(self:_Run, ts:list) -> list:
+    "(a, s, da, ds) in the loop's form at each of the times `ts`, from one call of the path's coefficients."
+    vs = self.path.coefs(torch.tensor(ts, dtype=torch.float64))
+    if self.diag: vs = [v.expand(len(ts), self.path.dim) for v in vs]
+    return list(zip(*(self.K(v) for v in vs)))
+
+@patch
 def D(self:_Run, z:Tensor, i:int, need_eps:bool=True) -> tuple:
     "(x0, eps) in basis coordinates at grid point i (eps is None when not needed and the net predicts x0)."
     x0, eps = self.den.predict(self.path.from_basis(z, self.like), self.tb[i], self.y, z=z, need_eps=need_eps,
@@ -94,9 +101,9 @@ def D(self:_Run, z:Tensor, i:int, need_eps:bool=True) -> tuple:
 
 # %% ../nbs/04_samplers.ipynb #c012
 @patch
-def D_at(self:_Run, z:Tensor, t:float, need_eps:bool=True) -> tuple:
-    "(x0, eps) at any time t in the path's range (Runge-Kutta stages, churned noise levels)."
-    a, s, da, ds = self.coefs_at(t)
+def D_at(self:_Run, z:Tensor, t:float, need_eps:bool=True, coefs:tuple|None=None) -> tuple:
+    "(x0, eps) at any time t in the path's range (Runge-Kutta stages, churned noise levels); `coefs` when already known."
+    a, s, da, ds = self.coefs_at(t) if coefs is None else coefs
     x0, eps = self.den.predict(self.path.from_basis(z, self.like), torch.full((1,), t, dtype=z.dtype, device=z.device).expand(z.shape[0]),
                                self.y, z=z, need_eps=need_eps, coefs=Coefs(a, s, da, ds))
     self.last = (z, x0, eps, a, s)
@@ -293,10 +300,12 @@ def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator
     return torch.cat(parts)
 
 # %% ../nbs/04_samplers.ipynb #c034
-def _velocity(r, z, i=None, t=None):
-    "pfODE drift alpha' x0 + sigma' eps in basis coordinates, at grid point i or at any time t."
+def _velocity(r, z, i=None, t=None, coefs=None):
+    "pfODE drift alpha' x0 + sigma' eps in basis coordinates, at grid point i or at any time t (its coefficients when known)."
     if i is not None: (x0, eps), (a, s, da, ds) = r.D(z, i, need_eps=False), (r.ca[i], r.cs[i], r.cda[i], r.cds[i])
-    else: (x0, eps), (a, s, da, ds) = r.D_at(z, t, need_eps=False), r.coefs_at(t)
+    else:
+        coefs = r.coefs_at(t) if coefs is None else coefs
+        (x0, eps), (a, s, da, ds) = r.D_at(z, t, need_eps=False, coefs=coefs), coefs
     if eps is None: return lincomb((ds / s, z), (da - ds * a / s, x0)), x0   # an x0 net: eps = (z - a x0) / s folded in, one pass fewer
     return lincomb((da, x0), (ds, eps)), x0
 
@@ -432,18 +441,22 @@ def odeint(fn,                    # drift fn(t:float, y:tuple) -> tuple of the s
     return y, info
 
 # %% ../nbs/04_samplers.ipynb #c049
-def _pf_drift(r):
-    "The run's probability-flow drift as fn(t, (z,)) for the integrator (grid times use the run's cached coefficients); `.x0` holds the last x0-hat."
-    at = {t: i for i, t in enumerate(r.ts)}
+def _pf_drift(r, method:str|None=None):
+    "The run's probability-flow drift as fn(t, (z,)) for the integrator; `.x0` holds the last x0-hat."
+    at = {t: i for i, t in enumerate(r.ts)}                   # grid times: the run's cached coefficients
+    stage = {}                                               # a fixed method's other stage times, computed once (as _rk_stages does)
+    if method is not None:
+        ts = sorted({t + c * (tn - t) for t, tn in zip(r.ts[:-1], r.ts[1:]) for c in TABLEAUS[method][0]} - set(at))
+        if ts: stage = dict(zip(ts, r.coefs_many(ts)))
     def drift(t, y):
         i = at.get(t)
-        v, drift.x0 = _velocity(r, y[0], i) if i is not None else _velocity(r, y[0], t=t)
+        v, drift.x0 = _velocity(r, y[0], i) if i is not None else _velocity(r, y[0], t=t, coefs=stage.get(t))
         return (v,)
     return drift
 
 def _pf_ode(r, z, method:str):
     "A fixed-step method of the integrator on the probability-flow ODE over the run's grid, in either direction: yields (z, x0-hat)."
-    drift = _pf_drift(r)
+    drift = _pf_drift(r, method)
     for _, (z,) in _fixed(drift, (z,), r.ts, method, check=False): yield z, drift.x0
 
 # %% ../nbs/04_samplers.ipynb #c050

@@ -18,8 +18,8 @@ from .nets import MLP, UNet, NETS
 
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'T_DENSITIES', 'RECIPE', 'LR_SCHEDULES', 'CKPT_FILES', 'x0_weight', 'sample_t', 'dsm_loss', 'EMA',
-           'lr_at', 'TrainStep', 'default_net', 'Trainer', 'load_denoiser', 'NoisyClassifier', 'ClassifierTrainer',
-           'train_classifier', 'VarianceTrainer', 'fit_variance']
+           'lr_at', 'TrainStep', 'default_net', 'Trainer', 'load_denoiser', 'mismatches', 'NoisyClassifier',
+           'ClassifierTrainer', 'train_classifier', 'VarianceTrainer', 'fit_variance']
 
 # %% ../nbs/06_train.ipynb #c008
 WEIGHTINGS = ('native', 'x0', 'snr', 'min_snr', 'likelihood', 'edm')
@@ -586,17 +586,40 @@ def plot(self:Trainer, smooth:int=50) -> go.Figure:
 def _repr_mimebundle_(self:Trainer, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
 
 # %% ../nbs/06_train.ipynb #c081
+def mismatches(trainer:Trainer,        # how the model was trained
+               den:Denoiser|None=None, # the Denoiser the sampler will call
+               path=None, param:str|None=None, # or the sampler's path and parametrization
+               grid=None,              # the sampler's time grid (descending, noise to data)
+              ) -> list:
+    "Train/sample mismatches between a Trainer and a sampler configuration, as sentences (empty: none)."
+    if not isinstance(trainer, Trainer): raise TypeError(f"trainer: a dn.Trainer, got {type(trainer).__name__}")
+    out, TP = [], trainer.path
+    P = get_path(path) if path is not None else den.path if den is not None else None
+    param = param or (den.param if den is not None else None)
+    if P is not None and (type(P) is not type(TP) or P.params() != TP.params()):
+        out.append(f"path: trained on {TP!r}, sampling on {P!r}")
+    if param is not None and param != trainer.param: out.append(f"parametrization: the net predicts {trainer.param!r}, the sampler reads it as {param!r}")
+    if grid is not None:
+        g = torch.as_tensor(grid, dtype=torch.float64).flatten()
+        Q = P or TP
+        if g.min() < max(TP.t_min, Q.t_min) - 1e-9 or g.max() > min(TP.t_max, Q.t_max) + 1e-9:
+            out.append(f"time range: the grid spans [{g.min():g}, {g.max():g}], training covered [{TP.t_min:g}, {TP.t_max:g}]")
+        elif not bool((Q.log_snr(g)[1:] > Q.log_snr(g)[:-1]).all()):
+            out.append("time direction: the grid does not run from noise to data (log-SNR must increase along it; samplers go from t_max down to t_min)")
+    return out
+
+# %% ../nbs/06_train.ipynb #c084
 import torch.nn.functional as F
 from .denoisers import batch_time
 
-# %% ../nbs/06_train.ipynb #c084
+# %% ../nbs/06_train.ipynb #c087
 def _unit_variance(path:Path, x:Tensor, t:Tensor, sigma_data:float) -> Tensor:
     "x_t divided by its standard deviation sqrt(alpha^2 sigma_data^2 + sigma^2), per direction of the path's basis."
     z = path.to_basis(x)
     a, s, _, _ = path.coefs(t, z)
     return path.from_basis(z / (a * a * sigma_data**2 + s * s).sqrt(), x)
 
-# %% ../nbs/06_train.ipynb #c085
+# %% ../nbs/06_train.ipynb #c088
 class NoisyClassifier(nn.Module):
     "A classifier of x_t on a path: (x, t) -> logits of p_t(y | x), its input scaled to unit variance; for ClassifierGuidance."
     def __init__(self, net:nn.Module,        # net(x, t) -> (B, n_classes) logits
@@ -613,7 +636,7 @@ class NoisyClassifier(nn.Module):
         "log p_t(y | x) for every class, shape (B, n_classes)."
         return torch.log_softmax(self(x, t), -1)
 
-# %% ../nbs/06_train.ipynb #c089
+# %% ../nbs/06_train.ipynb #c092
 class ClassifierTrainer(Trainer):
     "Trains a classifier of noisy inputs x_t at random t on a path by cross-entropy; a Trainer whose loss is the classifier's."
     default_batch = 256   # the batch size when none is given (every point of a smaller data set)
@@ -630,7 +653,7 @@ class ClassifierTrainer(Trainer):
         if self.y is None: raise ValueError("data: a classifier needs labels; pass an (x, y) pair")
     def __repr__(self): return f"ClassifierTrainer(step={self.step}, path={self.path!r}, data={tuple(self.x.shape)}, classes={self.n_classes}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c091
+# %% ../nbs/06_train.ipynb #c094
 @patch
 def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     "Cross-entropy of the noisy classifier on x_t = alpha x0 + sigma eps."
@@ -641,7 +664,7 @@ def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     xt = P.from_basis(c.alpha * z0 + c.sigma * P.to_basis(eps), x0)
     return F.cross_entropy(NoisyClassifier(self.fwd, P, self.sigma_data)(xt, t.to(x0.dtype)), y)
 
-# %% ../nbs/06_train.ipynb #c092
+# %% ../nbs/06_train.ipynb #c095
 @patch
 def classifier(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "The trained classifier (the EMA weights by default): a callable (x, t) -> logits for ClassifierGuidance."
@@ -652,7 +675,7 @@ def model(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "What training makes: the noisy classifier."
     return self.classifier(ema)
 
-# %% ../nbs/06_train.ipynb #c093
+# %% ../nbs/06_train.ipynb #c096
 def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
                      path:Path|str,   # the forward path
                      data,            # an (x, y) pair
@@ -664,7 +687,7 @@ def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
     for _ in tr.steps(steps): pass
     return tr.classifier()
 
-# %% ../nbs/06_train.ipynb #c107
+# %% ../nbs/06_train.ipynb #c110
 from .samplers import VarianceHead, VARIANCE_KINDS
 
 def _variance_target(kind:str, # 'npr' or 'sn'
@@ -673,7 +696,7 @@ def _variance_target(kind:str, # 'npr' or 'sn'
     "The regression target for the head's Var[eps | x_t]: NPR's (eps - eps_hat)^2 or SN's eps^2 - eps_hat^2."
     return (eps - eps_hat)**2 if kind == 'npr' else eps**2 - eps_hat**2
 
-# %% ../nbs/06_train.ipynb #c108
+# %% ../nbs/06_train.ipynb #c111
 def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
     "The head's regression loss at (x0, t, eps), per sample."
     P = head.den.path
@@ -684,7 +707,7 @@ def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor
     if head.kind == 'npr': err = err * (c.alpha**2 + c.sigma**2) / c.alpha**2     # relative to alpha^2 / (alpha^2 + sigma^2)
     return err.pow(2).flatten(1).mean(1)
 
-# %% ../nbs/06_train.ipynb #c110
+# %% ../nbs/06_train.ipynb #c113
 class VarianceTrainer(Trainer):
     "Trains a VarianceHead on a frozen Denoiser by NPR or SN regression; a Trainer whose loss is the head's."
     def __init__(self, net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. MLP(d, hidden=32, depth=1, emb_dim=32)
@@ -702,7 +725,7 @@ class VarianceTrainer(Trainer):
         self.hparams.update(kind=self.kind, data_var=self.data_var.tolist())
     def __repr__(self): return f"VarianceTrainer(step={self.step}, kind={self.kind!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c111
+# %% ../nbs/06_train.ipynb #c114
 @patch
 def _as_path(self:VarianceTrainer, den:Denoiser) -> Path:
     "The mean model's path; the mean model itself is kept, frozen."
@@ -717,7 +740,7 @@ def head(self:VarianceTrainer, ema:bool=True, net:nn.Module|None=None) -> Varian
     net = net if net is not None else (self.ema.net if ema else self.net)
     return VarianceHead(net, self.den, self.kind, self.data_var).eval()
 
-# %% ../nbs/06_train.ipynb #c112
+# %% ../nbs/06_train.ipynb #c115
 @patch
 def model(self:VarianceTrainer, ema:bool=True) -> VarianceHead:
     "What training makes: the variance head."
@@ -729,7 +752,7 @@ def loss(self:VarianceTrainer, batch:tuple) -> Tensor:
     x0, _, t, eps = batch
     return _variance_loss(self.head(net=self.fwd).train(), x0, t, eps).mean()
 
-# %% ../nbs/06_train.ipynb #c113
+# %% ../nbs/06_train.ipynb #c116
 @patch(cls_method=True)
 def _spec(cls:VarianceTrainer, den) -> dict:
     "The checkpoint record of the mean model's path."
@@ -739,13 +762,13 @@ def _spec(cls:VarianceTrainer, den) -> dict:
 def _rebuild(cls:VarianceTrainer, spec:dict):
     raise ValueError(f"den: a variance head's checkpoint holds the head alone; pass den= (the mean model it was trained on, on {spec['repr']})")
 
-# %% ../nbs/06_train.ipynb #c114
+# %% ../nbs/06_train.ipynb #c117
 def fit_variance(den:Denoiser,        # the trained mean model (kept frozen)
                  data,                # training points (n, *event)
                  net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)
                  kind:str='npr',      # 'npr' (NPR-DPM) or 'sn' (SN-DPM)
-                 steps:int=400,       # optimiser steps
+                 n:int=400,           # optimiser steps (as in Trainer.fit(n); `steps` counts grid intervals elsewhere)
                  **kw,                # VarianceTrainer's options (batch_size, lr, seed, device, ...)
                 ) -> VarianceHead:
-    "Train a VarianceHead with VarianceTrainer and return it."
-    return VarianceTrainer(net, den, data, kind, **kw).fit(steps, progress=False).head()
+    "Train a VarianceHead with VarianceTrainer for n optimiser steps and return it."
+    return VarianceTrainer(net, den, data, kind, **kw).fit(n, progress=False).head()

@@ -18,12 +18,12 @@ from .data import GaussianMixture, density_map
 
 # %% auto #0
 __all__ = ['DOCS_BASE', 'PREVIEW_METHODS', 'static_file', 'points2d', 'image_grid', 'encode_panel', 'SamplerPreview',
-           'widget_snapshot_html', 'integrate_paths', 'TrajectoryExplorer', 'mismatches', 'paths_figure',
-           'PathExplorer', 'TrainingMonitor', 'load_ipython_extension']
+           'widget_snapshot_html', 'integrate_paths', 'TrajectoryExplorer', 'paths_figure', 'PathExplorer',
+           'TrainingMonitor', 'load_ipython_extension']
 
 # %% ../nbs/11_widgets.ipynb #c003
 from .samplers import SAMPLERS, SAMPLER_ALIASES, sample_iter, sample, fit_grid, initial_state, odeint
-from .train import Trainer
+from .train import Trainer, mismatches
 
 # %% ../nbs/11_widgets.ipynb #c007
 DOCS_BASE = 'https://diffnb.github.io/diffnb/'   # the docs site; the offline preview rewrites it to a relative path
@@ -117,15 +117,14 @@ def _sp_init(self, den:Denoiser,      # what to sample (network, oracle or guide
              max_fps:float=30.,        # most frames sent per second (the last frame is always sent)
              max_inflight:int=12,      # most frames awaiting the browser's acknowledgement (0.4 s at 30 a second: > ack_ms + latency)
              ack_timeout:float=2.,     # seconds after which an unacknowledged frame counts as lost (a closed view)
-             clock=time.perf_counter,  # time source of the throttle, the ack timeout and the elapsed time (tests inject one)
-             final_wait:float=1.,      # real seconds the final frame waits for a free slot before it goes anyway
              device=None, fit_kw:dict|None=None, # device of the state; options of fit_grid for grid_kind='fitted'
              **traits):
     _check_preview(den, n, max_fps, max_inflight)
     method = check_choice('method', method, PREVIEW_METHODS, SAMPLER_ALIASES)
     anywidget.AnyWidget.__init__(self, n=n, method=method, steps=steps, methods=list(PREVIEW_METHODS), grid_kinds=[*TIME_GRIDS, 'fitted'], **traits)
-    self.den, self.max_fps, self.max_inflight, self.ack_timeout, self.clock, self.device = den, float(max_fps), max_inflight, float(ack_timeout), clock, device
-    self.final_wait = float(final_wait)
+    self.den, self.max_fps, self.max_inflight, self.ack_timeout, self.device = den, float(max_fps), max_inflight, float(ack_timeout), device
+    self.clock = time.perf_counter   # time source of the throttle, the ack timeout and the elapsed time (a test may replace it)
+    self.final_wait = 1.             # real seconds the final frame waits for a free slot before it goes anyway
     self.fit_kw = dict(fit_kw or {})
     self.conditional = getattr(getattr(den, 'net', None), 'null_label', None) is not None
     self.grids, self.result, self.last_run, self.views = {}, None, {}, 0
@@ -487,32 +486,9 @@ TrajectoryExplorer.set = _te_set
 TrajectoryExplorer._repr_mimebundle_ = lambda self, **kw: {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'TrajectoryExplorer')}
 
 # %% ../nbs/11_widgets.ipynb #c071
-def mismatches(trainer:Trainer,        # how the model was trained
-               den:Denoiser|None=None, # the Denoiser the sampler will call
-               path=None, param:str|None=None, # or the sampler's path and parametrization
-               grid=None,              # the sampler's time grid (descending, noise to data)
-              ) -> list:
-    "Train/sample mismatches between a Trainer and a sampler configuration, as sentences (empty: none)."
-    if not isinstance(trainer, Trainer): raise TypeError(f"trainer: a dn.Trainer, got {type(trainer).__name__}")
-    out, TP = [], trainer.path
-    P = get_path(path) if path is not None else den.path if den is not None else None
-    param = param or (den.param if den is not None else None)
-    if P is not None and (type(P) is not type(TP) or P.params() != TP.params()):
-        out.append(f"path: trained on {TP!r}, sampling on {P!r}")
-    if param is not None and param != trainer.param: out.append(f"parametrization: the net predicts {trainer.param!r}, the sampler reads it as {param!r}")
-    if grid is not None:
-        g = torch.as_tensor(grid, dtype=torch.float64).flatten()
-        Q = P or TP
-        if g.min() < max(TP.t_min, Q.t_min) - 1e-9 or g.max() > min(TP.t_max, Q.t_max) + 1e-9:
-            out.append(f"time range: the grid spans [{g.min():g}, {g.max():g}], training covered [{TP.t_min:g}, {TP.t_max:g}]")
-        elif not bool((Q.log_snr(g)[1:] > Q.log_snr(g)[:-1]).all()):
-            out.append("time direction: the grid does not run from noise to data (log-SNR must increase along it; samplers go from t_max down to t_min)")
-    return out
-
-# %% ../nbs/11_widgets.ipynb #c072
 _CURVES = (('alpha', 1, 1), ('sigma', 1, 1), ('log_snr', 1, 2), ('f', 2, 1), ('g2', 2, 2))
 
-# %% ../nbs/11_widgets.ipynb #c073
+# %% ../nbs/11_widgets.ipynb #c072
 def paths_figure(paths=('vp', 'vp_cosine', 'subvp', 'linear'), # path names or Paths
                  steps:int=10, kind:str|None='log_snr', # the time grid marked on each path (kind None: none)
                 ) -> go.Figure:
@@ -534,7 +510,7 @@ def paths_figure(paths=('vp', 'vp_cosine', 'subvp', 'linear'), # path names or P
     fig.update_layout(height=520, width=820, margin=dict(l=40, r=10, t=40, b=30))
     return fig
 
-# %% ../nbs/11_widgets.ipynb #c076
+# %% ../nbs/11_widgets.ipynb #c075
 class PathExplorer(W.VBox):
     "Schedules of several paths with their sampler grids marked, and train/sample mismatch flags."
     def __init__(self, paths=('vp', 'vp_cosine', 'subvp', 'linear'), steps:int=10, kind:str='log_snr',
@@ -565,7 +541,7 @@ class PathExplorer(W.VBox):
         return found
     def _repr_mimebundle_(self, **kw): return {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'PathExplorer')}
 
-# %% ../nbs/11_widgets.ipynb #c080
+# %% ../nbs/11_widgets.ipynb #c079
 class TrainingMonitor(W.VBox):
     "Live loss and periodic EMA samples while a Trainer trains; Stop leaves a saved checkpoint."
     def __init__(self, trainer:Trainer,
@@ -574,14 +550,13 @@ class TrainingMonitor(W.VBox):
                  folder:str|None=None,     # checkpoint folder (default: the trainer's, else a new temporary one)
                  smooth:int=50,            # running-mean window of the loss
                  min_interval:float=0.25,  # seconds between loss-curve updates
-                 clock=time.perf_counter,
                 ):
         if not isinstance(trainer, Trainer): raise TypeError(f"trainer: a dn.Trainer, got {type(trainer).__name__}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1: raise ValueError(f"every={every!r}: must be an integer >= 1")
         if method not in SAMPLERS: raise ValueError(f"method={method!r} is unknown; known samplers: {', '.join(SAMPLERS)}")
         self.trainer, self.every, self.n_samples, self.method, self.sample_steps = trainer, every, n_samples, method, steps
         self.folder = folder or trainer.folder or tempfile.mkdtemp(prefix='diffnb-monitor-')
-        self.smooth, self.min_interval, self.clock = smooth, min_interval, clock
+        self.smooth, self.min_interval, self.clock = smooth, min_interval, time.perf_counter   # a test may replace the clock
         self.loss_fig = go.FigureWidget(go.Scattergl(x=[], y=[], mode='lines', name='loss', line=dict(width=1), opacity=0.5))
         self.loss_fig.add_trace(go.Scatter(x=[], y=[], mode='lines', name=f'mean of {smooth}'))
         self.loss_fig.update_layout(height=280, width=420, yaxis_type='log', xaxis_title='step', margin=dict(l=40, r=10, t=30, b=40), title='loss')
@@ -592,7 +567,7 @@ class TrainingMonitor(W.VBox):
         self._stop, self._thread, self.checkpoint, self.sample_log, self.running = threading.Event(), None, None, [], False
         super().__init__([W.HBox([self.w_n, self.b_train, self.b_stop, self.label]), W.HBox([self.loss_fig, self.sample_fig])])
 
-# %% ../nbs/11_widgets.ipynb #c081
+# %% ../nbs/11_widgets.ipynb #c080
 def _tm_draw_loss(self):
     l = torch.tensor(self.trainer.losses, dtype=torch.float64)
     with self.loss_fig.batch_update():
@@ -601,7 +576,7 @@ def _tm_draw_loss(self):
             run = torch.nn.functional.avg_pool1d(l[None, None], self.smooth, 1)[0, 0]
             self.loss_fig.data[1].update(x=list(range(self.smooth, len(l) + 1)), y=run.tolist())
 
-# %% ../nbs/11_widgets.ipynb #c082
+# %% ../nbs/11_widgets.ipynb #c081
 def _tm_draw_samples(self):
     "Sample the EMA model (fixed noise, so previews are comparable) and show them; a model that is not a Denoiser shows its loss alone."
     tr = self.trainer
@@ -616,7 +591,7 @@ def _tm_draw_samples(self):
     with self.sample_fig.batch_update():
         self.sample_fig.data = []; self.sample_fig.add_trace(tr_); self.sample_fig.layout.title = f'EMA samples at step {tr.step}'
 
-# %% ../nbs/11_widgets.ipynb #c083
+# %% ../nbs/11_widgets.ipynb #c082
 def _tm_loop(self, n:int):
     tr, last = self.trainer, -float('inf')
     self._stop.clear(); self.stopped = False
@@ -630,7 +605,7 @@ def _tm_loop(self, n:int):
         self._draw_loss(); self.running = False
         self.label.value = f"{'stopped' if self.stopped else 'done'} at step {tr.step}; checkpoint {self.checkpoint}"
 
-# %% ../nbs/11_widgets.ipynb #c084
+# %% ../nbs/11_widgets.ipynb #c083
 def _tm_train(self, n:int, wait:bool=False) -> TrainingMonitor:
     "Train n more steps (in a background thread unless wait), updating the views."
     if isinstance(n, bool) or not isinstance(n, int) or n < 0: raise ValueError(f"n={n!r}: must be an integer >= 0")
@@ -644,11 +619,11 @@ TrainingMonitor._draw_loss, TrainingMonitor._draw_samples, TrainingMonitor._loop
 TrainingMonitor.stop = lambda self: self._stop.set()
 TrainingMonitor.stop.__doc__ = "Stop after the current step; a checkpoint is saved."
 
-# %% ../nbs/11_widgets.ipynb #c085
+# %% ../nbs/11_widgets.ipynb #c084
 TrainingMonitor.join = lambda self, timeout=None: (self._thread.join(timeout) if self._thread else None, self)[1]
 TrainingMonitor._repr_mimebundle_ = lambda self, **kw: {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.trainer.plot(), repr(self.trainer))}
 
-# %% ../nbs/11_widgets.ipynb #c089
+# %% ../nbs/11_widgets.ipynb #c088
 def load_ipython_extension(ip):
     "`%load_ext diffnb`: Paths, GaussianMixtures and Trainers display as their plotly figures."
     f = ip.display_formatter.mimebundle_formatter

@@ -5,7 +5,8 @@ import torch
 from scipy import stats
 import diffnb as dn
 from diffnb.flows import (odeint, encode, decode, log_prob, bits_per_dim, slerp, interpolate, sdedit, inpaint, ddim_invert,
-                          ddim_reconstruct, distance_correlation, latent_report, amari_distance, compare_ica, prior_log_prob)
+                          ddim_reconstruct, prior_log_prob)
+from diffnb.metrics import distance_correlation, latent_report, amari_distance, compare_ica
 
 def opaque(gm, p):
     "A Denoiser that sees the mixture only through x0(x, t), as a trained network would."

@@ -79,7 +79,7 @@ def gaussian_heads():
     gm = dn.GaussianMixture([[0.]], [0.25])
     train = gm.sample(20000, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    return gm, train, {k: dn.fit_variance(gm.denoiser(P), train, dn.MLP(1, hidden=32, depth=1, emb_dim=32), k, steps=400, seed=1)
+    return gm, train, {k: dn.fit_variance(gm.denoiser(P), train, dn.MLP(1, hidden=32, depth=1, emb_dim=32), k, n=400, seed=1)
                              for k in ('npr', 'sn')}
 
 def test_heads_learn_the_gaussian_posterior_variance(gaussian_heads):
@@ -138,7 +138,7 @@ def test_variance_bad_input(gaussian_heads):
     with pytest.raises(ValueError, match='scalar path'): dn.VarianceHead(dn.MLP(2), dn.GaussianMixture([[0., 0.]]).denoiser(dn.StackedPath(['vp', 'subvp'])))
     with pytest.raises(ValueError, match='needs head='): dn.sample(den, 4, 'npr_dpm')
     with pytest.raises(ValueError, match="'sn' head was given to npr_dpm"): dn.sample(den, 4, 'npr_dpm', head=heads['sn'])
-    with pytest.raises(ValueError, match='n=-1'): dn.fit_variance(den, train, dn.MLP(1), steps=-1)
+    with pytest.raises(ValueError, match='n=-1'): dn.fit_variance(den, train, dn.MLP(1), n=-1)
     with pytest.raises(ValueError, match="variance='x'"): dn.ddpm_elbo(den, train[:4], 5, variance='x')
     with pytest.raises(ValueError, match='data: '): dn.ddpm_elbo(den, train[:4], 5, variance='analytic')
     with pytest.raises(ValueError, match='decoder_var=-1.0'): dn.ddpm_elbo(den, train[:4], 5, decoder_var=-1.)

@@ -4,7 +4,8 @@ import numpy as np, pytest, torch
 import diffnb as dn
 from diffnb.data import density_map
 from diffnb.widgets import (SamplerPreview, TrajectoryExplorer, PathExplorer, TrainingMonitor, integrate_paths,
-                            mismatches, paths_figure, points2d, image_grid, encode_panel, load_ipython_extension)
+                            paths_figure, points2d, image_grid, encode_panel, load_ipython_extension)
+from diffnb.train import mismatches
 
 class Clock:
     "A fake clock: advanced explicitly (here by the Denoiser, per call)."
@@ -30,6 +31,13 @@ class Browser:
     @property
     def frames(self): return [(d['content'], b) for d, b in self.msgs if d.get('method') == 'custom' and d['content'].get('type') == 'frame']
 
+def preview(den, clock, final_wait=None, **kw) -> SamplerPreview:
+    "A SamplerPreview on the fake clock (and a shorter final wait), as a test sets them: they are not constructor arguments."
+    w = SamplerPreview(den, **kw)
+    w.clock = clock
+    if final_wait is not None: w.final_wait = final_wait
+    return w
+
 def ring_den(clock=None, dt=0.01, sleep=0.):
     "The exact ring-mixture Denoiser; each call advances the fake clock by dt (and really sleeps `sleep`)."
     gm = dn.ring_mixture()
@@ -47,7 +55,7 @@ def prior(n, seed, d=2): return dn.get_path('vp').prior(n, (d,), generator=torch
 def test_frames_throttled_ordered_sized_and_final():
     clock = Clock()
     den = ring_den(clock, dt=0.01)   # 10 ms a step: 30 frames a second allows every 4th step
-    w = SamplerPreview(den, n=500, method='euler', steps=50, clock=clock)
+    w = preview(den, clock, n=500, method='euler', steps=50)
     b = Browser(w)
     w.run(wait=True)
     fr = b.frames
@@ -72,7 +80,7 @@ def test_frames_throttled_ordered_sized_and_final():
 
 def test_unacknowledged_frames_hold_the_stream_and_the_final_frame_still_goes():
     clock = Clock()
-    w = SamplerPreview(ring_den(clock), n=100, method='euler', steps=60, clock=clock, max_inflight=2, ack_timeout=1e9, final_wait=0.05)
+    w = preview(ring_den(clock), clock, n=100, method='euler', steps=60, max_inflight=2, ack_timeout=1e9, final_wait=0.05)
     b = Browser(w, ack='never')
     w.run(wait=True)
     fr = b.frames
@@ -81,7 +89,7 @@ def test_unacknowledged_frames_hold_the_stream_and_the_final_frame_still_goes():
 
 def test_cumulative_acknowledgements():
     clock = Clock()
-    w = SamplerPreview(ring_den(clock, dt=0.05), n=100, method='euler', steps=60, clock=clock, max_inflight=4, ack_timeout=1e9, final_wait=0.05)
+    w = preview(ring_den(clock, dt=0.05), clock, n=100, method='euler', steps=60, max_inflight=4, ack_timeout=1e9, final_wait=0.05)
     b = Browser(w, ack=3)
     w.run(wait=True)
     r = w.last_run
@@ -90,7 +98,7 @@ def test_cumulative_acknowledgements():
     assert w._acks == 21 and w._acked == w._seq
     # max_inflight must exceed the frames between acknowledgements: with room for 2, a browser that acknowledges every 3rd
     # frame gets two frames, then every later step is held until the final frame goes (which it acknowledges)
-    w2 = SamplerPreview(ring_den(clock, dt=0.05), n=100, method='euler', steps=60, clock=clock, max_inflight=2, ack_timeout=1e9, final_wait=0.05)
+    w2 = preview(ring_den(clock, dt=0.05), clock, n=100, method='euler', steps=60, max_inflight=2, ack_timeout=1e9, final_wait=0.05)
     b2 = Browser(w2, ack=3)
     w2.run(wait=True)
     r2 = w2.last_run
@@ -99,7 +107,7 @@ def test_cumulative_acknowledgements():
 
 def test_lost_acknowledgements_time_out():
     clock = Clock()
-    w = SamplerPreview(ring_den(clock), n=100, method='euler', steps=60, clock=clock, max_inflight=2, ack_timeout=0.1, final_wait=0.05)
+    w = preview(ring_den(clock), clock, n=100, method='euler', steps=60, max_inflight=2, ack_timeout=0.1, final_wait=0.05)
     b = Browser(w, ack='never')
     w.run(wait=True)
     # 0.6 s of fake time: a new frame only when the oldest unacknowledged one is given up on, well under 30 a second
@@ -107,7 +115,7 @@ def test_lost_acknowledgements_time_out():
 
 def test_stop_ends_the_stream():
     clock = Clock()
-    w = SamplerPreview(ring_den(clock), n=200, method='euler', steps=100, clock=clock)
+    w = preview(ring_den(clock), clock, n=200, method='euler', steps=100)
     b = Browser(w, stop_at=3)
     w.run(wait=True)
     fr = b.frames
