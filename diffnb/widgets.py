@@ -24,6 +24,7 @@ __all__ = ['DOCS_BASE', 'PREVIEW_METHODS', 'static_file', 'points2d', 'image_gri
 # %% ../nbs/11_widgets.ipynb #c003
 from .samplers import SAMPLERS, SAMPLER_ALIASES, sample_iter, sample, fit_grid, initial_state, odeint
 from .train import Trainer, mismatches
+from fastcore.basics import patch
 
 # %% ../nbs/11_widgets.ipynb #c007
 DOCS_BASE = 'https://diffnb.github.io/diffnb/'   # the docs site; the offline preview rewrites it to a relative path
@@ -111,7 +112,8 @@ def _check_preview(den, n, max_fps, max_inflight):
     if isinstance(max_inflight, bool) or not isinstance(max_inflight, int) or max_inflight < 1: raise ValueError(f"max_inflight={max_inflight!r}: must be an integer >= 1")
 
 # %% ../nbs/11_widgets.ipynb #c019
-def _sp_init(self, den:Denoiser,      # what to sample (network, oracle or guided Denoiser)
+@patch
+def __init__(self:SamplerPreview, den:Denoiser,      # what to sample (network, oracle or guided Denoiser)
              n:int=4096,               # samples per run
              method:str='dpmpp_2m', steps:int=20,
              max_fps:float=30.,        # most frames sent per second (the last frame is always sent)
@@ -136,16 +138,15 @@ def _sp_init(self, den:Denoiser,      # what to sample (network, oracle or guide
     self._on_method(reset=False)
 
 # %% ../nbs/11_widgets.ipynb #c020
-SamplerPreview.__init__ = _sp_init
-
-def _on_method(self, reset=True):
+@patch
+def _on_method(self:SamplerPreview, reset=True):
     "Show the new method's noise option at its default."
     self.noise_name = _noise_option(self.method) if self.method in SAMPLERS else ''
     if self.noise_name and (reset or not self.noise): self.noise = float(SAMPLERS[self.method].options[self.noise_name])
-SamplerPreview._on_method = _on_method
 
 # %% ../nbs/11_widgets.ipynb #c021
-def _on_msg(self, _, content, buffers):
+@patch
+def _on_msg(self:SamplerPreview, _, content, buffers):
     "A message from a view: hello, ack, run or stop."
     kind = content.get('type') if isinstance(content, dict) else None
     if kind == 'ack':
@@ -156,10 +157,10 @@ def _on_msg(self, _, content, buffers):
     elif kind == 'hello': self.views += 1
     elif kind == 'run' and not self.running: self.run()
     elif kind == 'stop': self.stop()
-SamplerPreview._on_msg = _on_msg
 
 # %% ../nbs/11_widgets.ipynb #c024
-def _config(self, method:str, steps:int, noise:bool) -> dict:
+@patch
+def _config(self:SamplerPreview, method:str, steps:int, noise:bool) -> dict:
     "sample_iter arguments of one sampler from the traits, checked."
     if method not in SAMPLERS: raise ValueError(f"method={method!r} is unknown; known samplers: {', '.join(SAMPLERS)}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
@@ -176,9 +177,8 @@ def _config(self, method:str, steps:int, noise:bool) -> dict:
     return dict(method=method, steps=steps, grid=grid, kind='auto' if self.grid_kind == 'fitted' else self.grid_kind, kw=kw)
 
 # %% ../nbs/11_widgets.ipynb #c025
-SamplerPreview._config = _config
-
-def _fit_grid(self, method:str|None=None, steps:int|None=None, **kw) -> Tensor:
+@patch
+def fit_grid(self:SamplerPreview, method:str|None=None, steps:int|None=None, **kw) -> Tensor:
     "Fit a time grid to the Denoiser for (method, steps) with dn.fit_grid, keep it and select grid_kind='fitted'."
     method, steps = method or self.method, steps or self.steps
     fit_for = method if not SAMPLERS[method].stochastic and SAMPLERS[method].evals else 'dpmpp_2m'   # stochastic methods share the ODE's grid
@@ -187,20 +187,20 @@ def _fit_grid(self, method:str|None=None, steps:int|None=None, **kw) -> Tensor:
     self.grids[(method, steps)] = g
     self.grid_kind = 'fitted'; self.status = 'ready'
     return g
-SamplerPreview.fit_grid = _fit_grid
 
 # %% ../nbs/11_widgets.ipynb #c026
-def _use_grid(self, grid, method:str|None=None):
+@patch
+def use_grid(self:SamplerPreview, grid, method:str|None=None):
     "Sample with this explicit descending grid (for `method`, default the current one); sets steps and grid_kind='fitted'."
     g = torch.as_tensor(grid, dtype=torch.float64).flatten()
     self.steps = len(g) - 1
     self.grids[(method or self.method, self.steps)] = g
     self.grid_kind = 'fitted'
     return self
-SamplerPreview.use_grid = _use_grid
 
 # %% ../nbs/11_widgets.ipynb #c029
-def _room(self) -> bool:
+@patch
+def _room(self:SamplerPreview) -> bool:
     "May a frame go now? Always with no view; else while fewer than max_inflight await acknowledgement (lost ones time out)."
     if not self.views: return True
     with self._cv:
@@ -210,10 +210,10 @@ def _room(self) -> bool:
         if oldest is not None and self.clock() - oldest > self.ack_timeout:   # a view went away: stop waiting for it
             self._acked += 1; self._lost += 1; return True
         return False
-SamplerPreview._room = _room
 
 # %% ../nbs/11_widgets.ipynb #c030
-def _send_frame(self, latest, cfgs, final:bool, elapsed:float, status:str):
+@patch
+def _send_frame(self:SamplerPreview, latest, cfgs, final:bool, elapsed:float, status:str):
     "Encode and send one frame: x_t and x0-hat of each sampler."
     image = len(latest[0].x.shape) >= 3
     panels, bufs = [], []
@@ -231,17 +231,19 @@ def _send_frame(self, latest, cfgs, final:bool, elapsed:float, status:str):
     self._frame_bytes.append(sum(len(b) for b in bufs))
 
 # %% ../nbs/11_widgets.ipynb #c031
-SamplerPreview._send_frame = _send_frame
+#| export
 
 # %% ../nbs/11_widgets.ipynb #c032
-def _stream(self, cfgs:list):
+@patch
+def _stream(self:SamplerPreview, cfgs:list):
     "The sampling loop: steps, throttled frames, the final frame, the record of the run."
     grad = torch.is_grad_enabled()   # interleaved sample_iter generators enter and leave no_grad out of order: restore the mode
     try: self._stream_(cfgs)
     finally: torch.set_grad_enabled(grad)
 
 # %% ../nbs/11_widgets.ipynb #c033
-def _stream_(self, cfgs:list):
+@patch
+def _stream_(self:SamplerPreview, cfgs:list):
     clock, den = self.clock, self.den
     self._stop.clear(); self._acks, self._lost, self._frame_bytes, self._latency = 0, 0, [], []
     with self._cv: self._acked = self._seq
@@ -280,10 +282,11 @@ def _stream_(self, cfgs:list):
     self.status = status
 
 # %% ../nbs/11_widgets.ipynb #c034
-SamplerPreview._stream, SamplerPreview._stream_ = _stream, _stream_
+#| export
 
 # %% ../nbs/11_widgets.ipynb #c035
-def _run(self, wait:bool=False, # sample in this thread (True) or a background one (False: the kernel stays responsive)
+@patch
+def run(self:SamplerPreview, wait:bool=False, # sample in this thread (True) or a background one (False: the kernel stays responsive)
         ) -> SamplerPreview:
     "Sample with the current settings, streaming frames to every view."
     if self.running: return self
@@ -301,18 +304,20 @@ def _run(self, wait:bool=False, # sample in this thread (True) or a background o
     return self
 
 # %% ../nbs/11_widgets.ipynb #c036
-def _stop_run(self):
+@patch
+def stop(self:SamplerPreview):
     "Stop the run in progress after its current step (its last state is still sent, as the final frame)."
     self._stop.set()
 
-def _join(self, timeout:float|None=None) -> SamplerPreview:
+@patch
+def join(self:SamplerPreview, timeout:float|None=None) -> SamplerPreview:
     "Wait for a background run to finish."
     if self._thread is not None: self._thread.join(timeout)
     return self
-SamplerPreview.run, SamplerPreview.stop, SamplerPreview.join = _run, _stop_run, _join
 
 # %% ../nbs/11_widgets.ipynb #c040
-def _figure(self) -> go.Figure:
+@patch
+def figure(self:SamplerPreview) -> go.Figure:
     "The last frame of the latest run as a plotly figure (x_t and x0-hat of each sampler)."
     if not self._latest: raise ValueError("run: no run yet (call run() first)")
     cols = [(c['method'], name, x) for c, s in zip(self._cfgs, self._latest) for name, x in (('x_t', s.x), ('x0-hat', s.x0))]
@@ -326,10 +331,11 @@ def _figure(self) -> go.Figure:
     return fig
 
 # %% ../nbs/11_widgets.ipynb #c041
-SamplerPreview.figure = _figure
+#| export
 
 # %% ../nbs/11_widgets.ipynb #c044
-def _snapshot_state(self, max_points:int=2000) -> dict:
+@patch
+def snapshot_state(self:SamplerPreview, max_points:int=2000) -> dict:
     "The traits, and the last frame (at most max_points per panel, base64), for a static snapshot."
     st = {k: getattr(self, k) for k in self.trait_names(sync=True) if not k.startswith('_') and k not in ('layout', 'tabbable', 'tooltip')}
     if self._latest:
@@ -346,8 +352,6 @@ def _snapshot_state(self, max_points:int=2000) -> dict:
     return st
 
 # %% ../nbs/11_widgets.ipynb #c045
-SamplerPreview.snapshot_state = _snapshot_state
-
 def widget_snapshot_html(state:dict, script:str='sampler_preview.js', render:str='diffnbSamplerRender') -> str:
     "HTML that draws a widget from embedded state with diffnb's script (served from the docs' static folder)."
     uid = f"diffnb-{uuid.uuid4().hex[:10]}"
@@ -357,11 +361,11 @@ def widget_snapshot_html(state:dict, script:str='sampler_preview.js', render:str
             f'<script>(function(){{ if (window.{render}) {render}({{model: diffnbStaticModel({data}), el: document.getElementById("{uid}")}}); }})();</script>')
 
 # %% ../nbs/11_widgets.ipynb #c046
-def _sp_bundle(self, **kw):
+@patch
+def _repr_mimebundle_(self:SamplerPreview, **kw):
     b = anywidget.AnyWidget._repr_mimebundle_(self, **kw)
     data, meta = b if isinstance(b, tuple) else (b, {})
     return {**data, 'text/html': widget_snapshot_html(self.snapshot_state())}, meta
-SamplerPreview._repr_mimebundle_ = _sp_bundle
 
 # %% ../nbs/11_widgets.ipynb #c053
 def integrate_paths(den:Denoiser,      # the model whose flow is followed
@@ -416,11 +420,13 @@ class TrajectoryExplorer(W.VBox):
         for w in (self.w_path, self.w_n, self.w_gamma, self.w_dir, self.w_axis): w.observe(lambda ch: self._hold or self.update(), 'value')
 
 # %% ../nbs/11_widgets.ipynb #c059
-def _te_den(self) -> Denoiser:
+@patch
+def _den(self:TrajectoryExplorer) -> Denoiser:
     return self.model.denoiser(self.w_path.value) if isinstance(self.model, GaussianMixture) else self.model
 
 # %% ../nbs/11_widgets.ipynb #c060
-def _te_compute(self) -> dict:
+@patch
+def _compute(self:TrajectoryExplorer) -> dict:
     "Density map, ODE and SDE paths for the current settings."
     den, n = self._den(), self.w_n.value
     P, g = den.path, torch.Generator().manual_seed(self.seed)
@@ -446,7 +452,8 @@ def _lines(ts, paths):
     return X, Y
 
 # %% ../nbs/11_widgets.ipynb #c062
-def _te_figure(self, c:dict|None=None) -> go.Figure:
+@patch
+def figure(self:TrajectoryExplorer, c:dict|None=None) -> go.Figure:
     "The explorer's figure for the current settings."
     c = c or self._compute()
     fig = go.Figure(go.Heatmap(x=c['tt'].numpy(), y=c['xs'].numpy(), z=c['d'].numpy(), colorscale='Viridis', showscale=False, name='p_t(x)'))
@@ -459,7 +466,8 @@ def _te_figure(self, c:dict|None=None) -> go.Figure:
     return fig
 
 # %% ../nbs/11_widgets.ipynb #c063
-def _te_update(self):
+@patch
+def update(self:TrajectoryExplorer):
     "Recompute and update the figure widget in place."
     f = self.figure()
     with self.fig.batch_update():
@@ -469,7 +477,8 @@ def _te_update(self):
         self.fig.layout = f.layout
 
 # %% ../nbs/11_widgets.ipynb #c064
-def _te_set(self, path=None, n_paths=None, gamma=None, direction=None, axis=None):
+@patch
+def set(self:TrajectoryExplorer, path=None, n_paths=None, gamma=None, direction=None, axis=None):
     "Set several controls and redraw once."
     self._hold = True
     try:
@@ -479,11 +488,11 @@ def _te_set(self, path=None, n_paths=None, gamma=None, direction=None, axis=None
     self.update()
     return self
 
-TrajectoryExplorer._den, TrajectoryExplorer._compute, TrajectoryExplorer.figure, TrajectoryExplorer.update = _te_den, _te_compute, _te_figure, _te_update
-TrajectoryExplorer.set = _te_set
-
 # %% ../nbs/11_widgets.ipynb #c065
-TrajectoryExplorer._repr_mimebundle_ = lambda self, **kw: {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'TrajectoryExplorer')}
+@patch
+def _repr_mimebundle_(self:TrajectoryExplorer, **kw):
+    "The live widget, with the figure as a static fallback (the docs)."
+    return {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'TrajectoryExplorer')}
 
 # %% ../nbs/11_widgets.ipynb #c071
 _CURVES = (('alpha', 1, 1), ('sigma', 1, 1), ('log_snr', 1, 2), ('f', 2, 1), ('g2', 2, 2))
@@ -568,7 +577,8 @@ class TrainingMonitor(W.VBox):
         super().__init__([W.HBox([self.w_n, self.b_train, self.b_stop, self.label]), W.HBox([self.loss_fig, self.sample_fig])])
 
 # %% ../nbs/11_widgets.ipynb #c080
-def _tm_draw_loss(self):
+@patch
+def _draw_loss(self:TrainingMonitor):
     l = torch.tensor(self.trainer.losses, dtype=torch.float64)
     with self.loss_fig.batch_update():
         self.loss_fig.data[0].update(x=list(range(1, len(l) + 1)), y=l.tolist())
@@ -577,7 +587,8 @@ def _tm_draw_loss(self):
             self.loss_fig.data[1].update(x=list(range(self.smooth, len(l) + 1)), y=run.tolist())
 
 # %% ../nbs/11_widgets.ipynb #c081
-def _tm_draw_samples(self):
+@patch
+def _draw_samples(self:TrainingMonitor):
     "Sample the EMA model (fixed noise, so previews are comparable) and show them; a model that is not a Denoiser shows its loss alone."
     tr = self.trainer
     model = tr.model()
@@ -592,7 +603,8 @@ def _tm_draw_samples(self):
         self.sample_fig.data = []; self.sample_fig.add_trace(tr_); self.sample_fig.layout.title = f'EMA samples at step {tr.step}'
 
 # %% ../nbs/11_widgets.ipynb #c082
-def _tm_loop(self, n:int):
+@patch
+def _loop(self:TrainingMonitor, n:int):
     tr, last = self.trainer, -float('inf')
     self._stop.clear(); self.stopped = False
     try:
@@ -606,7 +618,8 @@ def _tm_loop(self, n:int):
         self.label.value = f"{'stopped' if self.stopped else 'done'} at step {tr.step}; checkpoint {self.checkpoint}"
 
 # %% ../nbs/11_widgets.ipynb #c083
-def _tm_train(self, n:int, wait:bool=False) -> TrainingMonitor:
+@patch
+def train(self:TrainingMonitor, n:int, wait:bool=False) -> TrainingMonitor:
     "Train n more steps (in a background thread unless wait), updating the views."
     if isinstance(n, bool) or not isinstance(n, int) or n < 0: raise ValueError(f"n={n!r}: must be an integer >= 0")
     if self.running: return self
@@ -615,15 +628,25 @@ def _tm_train(self, n:int, wait:bool=False) -> TrainingMonitor:
     else: self._thread = threading.Thread(target=self._loop, args=(n,), daemon=True, name='diffnb-monitor'); self._thread.start()
     return self
 
-TrainingMonitor._draw_loss, TrainingMonitor._draw_samples, TrainingMonitor._loop, TrainingMonitor.train = _tm_draw_loss, _tm_draw_samples, _tm_loop, _tm_train
-TrainingMonitor.stop = lambda self: self._stop.set()
-TrainingMonitor.stop.__doc__ = "Stop after the current step; a checkpoint is saved."
-
 # %% ../nbs/11_widgets.ipynb #c084
-TrainingMonitor.join = lambda self, timeout=None: (self._thread.join(timeout) if self._thread else None, self)[1]
-TrainingMonitor._repr_mimebundle_ = lambda self, **kw: {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.trainer.plot(), repr(self.trainer))}
+@patch
+def stop(self:TrainingMonitor):
+    "Stop after the current step; a checkpoint is saved."
+    self._stop.set()
 
-# %% ../nbs/11_widgets.ipynb #c088
+# %% ../nbs/11_widgets.ipynb #c085
+@patch
+def join(self:TrainingMonitor, timeout:float|None=None) -> TrainingMonitor:
+    "Wait for background training to finish (at most `timeout` seconds)."
+    if self._thread is not None: self._thread.join(timeout)
+    return self
+
+@patch
+def _repr_mimebundle_(self:TrainingMonitor, **kw):
+    "The live widget, with the loss curve as a static fallback (the docs)."
+    return {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.trainer.plot(), repr(self.trainer))}
+
+# %% ../nbs/11_widgets.ipynb #c089
 def load_ipython_extension(ip):
     "`%load_ext diffnb`: Paths, GaussianMixtures and Trainers display as their plotly figures."
     f = ip.display_formatter.mimebundle_formatter
