@@ -263,23 +263,24 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
     if scale is not None: den = _guided(den, scale)
     P, x = den.path, initial_state(den, n_or_xT, shape, generator, dtype, device)
     r = _Run(den, _sampler_grid(den, x, info, steps, grid, kind, data_scale), x, y, generator, x.dtype)
-    nfe0, z, i = den.nfe, P.to_basis(x), 0
-    bar = tqdm(total=r.N, desc=method) if progress else None
-    steps_of = info.fn(r, z, **opts)
+    nfe, z, i = 0, P.to_basis(x), 0
+    steps_of, bar = info.fn(r, z, **opts), (tqdm(total=r.N, desc=method) if progress else None)
     while True:   # no_grad only while a step computes, never across a yield: an abandoned or interleaved run cannot leak the grad mode
         with torch.no_grad():
+            n0 = den.nfe
             try: z, x0 = next(steps_of)
             except StopIteration: break
+            finally: nfe += den.nfe - n0     # calls made while this run steps: runs sharing a Denoiser each count their own
         i += 1
         t = r.ts[min(i, r.N)] if info.evals else r.t_now
         if not math.isfinite(z.sum().item()):   # one reduction: NaN or inf anywhere makes the sum non-finite
             raise FloatingPointError(f"{method}: non-finite values at step {i} (t={t:g}); the Denoiser or the grid is at fault")
         if bar is not None: bar.update(1)
-        if not ((t == r.ts[-1]) if not info.evals else i == r.N): yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), den.nfe - nfe0)
+        if not ((t == r.ts[-1]) if not info.evals else i == r.N): yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), nfe)
     if bar is not None: bar.close()
-    if r.ascending or not denoise: yield Step(i, r.ts[-1], P.from_basis(z, x), P.from_basis(x0, x), den.nfe - nfe0); return
+    if r.ascending or not denoise: yield Step(i, r.ts[-1], P.from_basis(z, x), P.from_basis(x0, x), nfe); return
     with torch.no_grad(): out = _final_denoise(r, z)
-    yield Step(i, r.ts[-1], P.from_basis(out, x), P.from_basis(out, x), den.nfe - nfe0)
+    yield Step(i, r.ts[-1], P.from_basis(out, x), P.from_basis(out, x), nfe)
 
 # %% ../nbs/04_samplers.ipynb #c028
 def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator=None,

@@ -17,8 +17,8 @@ from .data import toy, TOYS
 from .nets import MLP, UNet, NETS
 
 # %% auto #0
-__all__ = ['WEIGHTINGS', 'T_DENSITIES', 'RECIPE', 'LR_SCHEDULES', 'CKPT_FILES', 'x0_weight', 'sample_t', 'dsm_loss', 'EMA',
-           'lr_at', 'TrainStep', 'default_net', 'Trainer', 'load_denoiser', 'mismatches', 'NoisyClassifier',
+__all__ = ['WEIGHTINGS', 'T_DENSITIES', 'RECIPE', 'LR_SCHEDULES', 'CKPT_FILES', 'MAX_EVENT', 'x0_weight', 'sample_t', 'dsm_loss',
+           'EMA', 'lr_at', 'TrainStep', 'default_net', 'Trainer', 'load_denoiser', 'mismatches', 'NoisyClassifier',
            'ClassifierTrainer', 'train_classifier', 'VarianceTrainer', 'fit_variance']
 
 # %% ../nbs/06_train.ipynb #c008
@@ -454,7 +454,7 @@ def _checkpoint_dir(folder) -> FilePath:
     return ck
 
 # %% ../nbs/06_train.ipynb #c058
-def _build_net(spec:dict|None, net:nn.Module|None) -> nn.Module:
+def _build_net(spec:dict|None, net:nn.Module|None, shapes:dict|None=None) -> nn.Module:
     "The checkpoint's network, rebuilt from a registered class (NETS) and its recorded arguments; nothing else is imported or called."
     if net is not None: return net
     if spec is None: raise ValueError("net: this checkpoint's network does not record its constructor; pass net= (an instance of the same architecture)")
@@ -463,9 +463,39 @@ def _build_net(spec:dict|None, net:nn.Module|None) -> nn.Module:
     if name not in NETS or not isinstance(spec.get('kwargs'), dict):
         raise ValueError(f"net: the checkpoint names network class {cls[:80]!r}, which is not registered (known: {', '.join(sorted(NETS))}); "
                          "a checkpoint never imports code: pass net= (an instance of the same architecture), or decorate the class with register_net")
+    if shapes is not None: _check_net_shapes(NETS[name], spec['kwargs'], shapes)
     return NETS[name](**spec['kwargs'])
 
-# %% ../nbs/06_train.ipynb #c059
+# %% ../nbs/06_train.ipynb #c060
+def _file_shapes(ck:FilePath, cfg:dict, f:str='model.safetensors') -> dict:
+    "Tensor name -> shape in a checkpoint's weights file, from its header (no tensor is read), after the file's checksum."
+    from safetensors import safe_open
+    def read(p):
+        with safe_open(str(p), 'pt') as h: return {k: tuple(h.get_slice(k).get_shape()) for k in h.keys()}
+    return _load_file(ck, f, cfg, read)
+
+def _check_net_shapes(cls, kwargs:dict, shapes:dict):
+    "Refuse recorded network arguments whose parameter shapes differ from the weights file's, before any memory is allocated."
+    try:
+        with torch.device('meta'): probe = cls(**kwargs)
+    except Exception as e: raise ValueError(f"net: the checkpoint's {cls.__name__} arguments {str(kwargs)[:200]} cannot build it ({type(e).__name__}: {e})") from e
+    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    if want != shapes:
+        bad = sorted(set(want) ^ set(shapes)) or [k for k in want if want[k] != shapes[k]]
+        raise ValueError(f"net: the checkpoint's {cls.__name__} arguments {str(kwargs)[:200]} do not match its weights file "
+                         f"(first difference: {bad[0]}: {want.get(bad[0])} from the arguments, {shapes.get(bad[0])} in model.safetensors)")
+
+# %% ../nbs/06_train.ipynb #c061
+MAX_EVENT = 2**26   # numbers in one sample: a 3x4096x4096 image is 50M
+
+def _event_shape(shape, ck) -> tuple:
+    "A recorded event shape, checked before it sizes a tensor: 1 to 4 positive integers, at most MAX_EVENT numbers in all."
+    ok = isinstance(shape, list) and 1 <= len(shape) <= 4 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)
+    if not ok or math.prod(shape) > MAX_EVENT:
+        raise ValueError(f"folder={str(ck)!r}: config.json records event_shape={str(shape)[:80]}; expected 1 to 4 positive integers with at most {MAX_EVENT:,} numbers in all")
+    return tuple(shape)
+
+# %% ../nbs/06_train.ipynb #c062
 def _check_path(cfg:dict, want:dict|None, param:str|None, arg:str='path'):
     "Refuse to pair a checkpoint with another corruption (`want`, its record) or parametrization, saying which."
     if param is not None and param != cfg['hparams']['param']:
@@ -475,7 +505,7 @@ def _check_path(cfg:dict, want:dict|None, param:str|None, arg:str='path'):
     if tuple(want.get(k) for k in ('name', 'params', 't_min', 't_max')) != tuple(have.get(k) for k in ('name', 'params', 't_min', 't_max')):
         raise ValueError(f"{arg}={want['repr']}: the checkpoint was trained on {have['repr']}")
 
-# %% ../nbs/06_train.ipynb #c060
+# %% ../nbs/06_train.ipynb #c063
 def _load_file(ck:FilePath, f:str, cfg:dict, read):
     "read(path) of one checkpoint file, after its checksum; any failure names the file."
     want = (cfg.get('sha256') or {}).get(f)
@@ -484,7 +514,7 @@ def _load_file(ck:FilePath, f:str, cfg:dict, read):
     try: return read(ck / f)
     except Exception as e: raise ValueError(f"folder={str(ck)!r}: {f} cannot be read ({type(e).__name__}: {str(e)[:200]})") from e
 
-# %% ../nbs/06_train.ipynb #c061
+# %% ../nbs/06_train.ipynb #c064
 def _options(cls) -> set:
     "The options a trainer class takes by name: its own and, through **kw, those of the classes above it."
     names = set()
@@ -499,7 +529,7 @@ def _corruption_arg(cls) -> str:
     "The name of a trainer class's second argument, the corruption it trains against ('path' for the Trainer)."
     return list(inspect.signature(cls.__init__).parameters)[2]
 
-# %% ../nbs/06_train.ipynb #c062
+# %% ../nbs/06_train.ipynb #c065
 _SAVING = ('folder', 'save_every', 'keep')
 
 def _read_config(ck:FilePath, cls) -> dict:
@@ -510,23 +540,27 @@ def _read_config(ck:FilePath, cls) -> dict:
     if kind is not None and kind != cls.__name__: raise ValueError(f"folder={str(ck)!r}: holds a {kind} checkpoint; load it with {kind}.load")
     return cfg
 
-# %% ../nbs/06_train.ipynb #c063
+# %% ../nbs/06_train.ipynb #c066
 def _restore(tr:Trainer, ck:FilePath, cfg:dict):
     "Load the weights, EMA, optimiser, generators, step and losses of checkpoint `ck` into `tr`, each file checked."
     from safetensors.torch import load_file
     dev = str(tr.device)
-    tr.net.load_state_dict(_load_file(ck, 'model.safetensors', cfg, lambda f: load_file(f, device=dev)))
-    tr.ema.net.load_state_dict(_load_file(ck, 'ema.safetensors', cfg, lambda f: load_file(f, device=dev)))
+    for f, m in (('model.safetensors', tr.net), ('ema.safetensors', tr.ema.net)):
+        try: m.load_state_dict(_load_file(ck, f, cfg, lambda p: load_file(p, device=dev)))
+        except RuntimeError as e: raise ValueError(f"net: does not fit the weights in {ck / f} ({str(e).splitlines()[0][:200]})") from e
     st = _load_file(ck, 'state.pt', cfg, lambda f: torch.load(f, weights_only=True, map_location=tr.device))
     tr.opt.load_state_dict(st['opt']); tr.gen.set_state(st['gen'].cpu())
     tr.saved_generators = [g.cpu() for g in st.get('gens', [st['gen']])]   # distribute() gives each rank its own
     tr.step, tr.ema.updates, tr.losses = int(st['step']), int(st['ema_updates']), st['losses'].tolist()
     tr.data_scale, tr.event_shape, tr.n_classes = cfg['data_scale'], tuple(cfg['event_shape']), cfg.get('n_classes', tr.n_classes)
 
-# %% ../nbs/06_train.ipynb #c064
+# %% ../nbs/06_train.ipynb #c067
 @patch(cls_method=True)
-def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, device='auto', **overrides) -> Trainer:
+def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, device='auto',
+         fallback:bool=False,   # a damaged or incomplete latest checkpoint: load the newest one that is intact (with a warning) instead of refusing
+         **overrides) -> Trainer:
     "Resume a trainer from a checkpoint folder (net rebuilt from the config unless given; data needed only to train on)."
+    if fallback: return _load_newest_intact(cls, ckpt, dict(net=net, data=data, path=path, device=device, **overrides))
     ck, arg = _checkpoint_dir(ckpt), _corruption_arg(cls)
     if path is None: path = overrides.pop(arg, None)                    # a trainer of another objective names its corruption itself
     cfg = _read_config(ck, cls)
@@ -535,7 +569,7 @@ def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, devic
     known = _options(cls)
     unknown = set(overrides) - known
     if unknown: raise ValueError(f"{sorted(unknown)[0]}: not an option of {cls.__name__}; known: {', '.join(sorted(known))}")
-    P, net = path if path is not None else cls._rebuild(cfg['path']), _build_net(cfg['net'], net)
+    P, net = path if path is not None else cls._rebuild(cfg['path']), _build_net(cfg['net'], net, None if net is not None else _file_shapes(ck, cfg))
     hp = {k: v for k, v in cfg['hparams'].items() if k in known}
     saving = {k: overrides.pop(k) if k in overrides else cfg.get(k) for k in _SAVING}
     if saving['folder'] is None and saving['save_every']: saving['folder'] = str(ck.parent if ck.name.startswith(('ckpt-', '.trash-ckpt-')) else ck)
@@ -543,7 +577,7 @@ def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, devic
     standin = data is None
     if standin:                                    # sampling needs no data: two zeros stand in, and training refuses
         batch = _check_number('batch_size', hp.pop('batch_size'), 1, integer=True)
-        data, hp['batch_size'] = torch.zeros(2, *cfg['event_shape']), 2
+        data, hp['batch_size'] = torch.zeros(2, *_event_shape(cfg.get('event_shape'), ck)), 2
     tr = cls(net, P, data, device=device, **hp)
     if standin: tr.has_data, tr.batch_size, tr.hparams['batch_size'] = False, batch, batch
     elif cfg.get('data_sha256') not in (None, tr._data_digest()):
@@ -553,12 +587,26 @@ def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, devic
     _restore(tr, ck, cfg)
     return tr
 
-# %% ../nbs/06_train.ipynb #c065
+# %% ../nbs/06_train.ipynb #c068
+def _load_newest_intact(cls, folder, kw:dict) -> Trainer:
+    "The newest checkpoint of a run folder that loads, by step; a warning names each newer one skipped and why."
+    root = FilePath(folder)
+    if (root / 'config.json').exists(): return cls.load(root, **kw)      # a checkpoint itself: nothing to fall back to
+    cands = sorted((c for c in root.glob('ckpt-*') if re.fullmatch(r'ckpt-\d+', c.name)), key=lambda c: int(c.name[5:]), reverse=True)
+    errors = []
+    for ck in cands:
+        try: tr = cls.load(ck, **kw)
+        except ValueError as e: errors.append(f"{ck.name} ({e})"); continue
+        if errors: warnings.warn(f"fallback: loaded {ck.name}, the newest intact checkpoint; skipped {'; '.join(errors)}")
+        return tr
+    raise ValueError(f"folder={str(folder)!r}: no checkpoint in it loads" + (f": {'; '.join(errors)}" if errors else " (none found)"))
+
+# %% ../nbs/06_train.ipynb #c069
 def load_denoiser(folder, path:Path|None=None, param:str|None=None, net:nn.Module|None=None, ema:bool=True, device='auto') -> Denoiser:
     "The Denoiser of a checkpoint; refuses a path or parametrization other than the one it was trained with."
     return Trainer.load(folder, net=net, path=path, device=device, **({'param': param} if param else {})).denoiser(ema)
 
-# %% ../nbs/06_train.ipynb #c067
+# %% ../nbs/06_train.ipynb #c071
 @patch
 def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
     "Train n more steps with a progress bar showing the loss."
@@ -570,7 +618,7 @@ def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
     bar.close()
     return self
 
-# %% ../nbs/06_train.ipynb #c068
+# %% ../nbs/06_train.ipynb #c072
 @patch
 def plot(self:Trainer, smooth:int=50) -> go.Figure:
     "The loss curve (raw and a running mean)."
@@ -585,7 +633,7 @@ def plot(self:Trainer, smooth:int=50) -> go.Figure:
 @patch
 def _repr_mimebundle_(self:Trainer, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
 
-# %% ../nbs/06_train.ipynb #c081
+# %% ../nbs/06_train.ipynb #c085
 def mismatches(trainer:Trainer,        # how the model was trained
                den:Denoiser|None=None, # the Denoiser the sampler will call
                path=None, param:str|None=None, # or the sampler's path and parametrization
@@ -608,18 +656,18 @@ def mismatches(trainer:Trainer,        # how the model was trained
             out.append("time direction: the grid does not run from noise to data (log-SNR must increase along it; samplers go from t_max down to t_min)")
     return out
 
-# %% ../nbs/06_train.ipynb #c084
+# %% ../nbs/06_train.ipynb #c088
 import torch.nn.functional as F
 from .denoisers import batch_time
 
-# %% ../nbs/06_train.ipynb #c087
+# %% ../nbs/06_train.ipynb #c091
 def _unit_variance(path:Path, x:Tensor, t:Tensor, sigma_data:float) -> Tensor:
     "x_t divided by its standard deviation sqrt(alpha^2 sigma_data^2 + sigma^2), per direction of the path's basis."
     z = path.to_basis(x)
     a, s, _, _ = path.coefs(t, z)
     return path.from_basis(z / (a * a * sigma_data**2 + s * s).sqrt(), x)
 
-# %% ../nbs/06_train.ipynb #c088
+# %% ../nbs/06_train.ipynb #c092
 class NoisyClassifier(nn.Module):
     "A classifier of x_t on a path: (x, t) -> logits of p_t(y | x), its input scaled to unit variance; for ClassifierGuidance."
     def __init__(self, net:nn.Module,        # net(x, t) -> (B, n_classes) logits
@@ -636,7 +684,7 @@ class NoisyClassifier(nn.Module):
         "log p_t(y | x) for every class, shape (B, n_classes)."
         return torch.log_softmax(self(x, t), -1)
 
-# %% ../nbs/06_train.ipynb #c092
+# %% ../nbs/06_train.ipynb #c096
 class ClassifierTrainer(Trainer):
     "Trains a classifier of noisy inputs x_t at random t on a path by cross-entropy; a Trainer whose loss is the classifier's."
     default_batch = 256   # the batch size when none is given (every point of a smaller data set)
@@ -653,7 +701,7 @@ class ClassifierTrainer(Trainer):
         if self.y is None: raise ValueError("data: a classifier needs labels; pass an (x, y) pair")
     def __repr__(self): return f"ClassifierTrainer(step={self.step}, path={self.path!r}, data={tuple(self.x.shape)}, classes={self.n_classes}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c094
+# %% ../nbs/06_train.ipynb #c098
 @patch
 def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     "Cross-entropy of the noisy classifier on x_t = alpha x0 + sigma eps."
@@ -664,7 +712,7 @@ def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     xt = P.from_basis(c.alpha * z0 + c.sigma * P.to_basis(eps), x0)
     return F.cross_entropy(NoisyClassifier(self.fwd, P, self.sigma_data)(xt, t.to(x0.dtype)), y)
 
-# %% ../nbs/06_train.ipynb #c095
+# %% ../nbs/06_train.ipynb #c099
 @patch
 def classifier(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "The trained classifier (the EMA weights by default): a callable (x, t) -> logits for ClassifierGuidance."
@@ -675,7 +723,7 @@ def model(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "What training makes: the noisy classifier."
     return self.classifier(ema)
 
-# %% ../nbs/06_train.ipynb #c096
+# %% ../nbs/06_train.ipynb #c100
 def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
                      path:Path|str,   # the forward path
                      data,            # an (x, y) pair
@@ -687,7 +735,7 @@ def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
     for _ in tr.steps(steps): pass
     return tr.classifier()
 
-# %% ../nbs/06_train.ipynb #c110
+# %% ../nbs/06_train.ipynb #c114
 from .samplers import VarianceHead, VARIANCE_KINDS
 
 def _variance_target(kind:str, # 'npr' or 'sn'
@@ -696,7 +744,7 @@ def _variance_target(kind:str, # 'npr' or 'sn'
     "The regression target for the head's Var[eps | x_t]: NPR's (eps - eps_hat)^2 or SN's eps^2 - eps_hat^2."
     return (eps - eps_hat)**2 if kind == 'npr' else eps**2 - eps_hat**2
 
-# %% ../nbs/06_train.ipynb #c111
+# %% ../nbs/06_train.ipynb #c115
 def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
     "The head's regression loss at (x0, t, eps), per sample."
     P = head.den.path
@@ -707,7 +755,7 @@ def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor
     if head.kind == 'npr': err = err * (c.alpha**2 + c.sigma**2) / c.alpha**2     # relative to alpha^2 / (alpha^2 + sigma^2)
     return err.pow(2).flatten(1).mean(1)
 
-# %% ../nbs/06_train.ipynb #c113
+# %% ../nbs/06_train.ipynb #c117
 class VarianceTrainer(Trainer):
     "Trains a VarianceHead on a frozen Denoiser by NPR or SN regression; a Trainer whose loss is the head's."
     def __init__(self, net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. MLP(d, hidden=32, depth=1, emb_dim=32)
@@ -725,7 +773,7 @@ class VarianceTrainer(Trainer):
         self.hparams.update(kind=self.kind, data_var=self.data_var.tolist())
     def __repr__(self): return f"VarianceTrainer(step={self.step}, kind={self.kind!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c114
+# %% ../nbs/06_train.ipynb #c118
 @patch
 def _as_path(self:VarianceTrainer, den:Denoiser) -> Path:
     "The mean model's path; the mean model itself is kept, frozen."
@@ -740,7 +788,7 @@ def head(self:VarianceTrainer, ema:bool=True, net:nn.Module|None=None) -> Varian
     net = net if net is not None else (self.ema.net if ema else self.net)
     return VarianceHead(net, self.den, self.kind, self.data_var).eval()
 
-# %% ../nbs/06_train.ipynb #c115
+# %% ../nbs/06_train.ipynb #c119
 @patch
 def model(self:VarianceTrainer, ema:bool=True) -> VarianceHead:
     "What training makes: the variance head."
@@ -752,7 +800,7 @@ def loss(self:VarianceTrainer, batch:tuple) -> Tensor:
     x0, _, t, eps = batch
     return _variance_loss(self.head(net=self.fwd).train(), x0, t, eps).mean()
 
-# %% ../nbs/06_train.ipynb #c116
+# %% ../nbs/06_train.ipynb #c120
 @patch(cls_method=True)
 def _spec(cls:VarianceTrainer, den) -> dict:
     "The checkpoint record of the mean model's path."
@@ -762,7 +810,7 @@ def _spec(cls:VarianceTrainer, den) -> dict:
 def _rebuild(cls:VarianceTrainer, spec:dict):
     raise ValueError(f"den: a variance head's checkpoint holds the head alone; pass den= (the mean model it was trained on, on {spec['repr']})")
 
-# %% ../nbs/06_train.ipynb #c117
+# %% ../nbs/06_train.ipynb #c121
 def fit_variance(den:Denoiser,        # the trained mean model (kept frozen)
                  data,                # training points (n, *event)
                  net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)

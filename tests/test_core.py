@@ -157,3 +157,13 @@ def test_fit_grid_works_on_a_trained_float32_net():
     ref = dn.sample(den, xT, 'dopri5', rtol=1e-6, atol=1e-6)
     err = lambda g: (dn.sample(den, xT, 'dpmpp_2m', grid=g) - ref).pow(2).sum(1).mean().item()
     assert err(grid) <= err(dn.time_grid(den.path, 6, 'log_snr')) * 1.01
+
+def test_nfe_is_counted_per_run():
+    "Two sampling runs interleaved on one Denoiser each report their own calls."
+    import itertools
+    den = dn.ring_mixture().denoiser('vp')
+    a = dn.sample_iter(den, 64, 'ddim', steps=12, generator=0)
+    b = dn.sample_iter(den, 64, 'heun', steps=6, generator=1)
+    pairs = list(itertools.zip_longest(a, b))
+    assert [s.nfe for s, _ in pairs] == list(range(1, 13))
+    assert [s.nfe for _, s in pairs if s is not None] == [2, 4, 6, 8, 10, 12] and den.nfe == 24

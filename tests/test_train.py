@@ -136,3 +136,31 @@ def test_load_takes_a_path_by_name(tmp_path):
     _small_run(tmp_path / 'run')
     assert dn.Trainer.load(tmp_path / 'run', path='vp', device='cpu').path.name == 'vp'
     with pytest.raises(ValueError, match=r"the checkpoint was trained on VP\("): dn.Trainer.load(tmp_path / 'run', path='ve', device='cpu')
+
+def test_recorded_sizes_are_checked_before_allocation(tmp_path):
+    "A config that asks for a huge network or event shape is refused from the weights file's header and the bounds, in well under a second."
+    _, ck = _small_run(tmp_path / 'run')
+    cfg = json.loads((ck / 'config.json').read_text())
+    big = json.loads(json.dumps(cfg)); big['net']['kwargs']['hidden'] = 10**9      # 1e18 parameters if it were built
+    (ck / 'config.json').write_text(json.dumps(big))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="do not match its weights file"): dn.Trainer.load(ck, device='cpu')
+    assert time.perf_counter() - t0 < 5
+    shape = json.loads(json.dumps(cfg)); shape['event_shape'] = [10**6, 10**6]
+    (ck / 'config.json').write_text(json.dumps(shape))
+    with pytest.raises(ValueError, match=r"event_shape=\[1000000, 1000000\]"): dn.Trainer.load(ck, device='cpu')
+    (ck / 'config.json').write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match='net: does not fit the weights'): dn.Trainer.load(ck, net=dn.MLP(2, hidden=8, depth=1), device='cpu')
+    assert dn.Trainer.load(ck, device='cpu').step == 2
+
+def test_fallback_loads_the_newest_intact_checkpoint_only_when_asked(tmp_path):
+    tr, _ = _small_run(tmp_path / 'run')
+    list(tr.steps(2))                                    # ckpt-00000002 and ckpt-00000004
+    latest = tmp_path / 'run' / 'ckpt-00000004'
+    raw = bytearray((latest / 'state.pt').read_bytes()); raw[len(raw) // 2] ^= 0x10; (latest / 'state.pt').write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match='state.pt does not match its checksum'): dn.Trainer.load(tmp_path / 'run', device='cpu')
+    with pytest.warns(UserWarning, match=r'loaded ckpt-00000002, the newest intact checkpoint; skipped ckpt-00000004 \(.*state.pt'):
+        back = dn.Trainer.load(tmp_path / 'run', device='cpu', fallback=True)
+    assert back.step == 2
+    for ck in (tmp_path / 'run').glob('ckpt-*'): (ck / 'model.safetensors').write_bytes(b'')
+    with pytest.raises(ValueError, match='no checkpoint in it loads'): dn.Trainer.load(tmp_path / 'run', device='cpu', fallback=True)
