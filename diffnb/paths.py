@@ -484,7 +484,8 @@ class StackedPath(DiagonalPath):
         lo, hi = {p.t_min for p in self.paths}, {p.t_max for p in self.paths}
         if len(lo) > 1 or len(hi) > 1: raise ValueError(f"paths: all must share t_min and t_max, got {sorted(lo)} and {sorted(hi)}")
         super().__init__(len(self.paths), basis, lo.pop(), hi.pop())
-    def params(self): return dict(paths=[p.name for p in self.paths])
+    def params(self):   # each part with its own parameters, so two stacks of the same names but other schedules differ
+        return dict(paths=[p.name + (f"({', '.join(f'{k}={v}' for k, v in p.params().items())})" if p.params() else '') for p in self.paths])
     def _stack(self, fn, t): return torch.stack([getattr(p, fn)(t).expand_as(t) for p in self.paths], -1)
     def _alpha(self, t): return self._stack('_alpha', t)
     def _sigma(self, t): return self._stack('_sigma', t)

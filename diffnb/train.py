@@ -10,7 +10,7 @@ from pathlib import Path as FilePath
 import torch
 from torch import Tensor, nn
 from fastcore.basics import patch
-from .paths import Path, DiagonalPath, get_path, figure_bundle, check_choice, resolve_device
+from .paths import Path, DiagonalPath, StackedPath, get_path, figure_bundle, check_choice, resolve_device
 import plotly.graph_objects as go
 from .denoisers import Denoiser, PARAMS, PARAM_ALIASES
 from .data import toy, TOYS
@@ -177,7 +177,7 @@ class Trainer:
                  lr:float=RECIPE['lr'],      # peak learning rate
                  ema:float=RECIPE['ema'],    # EMA decay (with warm-up)
                  weighting:str='native',     # loss weighting in x0 space (see WEIGHTINGS)
-                 t_density:str=RECIPE['t_density'], # training time density (see T_DENSITIES)
+                 t_density:str|None=None,    # training time density (see T_DENSITIES; None: RECIPE's, 'uniform' on a diagonal path)
                  t_loc:float|None=None, t_scale:float|None=None, # its location and scale where it has them
                  grad_clip:float|None=1.,    # clip the gradient norm (None: no clipping)
                  weight_decay:float=0.,      # AdamW weight decay
@@ -195,7 +195,10 @@ class Trainer:
                 ):
         if not isinstance(net, nn.Module): raise ValueError(f"net: expected an nn.Module such as dn.MLP(2) or dn.default_net(data), got {type(net).__name__}")
         self.path = self._as_path(path)
+        diagonal = isinstance(self.path, DiagonalPath)     # no scalar noise level: densities in log-SNR do not apply
+        if t_density is None: t_density = 'uniform' if diagonal else RECIPE['t_density']
         o = _checked_options(dict(locals()))
+        if diagonal and o['t_density'] in ('log_snr', 'edm'): raise ValueError(f"t_density={o['t_density']!r}: needs a scalar path; on {self.path!r} use 'uniform' or 'logit_normal'")
         self._set_data(data, o)
         self._set_optimiser(net, o)
     def __repr__(self): return f"Trainer(step={self.step}, param={self.param!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
@@ -203,7 +206,7 @@ class Trainer:
 # %% ../nbs/06_train.ipynb #c036
 def _checked_options(o:dict) -> dict:
     "The Trainer's keyword options, each validated (a ValueError names the argument, the value and what is allowed)."
-    o = {k: v for k, v in o.items() if k not in ('self', 'net', 'path', 'data', '__class__')}
+    o = {k: v for k, v in o.items() if k not in ('self', 'net', 'path', 'data', 'diagonal', '__class__')}
     o['param'], o['weighting'] = check_choice('param', o['param'], PARAMS, PARAM_ALIASES), check_choice('weighting', o['weighting'], WEIGHTINGS)
     o['t_density'], o['lr_schedule'] = check_choice('t_density', o['t_density'], T_DENSITIES), check_choice('lr_schedule', o['lr_schedule'], LR_SCHEDULES)
     o['precision'] = check_choice('precision', o['precision'], ('auto', 'bf16', 'fp32'))
@@ -362,6 +365,10 @@ def _net_spec(net:nn.Module) -> dict|None:
 
 def _path_spec(path) -> dict:
     "What a checkpoint records of a corruption: a Path's name, parameters and time range, or another's class and recorded arguments (.config)."
+    if isinstance(path, StackedPath):   # one scalar path per coordinate: each part recorded whole, and the basis
+        basis = None if path.basis is None else path.basis.tolist()
+        return {'name': path.name, 'params': path.params(), 't_min': path.t_min, 't_max': path.t_max, 'repr': repr(path),
+                'parts': [_path_spec(q) for q in path.paths], 'basis': basis}
     if isinstance(path, Path): return {'name': path.name, 'params': path.params(), 't_min': path.t_min, 't_max': path.t_max, 'repr': repr(path)}
     cfg = getattr(path, 'config', None)
     return {'name': type(path).__name__, 'params': cfg if isinstance(cfg, dict) else None, 'repr': repr(path)}
@@ -375,7 +382,10 @@ def _spec(cls:Trainer, path) -> dict:
 @patch(cls_method=True)
 def _rebuild(cls:Trainer, spec:dict):
     "The corruption a checkpoint records, rebuilt by name from the registered paths: nothing is imported or called."
-    try: return get_path(spec['name'], **spec['params'], t_min=spec['t_min'], t_max=spec['t_max'])
+    try:
+        if spec['name'] == StackedPath.name and 'parts' in spec:
+            return StackedPath([cls._rebuild(q) for q in spec['parts']], basis=spec['basis'])
+        return get_path(spec['name'], **spec['params'], t_min=spec['t_min'], t_max=spec['t_max'])
     except (ValueError, TypeError) as e:
         raise ValueError(f"path: the checkpoint's path {spec.get('repr')} cannot be rebuilt by name ({e}); pass path= (the path it was trained on)") from None
 
@@ -502,7 +512,8 @@ def _check_path(cfg:dict, want:dict|None, param:str|None, arg:str='path'):
         raise ValueError(f"param={param!r}: the checkpoint was trained with param={cfg['hparams']['param']!r}")
     have = cfg['path']
     if want is None or want['params'] is None or have.get('params') is None: return      # nothing recorded to compare
-    if tuple(want.get(k) for k in ('name', 'params', 't_min', 't_max')) != tuple(have.get(k) for k in ('name', 'params', 't_min', 't_max')):
+    keys = ('name', 'params', 't_min', 't_max') + tuple(k for k in ('parts', 'basis') if k in have)   # a stacked path's parts and basis
+    if tuple(want.get(k) for k in keys) != tuple(have.get(k) for k in keys):
         raise ValueError(f"{arg}={want['repr']}: the checkpoint was trained on {have['repr']}")
 
 # %% ../nbs/06_train.ipynb #c063

@@ -104,10 +104,11 @@ class SamplerPreview(anywidget.AnyWidget):
 # %% ../nbs/11_widgets.ipynb #c018
 PREVIEW_METHODS = tuple(m for m, info in SAMPLERS.items() if None not in info.options.values())   # not those that need data= or head=
 
-def _check_preview(den, n, max_fps, max_inflight):
+def _check_preview(den, n, steps, max_fps, max_inflight):
     "Check SamplerPreview's arguments."
     if not isinstance(den, Denoiser): raise TypeError(f"den: expected a dn.Denoiser, got {type(den).__name__}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n={n!r}: must be an integer >= 1")
+    for name, v in (('n', n), ('steps', steps)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{name}={v!r}: must be an integer >= 1")
     if not max_fps > 0: raise ValueError(f"max_fps={max_fps}: must be > 0")
     if isinstance(max_inflight, bool) or not isinstance(max_inflight, int) or max_inflight < 1: raise ValueError(f"max_inflight={max_inflight!r}: must be an integer >= 1")
 
@@ -121,7 +122,7 @@ def __init__(self:SamplerPreview, den:Denoiser,      # what to sample (network, 
              ack_timeout:float=2.,     # seconds after which an unacknowledged frame counts as lost (a closed view)
              device=None, fit_kw:dict|None=None, # device of the state; options of fit_grid for grid_kind='fitted'
              **traits):
-    _check_preview(den, n, max_fps, max_inflight)
+    _check_preview(den, n, steps, max_fps, max_inflight)
     method = check_choice('method', method, PREVIEW_METHODS, SAMPLER_ALIASES)
     anywidget.AnyWidget.__init__(self, n=n, method=method, steps=steps, methods=list(PREVIEW_METHODS), grid_kinds=[*TIME_GRIDS, 'fitted'], **traits)
     self.den, self.max_fps, self.max_inflight, self.ack_timeout, self.device = den, float(max_fps), max_inflight, float(ack_timeout), device

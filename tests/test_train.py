@@ -164,3 +164,16 @@ def test_fallback_loads_the_newest_intact_checkpoint_only_when_asked(tmp_path):
     assert back.step == 2
     for ck in (tmp_path / 'run').glob('ckpt-*'): (ck / 'model.safetensors').write_bytes(b'')
     with pytest.raises(ValueError, match='no checkpoint in it loads'): dn.Trainer.load(tmp_path / 'run', device='cpu', fallback=True)
+
+def test_a_stacked_path_round_trips_without_path(tmp_path):
+    "A StackedPath checkpoint records each part whole (and the basis): load rebuilds it, and refuses a stack of other schedules."
+    from diffnb.paths import StackedPath
+    sp = StackedPath([dn.get_path('vp', beta_max=10.), dn.get_path('subvp')], basis=torch.tensor([[0.6, -0.8], [0.8, 0.6]]))
+    tr = dn.Trainer(dn.MLP(2, hidden=16, depth=1), sp, dn.toy('ring8', 200), batch_size=32, device='cpu')
+    list(tr.steps(2)); tr.save(tmp_path / 'run')
+    back = dn.Trainer.load(tmp_path / 'run', device='cpu')
+    assert [q.params() for q in back.path.paths] == [q.params() for q in sp.paths] and torch.equal(back.path.basis, sp.basis)
+    t = torch.tensor([0.2, 0.7], dtype=torch.float64)
+    assert torch.equal(back.path.alpha(t), sp.alpha(t)) and back.t_density == 'uniform'
+    with pytest.raises(ValueError, match='the checkpoint was trained on'):
+        dn.Trainer.load(tmp_path / 'run', path=StackedPath([dn.get_path('vp'), dn.get_path('subvp')], basis=sp.basis), device='cpu')
