@@ -512,6 +512,18 @@ def euler_maruyama(r, z):
     yield from sde(r, z, 1.)
 
 # %% ../nbs/04_samplers.ipynb #c058
+def _langevin(r, z, eps, s, snr:float) -> Tensor:
+    "One Langevin corrector step z + e score + sqrt(2e) xi, score = -eps/s, its size e set by the signal-to-noise ratio (Song et al. 2021, Algorithm 5)."
+    xi = r.noise(z)
+    mean_norm = lambda v: v.flatten(1).norm(dim=1).mean()
+    if isinstance(s, float):     # a scalar path: |score| = |eps| / s, and the step is two in-place updates
+        e = 2 * (snr * mean_norm(xi).item() * s / max(mean_norm(eps).item(), 1e-12))**2
+        return lincomb((1., z), (-e / s, eps), (math.sqrt(2 * e), xi))
+    score = -eps / s
+    e = 2 * (snr * mean_norm(xi) / mean_norm(score).clamp(min=1e-12))**2
+    return z + e * score + torch.sqrt(2 * e) * xi
+
+# %% ../nbs/04_samplers.ipynb #c059
 @register('pc', order=1, stochastic=True, evals=2, snr=0.16, corrector_steps=1, grid='log_snr')
 def pc(r, z, snr=0.16, corrector_steps=1):
     "Predictor-corrector (Song et al.): a reverse-SDE step, then Langevin steps at the new time."
@@ -524,13 +536,10 @@ def pc(r, z, snr=0.16, corrector_steps=1):
         if i < r.N - 1:
             for _ in range(int(corrector_steps)):
                 x0, eps = r.D(z, i + 1)
-                score = -eps / r.cs[i + 1]
-                xi = r.noise(z)
-                step = 2 * (snr * xi.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp(min=1e-12))**2
-                z = z + step * score + torch.sqrt(2 * step) * xi
+                z = _langevin(r, z, eps, r.cs[i + 1], snr)
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c060
+# %% ../nbs/04_samplers.ipynb #c061
 @register('edm', order=2, stochastic=True, evals=2, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.)
 def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
     "EDM sampler (Karras et al. 2022, Algorithm 2): Heun in sigma/alpha with optional churn."
@@ -556,12 +565,12 @@ def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
         z = _times(x_next, r.ca[i + 1])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c061
+# %% ../nbs/04_samplers.ipynb #c062
 def _times(v:Tensor, c) -> Tensor:
     "c v, skipping the pass when c is the number 1 (alpha = 1 on the EDM and VE paths)."
     return v if isinstance(c, float) and c == 1. else v * c
 
-# %% ../nbs/04_samplers.ipynb #c063
+# %% ../nbs/04_samplers.ipynb #c064
 def _dpm_steps(r, order:int, sde:bool=False):
     """Per step i, the coefficients of x_{i+1} = cz x_i + w0 x0_i + w1 x0_{i-1} + w2 x0_{i-2} (+ cn xi for the SDE variant):
     DPM-Solver++ of the given multistep order, of lower order while the history is short and where lambda is infinite."""
@@ -593,7 +602,7 @@ def _dpm_steps(r, order:int, sde:bool=False):
     w0 = torch.where(finite, w0, 1.)
     return [r.K(torch.nan_to_num(v, nan=0.)) for v in (cz, a[1:] * w0, a[1:] * w1, a[1:] * w2, cn)]
 
-# %% ../nbs/04_samplers.ipynb #c064
+# %% ../nbs/04_samplers.ipynb #c065
 def _multistep(r, z, order, sde=False):
     "The DPM-Solver++ loop: one x0-hat per step, combined with the previous ones."
     CZ, W0, W1, W2, CN = _dpm_steps(r, order, sde)
@@ -605,7 +614,7 @@ def _multistep(r, z, order, sde=False):
         z = r.add_noise(lincomb(*terms), CN[i])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c065
+# %% ../nbs/04_samplers.ipynb #c066
 @register('dpmpp_2m', order=2, stochastic=False, evals=1)
 def dpmpp_2m(r, z):
     "DPM-Solver++(2M), multistep second order in lambda = log(alpha/sigma)."
@@ -616,13 +625,13 @@ def dpmpp_3m(r, z):
     "Multistep third order in lambda: the quadratic through the last three x0-hats, integrated exactly."
     yield from _multistep(r, z, 3)
 
-# %% ../nbs/04_samplers.ipynb #c066
+# %% ../nbs/04_samplers.ipynb #c067
 @register('dpmpp_2m_sde', order=2, stochastic=True, evals=1)
 def dpmpp_2m_sde(r, z):
     "SDE-DPM-Solver++(2M): the reverse SDE solved exactly in its linear part, second order in x0-hat."
     yield from _multistep(r, z, 2, sde=True)
 
-# %% ../nbs/04_samplers.ipynb #c068
+# %% ../nbs/04_samplers.ipynb #c069
 @register('analytic_dpm', order=1, stochastic=True, evals=1, data=None)
 def analytic_dpm(r, z, data=None):
     "Ancestral sampling with Analytic-DPM's optimal variance, the posterior variance measured on `data` (training points)."
@@ -643,7 +652,7 @@ def analytic_dpm(r, z, data=None):
         z = r.add_noise(r.add_noise(lincomb((A[i], x0), (E[i], eps)), C[i]), CX[i])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c070
+# %% ../nbs/04_samplers.ipynb #c071
 def fit_grid(den:Denoiser,           # the model the grid is for
              steps:int,              # the sampler's steps
              pilot=512,              # pilot batch: a number of prior draws or the states at t_max
@@ -680,13 +689,13 @@ def fit_grid(den:Denoiser,           # the model the grid is for
     best = res.x if res.fun <= loss(theta0) else theta0
     return grid_of(best)
 
-# %% ../nbs/04_samplers.ipynb #c091
+# %% ../nbs/04_samplers.ipynb #c092
 from torch import nn
 from fastcore.basics import patch
 
 VARIANCE_KINDS = ('npr', 'sn')
 
-# %% ../nbs/04_samplers.ipynb #c092
+# %% ../nbs/04_samplers.ipynb #c093
 class VarianceHead(nn.Module):
     "A second network on a frozen Denoiser: `head(x, t)` is Var[x0 | x_t] per coordinate, learned by NPR or SN regression."
     def __init__(self, net:nn.Module,   # net(x, t) returning x's shape (e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)): a log-scale correction
@@ -701,7 +710,7 @@ class VarianceHead(nn.Module):
         self.register_buffer('data_var', torch.as_tensor(data_var, dtype=torch.float32))
     def __repr__(self): return f"VarianceHead(kind={self.kind!r}, path={self.den.path!r})"
 
-# %% ../nbs/04_samplers.ipynb #c094
+# %% ../nbs/04_samplers.ipynb #c095
 @patch
 def eps_var(self:VarianceHead, x:Tensor, t) -> Tensor:
     "The head's Var[eps | x_t] per coordinate: alpha^2/(alpha^2 + sigma^2) times a learned positive factor (1 at initialisation)."
@@ -712,7 +721,7 @@ def eps_var(self:VarianceHead, x:Tensor, t) -> Tensor:
     out = self.net(x.to(dt), batch_time(t64, x.to(dt))).to(x.dtype)
     return a2 / (a2 + s2) * nn.functional.softplus(out + math.log(math.e - 1))
 
-# %% ../nbs/04_samplers.ipynb #c095
+# %% ../nbs/04_samplers.ipynb #c096
 @patch
 def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
     "Var[x0 | x_t] per coordinate: sigma^2/alpha^2 Var[eps | x_t], clipped to the data's variance (J. Su, 'Topics on Diffusion Generative Models', eq. (7.11))."
@@ -721,7 +730,7 @@ def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
     r2 = (c.sigma / c.alpha)**2
     return torch.minimum(r2 * self.eps_var(x, t), self.data_var.to(x))
 
-# %% ../nbs/04_samplers.ipynb #c099
+# %% ../nbs/04_samplers.ipynb #c100
 def _head_variance(r, z, head, name):
     "Ancestral steps with the posterior mean and the variance beta_tilde^2 + lambda^2 head(x_t, t)."
     kind = name.split('_')[0]
@@ -738,7 +747,7 @@ def _head_variance(r, z, head, name):
         z = z + lam[i] * r.path.to_basis(v).sqrt() * r.noise(z)
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c100
+# %% ../nbs/04_samplers.ipynb #c101
 @register('npr_dpm', order=1, stochastic=True, evals=1, head=None)
 def npr_dpm(r, z, head=None):
     "Ancestral sampling with NPR-DPM's state-dependent variance (a VarianceHead of kind 'npr')."
@@ -749,7 +758,7 @@ def sn_dpm(r, z, head=None):
     "Ancestral sampling with SN-DPM's state-dependent variance (a VarianceHead of kind 'sn')."
     yield from _head_variance(r, z, head, 'sn_dpm')
 
-# %% ../nbs/04_samplers.ipynb #c103
+# %% ../nbs/04_samplers.ipynb #c104
 @dataclass
 class ELBO:
     "The terms of a DDPM chain's variational bound per sample, in nats: -log p(x0) <= prior + steps.sum(1) + decoder."
@@ -766,7 +775,7 @@ class ELBO:
         return (f"ELBO: -log p(x0) <= {m(self.nll):.4f} nats ({m(self.bits_per_dim):.4f} bits/dim) = prior {m(self.prior):.3g}"
                 f" + {self.steps.shape[1]} steps {m(self.steps.sum(1)):.4f} + decoder {m(self.decoder):.4f}")
 
-# %% ../nbs/04_samplers.ipynb #c104
+# %% ../nbs/04_samplers.ipynb #c105
 def _gauss_kl(m2, v_q, v_p):
     "KL(N(m_q, v_q) || N(m_p, v_p)) per coordinate, with m2 = (m_q - m_p)^2."
     return 0.5 * (torch.log(v_p / v_q) + (v_q + m2) / v_p - 1)
@@ -777,7 +786,7 @@ def _denoising_error(den, data, a, s, t, generator):
     xt = a * x0 + s * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
     return (x0 - den.x0(xt, torch.full((len(x0),), t, dtype=x0.dtype))).pow(2).mean().item()
 
-# %% ../nbs/04_samplers.ipynb #c106
+# %% ../nbs/04_samplers.ipynb #c107
 def _elbo_variances(variance, decoder_var, data):
     "Check the reverse and decoder variance choices of ddpm_elbo; return decoder_var (None follows variance)."
     ok = lambda v: v in ('beta_tilde', 'beta', 'analytic') or isinstance(v, VarianceHead)
@@ -788,7 +797,7 @@ def _elbo_variances(variance, decoder_var, data):
     if data is None and 'analytic' in (variance, decoder_var): raise ValueError("data: variance='analytic' needs data= (training points)")
     return decoder_var
 
-# %% ../nbs/04_samplers.ipynb #c107
+# %% ../nbs/04_samplers.ipynb #c108
 def _elbo_term(den, x0:Tensor, t:Tensor, a:float, s:float, choice, post, last:bool, chain:tuple, n_mc:int, generator) -> Tensor:
     "One step's term per point, averaged over n_mc draws of x_t: the decoder's NLL when `last`, else the KL of q and p."
     total, acc = (lambda v: v.flatten(1).sum(1)), 0
@@ -805,7 +814,7 @@ def _elbo_term(den, x0:Tensor, t:Tensor, a:float, s:float, choice, post, last:bo
             acc = acc + total(_gauss_kl(lam**2 * err, vq * torch.ones_like(err), vp * torch.ones_like(err)))
     return acc / n_mc
 
-# %% ../nbs/04_samplers.ipynb #c108
+# %% ../nbs/04_samplers.ipynb #c109
 def ddpm_elbo(den:Denoiser,           # the model: its posterior means define the reverse chain
               x0,                     # (B, *event) points to score
               steps:int=1000,         # number N of noisy latents, uniform in t from t_min to t_max (a DDPM path with steps=T: its own chain)

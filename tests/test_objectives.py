@@ -75,3 +75,16 @@ def test_one_gradient_loop_in_the_package():
     src = pathlib.Path(dn.__file__).parent
     hits = [(f.name, n) for f in src.glob('*.py') for n, line in enumerate(f.read_text().splitlines(), 1) if re.search(r'\.backward\(', line)]
     assert len(hits) == 1 and hits[0][0] == 'train.py', hits
+
+@pytest.mark.parametrize('name', OBJECTIVES)
+def test_objective_trains_under_the_monitor(name, tmp_path):
+    "TrainingMonitor drives every objective: the loss curve, samples where the model is a Denoiser, and a checkpoint that loads."
+    from diffnb.widgets import TrainingMonitor
+    tr, extra, data, kind = _make(name)
+    mon = TrainingMonitor(tr, every=2, n_samples=32, steps=2, folder=str(tmp_path / 'mon'))
+    mon.train(4, wait=True)
+    assert tr.step == 4 and len(mon.loss_fig.data[0].y) == 4
+    draws = [s for s, _ in mon.sample_log]
+    assert draws == ([2, 4] if issubclass(kind, dn.Denoiser) else []), draws
+    assert all(torch.isfinite(x).all() for _, x in mon.sample_log)
+    assert type(tr).load(tmp_path / 'mon', data=data, **extra).step == 4

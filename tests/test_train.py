@@ -177,3 +177,11 @@ def test_a_stacked_path_round_trips_without_path(tmp_path):
     assert torch.equal(back.path.alpha(t), sp.alpha(t)) and back.t_density == 'uniform'
     with pytest.raises(ValueError, match='the checkpoint was trained on'):
         dn.Trainer.load(tmp_path / 'run', path=StackedPath([dn.get_path('vp'), dn.get_path('subvp')], basis=sp.basis), device='cpu')
+
+def test_the_cli_trains_with_the_recipe(tmp_path):
+    "diffnb train uses the Trainer's defaults, which are dn.RECIPE: the checkpoint it writes records them."
+    r = subprocess.run([sys.executable, '-m', 'diffnb', 'train', '--data', 'ring8', '--steps', '2', '--out', str(tmp_path / 'cli'), '--device', 'cpu'],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = json.loads(next((tmp_path / 'cli').glob('ckpt-*/config.json')).read_text())
+    assert {k: cfg['hparams'][k] for k in dn.RECIPE} == dn.RECIPE   # 20k toy points: the recipe's batch of 1024 too

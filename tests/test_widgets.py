@@ -204,7 +204,8 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match='method'): SamplerPreview(den, method='nope')
     with pytest.raises(ValueError, match='n=0'): SamplerPreview(den, n=0)
     with pytest.raises(ValueError, match='max_fps'): SamplerPreview(den, max_fps=0)
-    w = SamplerPreview(den, steps=0)
+    with pytest.raises(ValueError, match='steps=0'): SamplerPreview(den, steps=0)
+    w = SamplerPreview(den, steps=3); w.steps = 0                     # set later, from the browser's controls: the run says why
     with pytest.raises(ValueError, match='steps=0'): w.run(wait=True)
     with pytest.raises(ValueError, match='direction'): integrate_paths(den, torch.zeros(2, 2), 'sideways')
     with pytest.raises(TypeError, match='model'): TrajectoryExplorer('x')
