@@ -427,7 +427,7 @@ def _den(self:TrajectoryExplorer) -> Denoiser:
 
 # %% ../nbs/11_widgets.ipynb #c060
 @patch
-def _compute(self:TrajectoryExplorer) -> dict:
+def compute(self:TrajectoryExplorer) -> dict:
     "Density map, ODE and SDE paths for the current settings."
     den, n = self._den(), self.w_n.value
     P, g = den.path, torch.Generator().manual_seed(self.seed)
@@ -456,7 +456,7 @@ def _lines(ts, paths):
 @patch
 def figure(self:TrajectoryExplorer, c:dict|None=None) -> go.Figure:
     "The explorer's figure for the current settings."
-    c = c or self._compute()
+    c = c or self.compute()
     fig = go.Figure(go.Heatmap(x=c['tt'].numpy(), y=c['xs'].numpy(), z=c['d'].numpy(), colorscale='Viridis', showscale=False, name='p_t(x)'))
     for name, p, style in (('SDE', c['sde'], dict(color='rgba(255,140,60,0.8)', width=1)), ('ODE', c['ode'], dict(color='white', width=1.6))):
         X, Y = _lines(c['ts'], p)
