@@ -8,7 +8,7 @@ import math, itertools
 import torch
 from torch import Tensor, nn
 from fastcore.basics import patch_to
-from .paths import Path
+from .paths import Path, as_generator
 from .samplers import odeint
 from .denoisers import Denoiser
 from .train import Trainer, sample_t
@@ -45,6 +45,7 @@ def as_prior(prior) -> KernelPrior:
 def sample(self, n:int, d:int, # number of draws and dimension
            generator=None, dtype=torch.float32) -> Tensor:
     "n draws of z, shape (n, d)."
+    generator = as_generator(generator)
     g, nm = generator, self.name
     if nm == 'gaussian': return torch.randn(n, d, generator=g, dtype=dtype)
     if nm == 'laplace':
@@ -105,6 +106,7 @@ def _col(t, x:Tensor) -> Tensor:
 @patch_to(KernelFlow)
 def cond_sample(self, x0:Tensor, t, generator=None) -> Tensor:
     "A draw of x_t given x0 (n, d) at time(s) t."
+    generator = as_generator(generator)
     t = _col(t, x0)
     return self.mu(x0, t) + t * self.prior.sample(x0.shape[0], x0.shape[1], generator, x0.dtype).to(x0.device)
 
@@ -160,6 +162,7 @@ def oracle(self, data:Tensor):
 @patch_to(KernelFlow)
 def sample_prior(self, n:int, d:int, generator=None, data:Tensor|None=None, dtype=torch.float32) -> Tensor:
     "n draws of x_T: T z, plus a random data point for the Green kind when data is given (the exact marginal)."
+    generator = as_generator(generator)
     x = self.T * self.prior.sample(n, d, generator, dtype)
     if data is not None and self.kind == 'green': x = x + data[torch.randint(0, data.shape[0], (n,), generator=generator)].to(dtype)
     return x
@@ -205,6 +208,7 @@ def pfgm(T:float=40.,         # height of the plane the prior lives on
 
 def pfgm_prior(n:int, d:int, T:float=40., generator=None, dtype=torch.float32) -> Tensor:
     "n draws on the plane t = T from p(x) proportional to (|x|^2 + T^2)^(-(d+1)/2): the far field of any data."
+    generator = as_generator(generator)
     return T * KernelPrior('cauchy').sample(n, d, generator, dtype)
 
 # %% ../nbs/10_constructions.ipynb #c043
@@ -307,6 +311,7 @@ def reflow_pairs(den:Denoiser, n:int, steps:int=100, generator=None,
                  shape:tuple|None=None, # event shape (default: the Denoiser's)
                  dtype=torch.float32, device=None) -> tuple[Tensor, Tensor]:
     "(x0, eps): n samples of den's ODE (Euler, `steps`) and the noise each came from."
+    generator = as_generator(generator)
     P = den.path
     z = P.prior(n, shape or den.event_shape, generator=generator, dtype=dtype).to(device)
     x = flow_euler(den, z, steps)
@@ -470,6 +475,7 @@ def unmask_exact(p:Tensor, k:int=1) -> Tensor:
 # %% ../nbs/10_constructions.ipynb #c086
 def unmask_sample(p:Tensor, n:int, k:int=1, generator=None) -> Tensor:
     "n sequences (n, L) from the masking model, unmasking k random positions per step from exact marginals."
+    generator = as_generator(generator)
     L = p.dim()
     seqs = torch.full((n, L), MASK, dtype=torch.long)
     for b in range(n):

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from fastcore.basics import patch
 import plotly.graph_objects as go
-from .paths import Path, DiagonalPath, get_path, figure_bundle
+from .paths import Path, DiagonalPath, get_path, figure_bundle, as_generator
 from .denoisers import Denoiser
 
 # %% auto #0
@@ -60,6 +60,7 @@ class GaussianMixture:
 @patch
 def sample(self:GaussianMixture, n:int, generator=None, return_labels:bool=False, dtype=torch.float32):
     "n draws (and their class labels when asked)."
+    generator = as_generator(generator)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n={n!r}: the number of draws must be an integer >= 1")
     k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
     xi = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import torch
 from torch import Tensor
-from .paths import Path, DiagonalPath, as_time
+from .paths import Path, DiagonalPath, as_time, as_generator
 from .denoisers import Denoiser
 from .samplers import sample, odeint
 from fastcore.basics import patch
@@ -182,6 +182,7 @@ def log_prob(den:Denoiser, x:Tensor,
              return_info:bool=False,
             ):
     "log p_t0(x) in nats, shape (B,), by the instantaneous change of variables along the pfODE."
+    generator = as_generator(generator)
     _check_div(div, n_probes, probe, return_stderr)
     x, P = _check_x(den, x), den.path
     t0 = P.t_min if t0 is None else float(P.check_t(t0, 't0'))
@@ -203,6 +204,7 @@ def bits_per_dim(den:Denoiser, x:Tensor,
                  **kw,                      # passed to log_prob
                 ) -> Tensor:
     "Bits per dimension, shape (B,), with uniform dequantization when `bin_width` is given."
+    generator = as_generator(generator)
     x = _check_x(den, x)
     D = x[0].numel()
     if bin_width is None: return -log_prob(den, x, generator=generator, **kw) / (D * math.log(2))
@@ -249,6 +251,7 @@ def sdedit(den:Denoiser, x:Tensor,
            **kw,                     # passed to dn.sample (y=, scale=, the method's options)
           ) -> Tensor:
     "Edit x by noising it to time t and sampling back to t_min."
+    generator = as_generator(generator)
     x, P = _check_x(den, x), den.path
     t = float(P.check_t(t, 't'))
     if not t > P.t_min: raise ValueError(f"t={t}: must be above t_min={P.t_min}")
@@ -292,6 +295,7 @@ def inpaint(den:Denoiser, x:Tensor,
             y=None,
            ) -> Tensor:
     "Fill the unknown part of x by sampling, replacing the known part by its noised version at every step."
+    generator = as_generator(generator)
     x, P = _check_x(den, x), den.path
     m = _check_mask(mask, x)
     grid = _grid(P, P.t_min, P.t_max, steps, None).flip(0)

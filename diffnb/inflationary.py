@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from fastcore.basics import patch
 import plotly.graph_objects as go
-from .paths import Coefs, DiagonalPath, as_time, check_choice
+from .paths import Coefs, DiagonalPath, as_time, check_choice, as_generator
 from .denoisers import Denoiser
 from .data import GaussianMixture
 from .train import Trainer
@@ -284,6 +284,7 @@ def compress(den:Denoiser, x:Tensor, keep:int|None=None, **kw) -> Tensor:
 
 def decompress(den:Denoiser, codes:Tensor, eps:float=0., generator:torch.Generator|None=None, **kw) -> Tensor:
     "Decode (n, keep) codes, the other latent coordinates drawn from N(0, eps^2) in prior-std units."
+    generator = as_generator(generator)
     P = den.path
     rest = eps * torch.randn(codes.shape[0], P.dim - codes.shape[1], generator=generator, dtype=codes.dtype).to(codes.device)
     zb = torch.cat([codes, rest], 1)
@@ -340,6 +341,7 @@ def calibration(den:Denoiser,             # a model on an inflationary (or any 2
                 **kw,                     # method, steps, rtol, atol, dtype for encode and decode
                ):
     "Coverage of latent credible spheres before and after the generative flow and back, against nominal; with data, the encoded data's coverage."
+    generator = as_generator(generator)
     import pandas as pd
     from scipy.stats import chi2
     P = den.path

@@ -8,6 +8,7 @@ import math, warnings
 from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
+from .paths import as_generator
 from .data import GaussianMixture
 import numpy as np
 
@@ -44,6 +45,7 @@ def _quantiles(v:Tensor, m:int) -> Tensor:
 def sliced_wasserstein(x:Tensor, y:Tensor, n_proj:int=512, # random directions
                        generator:torch.Generator|None=None) -> float:
     "Sliced Wasserstein-2 distance (not squared) between two samples."
+    generator = as_generator(generator)
     x, y = _pair_check(x, y)
     if n_proj < 1: raise ValueError(f"n_proj={n_proj}: must be >= 1")
     theta = torch.randn(n_proj, x.shape[1], generator=generator, dtype=torch.float64)
@@ -74,6 +76,7 @@ def _median_distance(x:Tensor, y:Tensor, generator=None, m:int=1000) -> float:
 def mmd(x:Tensor, y:Tensor, scales:tuple=(0.25, 0.5, 1., 2., 4.), # bandwidths, as multiples of the median distance
         generator:torch.Generator|None=None) -> float:
     "Unbiased MMD^2 with a multi-bandwidth RBF kernel."
+    generator = as_generator(generator)
     x, y = _pair_check(x, y)
     h = _median_distance(x, y, generator) or 1.
     k = lambda d: sum(torch.exp(-d**2 / (2 * (s * h)**2)) for s in scales)
@@ -142,6 +145,7 @@ def noise_floor(metric,                 # metric(x, y) -> float, or metric(x, gm
                 against_truth:bool|None=None, # metric(x, gm) rather than metric(x, y) (default: True for mode_coverage)
                ):
     "The metric between two independent draws of the truth at sample size n (mean over reps); warns when n cannot resolve it."
+    generator = as_generator(generator)
     if isinstance(n, bool) or not isinstance(n, int) or n < 2 or isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ValueError(f"n={n!r}, reps={reps!r}: need integers n >= 2 and reps >= 1")
     if against_truth is None: against_truth = metric is mode_coverage

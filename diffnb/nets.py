@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.basics import patch
-from .paths import DDPM
+from .paths import DDPM, as_generator
 from .denoisers import Denoiser, batch_time
 
 # %% auto #0
@@ -53,7 +53,7 @@ class FourierEmbedding(nn.Module):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2 or dim % 2:
             raise ValueError(f"dim={dim!r}: must be an even integer >= 2")
         self.dim, self.scale, self.mult, self.log_time = dim, float(scale), 2 * math.pi, log_time
-        self.register_buffer('freqs', float(scale) * torch.randn(dim // 2, generator=generator))
+        self.register_buffer('freqs', float(scale) * torch.randn(dim // 2, generator=as_generator(generator)))
     def forward(self, t:Tensor) -> Tensor: return _periodic(self, t)
 
 # %% ../nbs/05_nets.ipynb #c016
@@ -185,6 +185,7 @@ class MLP(nn.Module):
 # %% ../nbs/05_nets.ipynb #c036
 def randomize_(net:nn.Module, std:float=0.1, generator:torch.Generator|None=None) -> nn.Module:
     "Every parameter of net drawn from N(0, std^2), in place: an untrained net that does not predict zero, for tests."
+    generator = as_generator(generator)
     with torch.no_grad():
         for p in net.parameters(): p.copy_(std * torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device))
     return net

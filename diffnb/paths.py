@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_paths.ipynb #c002
 from __future__ import annotations
-import difflib, json, math
+import difflib, json, math, numbers
 from typing import NamedTuple
 import torch
 from torch import Tensor
@@ -14,16 +14,23 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 # %% auto #0
-__all__ = ['PATHS', 'PATH_ALIASES', 'TIME_GRIDS', 'MAX_STEPS', 'as_time', 'resolve_device', 'derivative', 'Path', 'VP',
-           'figure_bundle', 'FigureDisplay', 'VPCosine', 'SubVP', 'VE', 'OU', 'EDM', 'Linear', 'Trig', 'ddpm_betas',
-           'DDPM', 'check_choice', 'get_path', 'Coefs', 'DiagonalPath', 'StackedPath', 'time_grid']
+__all__ = ['PATHS', 'PATH_ALIASES', 'TIME_GRIDS', 'MAX_STEPS', 'as_time', 'as_generator', 'resolve_device', 'derivative', 'Path',
+           'VP', 'figure_bundle', 'FigureDisplay', 'VPCosine', 'SubVP', 'VE', 'OU', 'EDM', 'Linear', 'Trig',
+           'ddpm_betas', 'DDPM', 'check_choice', 'get_path', 'Coefs', 'DiagonalPath', 'StackedPath', 'time_grid']
 
 # %% ../nbs/00_paths.ipynb #c006
 def as_time(t) -> Tensor:
     "`t` (a float or a tensor) as a float64 tensor on its own device."
     return t.to(torch.float64) if isinstance(t, Tensor) else torch.tensor(float(t), dtype=torch.float64)
 
-# %% ../nbs/00_paths.ipynb #c007
+# %% ../nbs/00_paths.ipynb #c008
+def as_generator(generator, name:str='generator') -> torch.Generator|None:
+    "`generator` as a torch.Generator: an int seeds a new CPU generator; a Generator or None passes through."
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool): return torch.Generator().manual_seed(int(generator))
+    if generator is None or isinstance(generator, torch.Generator): return generator
+    raise ValueError(f"{name}={generator!r}: a torch.Generator, an int seed, or None")
+
+# %% ../nbs/00_paths.ipynb #c010
 def resolve_device(device:str|torch.device='auto') -> torch.device:
     "'auto' picks CUDA, then MPS, then CPU; any other device is checked to be present."
     if device == 'auto':
@@ -41,12 +48,12 @@ def resolve_device(device:str|torch.device='auto') -> torch.device:
         raise ValueError(f"device={str(device)!r}: MPS is not available here; use 'auto' or 'cpu'")
     return d
 
-# %% ../nbs/00_paths.ipynb #c008
+# %% ../nbs/00_paths.ipynb #c011
 def derivative(fn, t:Tensor) -> Tensor:
     "Elementwise d fn / dt by forward-mode autograd (for schedules without a hand-written derivative)."
     return torch.func.jvp(fn, (t,), (torch.ones_like(t),))[1]
 
-# %% ../nbs/00_paths.ipynb #c012
+# %% ../nbs/00_paths.ipynb #c015
 class Path:
     "An affine Gaussian path x_t = alpha(t) x_0 + sigma(t) eps on [t_min, t_max]; subclasses define `_alpha`, `_sigma`."
     name = 'path'
@@ -66,7 +73,7 @@ class Path:
     def _dalpha(self, t): return derivative(self._alpha, t)
     def _dsigma(self, t): return derivative(self._sigma, t)
 
-# %% ../nbs/00_paths.ipynb #c013
+# %% ../nbs/00_paths.ipynb #c016
 @patch
 def check_t(self:Path, t, name:str='t') -> Tensor:
     "`t` as float64, checked against [t_min, t_max] (a float32 t a rounding step outside is clamped); `name` is the argument in errors."
@@ -79,7 +86,7 @@ def check_t(self:Path, t, name:str='t') -> Tensor:
         raise ValueError(f"{name}={_show(t)} is outside path '{self.name}''s range [t_min, t_max] = [{self.t_min}, {self.t_max}]")
     return t.clamp(self.t_min, self.t_max) if low else t
 
-# %% ../nbs/00_paths.ipynb #c014
+# %% ../nbs/00_paths.ipynb #c017
 @patch
 def _check_ends(self:Path):
     "Refuse a range whose ends have alpha or sigma zero, or zero to rounding (an infinite log-SNR, where samplers and likelihoods break)."
@@ -91,7 +98,7 @@ def _check_ends(self:Path):
             raise ValueError(f"{end}={t}: path '{self.name}' has alpha = {a.min().item():g}, sigma = {s.min().item():g} there, so an infinite "
                              f"log-SNR; choose {end} where both are > 0 (its default is {getattr(self, end + '_default')})")
 
-# %% ../nbs/00_paths.ipynb #c015
+# %% ../nbs/00_paths.ipynb #c018
 @patch
 def params(self:Path) -> dict:
     "The schedule's parameters (what, with the time range, defines it)."
@@ -102,12 +109,12 @@ def __repr__(self:Path):
     kw = ', '.join(f'{k}={v}' for k, v in self.params().items())
     return f"{type(self).__name__}({kw}{', ' if kw else ''}t in [{self.t_min:g}, {self.t_max:g}])"
 
-# %% ../nbs/00_paths.ipynb #c016
+# %% ../nbs/00_paths.ipynb #c019
 def _show(t:Tensor) -> str:
     "A short text for a time tensor in an error message."
     return f"{t.item():g}" if t.numel() == 1 else f"tensor with range [{t.min().item():g}, {t.max().item():g}]"
 
-# %% ../nbs/00_paths.ipynb #c018
+# %% ../nbs/00_paths.ipynb #c021
 @patch
 def alpha(self:Path, t) -> Tensor:
     "Signal coefficient alpha(t)."
@@ -118,7 +125,7 @@ def sigma(self:Path, t) -> Tensor:
     "Noise coefficient sigma(t)."
     return self._sigma(self.check_t(t))
 
-# %% ../nbs/00_paths.ipynb #c019
+# %% ../nbs/00_paths.ipynb #c022
 @patch
 def dalpha(self:Path, t) -> Tensor:
     "d alpha / dt."
@@ -129,7 +136,7 @@ def dsigma(self:Path, t) -> Tensor:
     "d sigma / dt."
     return self._dsigma(self.check_t(t))
 
-# %% ../nbs/00_paths.ipynb #c020
+# %% ../nbs/00_paths.ipynb #c023
 @patch
 def f(self:Path, t) -> Tensor:
     "Drift coefficient of the forward SDE dx = f x dt + g dW: f = d log alpha / dt."
@@ -143,14 +150,14 @@ def g2(self:Path, t) -> Tensor:
     s = self._sigma(t)
     return 2 * s * (self._dsigma(t) - s * self._dalpha(t) / self._alpha(t))
 
-# %% ../nbs/00_paths.ipynb #c021
+# %% ../nbs/00_paths.ipynb #c024
 @patch
 def log_snr(self:Path, t) -> Tensor:
     "Log signal-to-noise ratio log(alpha^2 / sigma^2) (DPM-Solver's lambda is half of it)."
     t = self.check_t(t)
     return 2 * (torch.log(self._alpha(t)) - torch.log(self._sigma(t)))
 
-# %% ../nbs/00_paths.ipynb #c022
+# %% ../nbs/00_paths.ipynb #c025
 @patch
 def t_of_log_snr(self:Path, l) -> Tensor:
     "The time at which log_snr equals `l` (bisection in float64; schedules with a closed form override it)."
@@ -162,14 +169,14 @@ def t_of_log_snr(self:Path, l) -> Tensor:
         lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
     return (lo + hi) / 2
 
-# %% ../nbs/00_paths.ipynb #c024
+# %% ../nbs/00_paths.ipynb #c027
 def _positive(name, value, path, allow_zero=False):
     "Raise a ValueError unless `value` is finite and positive (or zero, when allowed)."
     ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
     if not ok: raise ValueError(f"{name}={value} for path '{path}': must be {'>= 0' if allow_zero else '> 0'} and finite")
     return float(value)
 
-# %% ../nbs/00_paths.ipynb #c025
+# %% ../nbs/00_paths.ipynb #c028
 class VP(Path):
     "Variance-preserving path with a linear beta(t): alpha = exp(-B/2), sigma = sqrt(1 - alpha^2), B = int_0^t beta."
     name = 'vp'
@@ -194,7 +201,7 @@ class VP(Path):
         a, b = 0.5 * (self.beta_max - self.beta_min), self.beta_min
         return 2 * B / (b + torch.sqrt(b * b + 4 * a * B))   # root of a t^2 + b t - B = 0, stable form
 
-# %% ../nbs/00_paths.ipynb #c028
+# %% ../nbs/00_paths.ipynb #c031
 def figure_bundle(fig:go.Figure, text:str='') -> dict:
     "A display bundle for a plotly figure: rendered by JupyterLab, and by diffnb's static docs."
     return {'application/vnd.plotly.v1+json': json.loads(pio.to_json(fig, validate=False)), 'text/plain': text or repr(fig)}
@@ -204,7 +211,7 @@ class FigureDisplay:
     def __init__(self, fig:go.Figure, text:str=''): self.fig, self.text = fig, text
     def _repr_mimebundle_(self, include=None, exclude=None): return figure_bundle(self.fig, self.text)
 
-# %% ../nbs/00_paths.ipynb #c029
+# %% ../nbs/00_paths.ipynb #c032
 @patch
 def plot(self:Path, n:int=200) -> go.Figure:
     "alpha, sigma and log-SNR over [t_min, t_max]."
@@ -220,11 +227,11 @@ def plot(self:Path, n:int=200) -> go.Figure:
     fig.update_xaxes(title_text='t')
     return fig
 
-# %% ../nbs/00_paths.ipynb #c030
+# %% ../nbs/00_paths.ipynb #c033
 @patch
 def _repr_mimebundle_(self:Path, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
 
-# %% ../nbs/00_paths.ipynb #c033
+# %% ../nbs/00_paths.ipynb #c036
 class VPCosine(Path):
     "Cosine VP path (Nichol & Dhariwal 2021): alpha = cos(((t+s)/(1+s)) pi/2) / cos((s/(1+s)) pi/2)."
     name, t_max_default = 'vp_cosine', 0.999
@@ -243,7 +250,7 @@ class VPCosine(Path):
         a = torch.sqrt(torch.sigmoid(as_time(l))) * math.cos(self.s / (1 + self.s) * math.pi / 2)
         return torch.acos(a) * 2 / math.pi * (1 + self.s) - self.s
 
-# %% ../nbs/00_paths.ipynb #c034
+# %% ../nbs/00_paths.ipynb #c037
 class SubVP(VP):
     "sub-VP path (Song et al. 2021): the VP drift, sigma = 1 - exp(-B) (a standard deviation)."
     name = 'subvp'
@@ -251,7 +258,7 @@ class SubVP(VP):
     def _dsigma(self, t): return self.beta(t) * torch.exp(-self._B(t))
     t_of_log_snr = Path.t_of_log_snr
 
-# %% ../nbs/00_paths.ipynb #c036
+# %% ../nbs/00_paths.ipynb #c039
 class VE(Path):
     "Variance-exploding path: alpha = 1, sigma = sigma_min (sigma_max / sigma_min)^t."
     name, t_min_default = 've', 0.
@@ -271,7 +278,7 @@ class VE(Path):
     def _dsigma(self, t): return self._sigma(t) * self.log_ratio
     def t_of_log_snr(self, l): return (-as_time(l) / 2 - math.log(self.sigma_min)) / self.log_ratio
 
-# %% ../nbs/00_paths.ipynb #c037
+# %% ../nbs/00_paths.ipynb #c040
 class OU(Path):
     "Ornstein-Uhlenbeck path (mu = w = 1 in the lecture notes 'Flow models I: Diffusion models', 2023): alpha = exp(-t), sigma^2 = 1 - exp(-2t)."
     name, t_max_default = 'ou', 10.
@@ -281,7 +288,7 @@ class OU(Path):
     def _dsigma(self, t): return torch.exp(-2 * t) / self._sigma(t)
     def t_of_log_snr(self, l): return 0.5 * torch.nn.functional.softplus(-as_time(l))
 
-# %% ../nbs/00_paths.ipynb #c038
+# %% ../nbs/00_paths.ipynb #c041
 class EDM(Path):
     "EDM path (Karras et al. 2022): alpha = 1, sigma = t, so time is the noise level."
     name, t_min_default, t_max_default = 'edm', 0.002, 80.
@@ -291,7 +298,7 @@ class EDM(Path):
     def _dsigma(self, t): return torch.ones_like(t)
     def t_of_log_snr(self, l): return torch.exp(-as_time(l) / 2)
 
-# %% ../nbs/00_paths.ipynb #c040
+# %% ../nbs/00_paths.ipynb #c043
 class Linear(Path):
     "Linear (rectified-flow) path: alpha = 1 - t, sigma = t."
     name, t_max_default = 'linear', 1 - 1e-3
@@ -301,7 +308,7 @@ class Linear(Path):
     def _dsigma(self, t): return torch.ones_like(t)
     def t_of_log_snr(self, l): return torch.sigmoid(-as_time(l) / 2)
 
-# %% ../nbs/00_paths.ipynb #c041
+# %% ../nbs/00_paths.ipynb #c044
 class Trig(Path):
     "Trigonometric path: alpha = cos(pi t / 2), sigma = sin(pi t / 2)."
     name, t_max_default = 'trig', 1 - 1e-3
@@ -311,7 +318,7 @@ class Trig(Path):
     def _dsigma(self, t): return math.pi / 2 * torch.cos(math.pi * t / 2)
     def t_of_log_snr(self, l): return 2 / math.pi * torch.atan(torch.exp(-as_time(l) / 2))
 
-# %% ../nbs/00_paths.ipynb #c043
+# %% ../nbs/00_paths.ipynb #c046
 def ddpm_betas(kind:str='linear', # 'linear' (Ho et al.), 'scaled_linear' (Stable Diffusion) or 'cosine' (Nichol & Dhariwal)
                T:int=1000,         # number of steps
                beta_start:float=1e-4, beta_end:float=0.02, # ends of the linear kinds
@@ -324,7 +331,7 @@ def ddpm_betas(kind:str='linear', # 'linear' (Ho et al.), 'scaled_linear' (Stabl
         return torch.tensor([min(1 - abar(n + 1) / abar(n), 0.999) for n in range(T)], dtype=torch.float64)
     raise ValueError(f"kind={kind!r}: known discrete schedules are 'linear', 'scaled_linear', 'cosine'")
 
-# %% ../nbs/00_paths.ipynb #c044
+# %% ../nbs/00_paths.ipynb #c047
 class DDPM(Path):
     "Discrete DDPM schedule as a continuous path: step n at t = n/T, log alpha linear in between."
     name = 'ddpm'
@@ -352,7 +359,7 @@ class DDPM(Path):
     def step_of_t(self, t) -> Tensor: return torch.round(as_time(t) * self.T).long() - 1
     def t_of_step(self, n) -> Tensor: return (torch.as_tensor(n, dtype=torch.float64) + 1) / self.T
 
-# %% ../nbs/00_paths.ipynb #c050
+# %% ../nbs/00_paths.ipynb #c053
 def check_choice(arg:str,              # the argument's name, for the message
                  value,                 # what the caller passed
                  known,                 # the allowed names
@@ -367,11 +374,11 @@ def check_choice(arg:str,              # the argument's name, for the message
     hint = f"; did you mean {near[0]!r}?" if near else ''
     raise ValueError(f"{arg}={value!r} is unknown; known: {', '.join(known)}{hint}")
 
-# %% ../nbs/00_paths.ipynb #c052
+# %% ../nbs/00_paths.ipynb #c055
 PATHS = {c.name: c for c in (VP, VPCosine, SubVP, VE, EDM, OU, Linear, Trig, DDPM)}
 PATH_ALIASES = {'cosine': 'vp_cosine', 'squaredcos_cap_v2': 'vp_cosine', 'sub_vp': 'subvp', 'rectified_flow': 'linear', 'flow_matching': 'linear'}
 
-# %% ../nbs/00_paths.ipynb #c053
+# %% ../nbs/00_paths.ipynb #c056
 def get_path(name:str, # one of PATHS: vp, vp_cosine, subvp, ve, edm, ou, linear, trig, ddpm
              **kw,     # overrides of the schedule's parameters (beta_min, sigma_max, t_min, t_max, ...)
             ) -> Path:
@@ -384,7 +391,7 @@ def get_path(name:str, # one of PATHS: vp, vp_cosine, subvp, ve, edm, ou, linear
     if bad: raise ValueError(f"{', '.join(bad)}: not a parameter of path {name!r}; it takes {', '.join(allowed)}")
     return PATHS[name](**kw)
 
-# %% ../nbs/00_paths.ipynb #c064
+# %% ../nbs/00_paths.ipynb #c067
 @patch
 def coef(self:Path, c:Tensor, x:Tensor) -> Tensor:
     "A coefficient (scalar or per batch element) reshaped to broadcast against `x`, in `x`'s dtype and device."
@@ -396,13 +403,13 @@ def to_basis(self:Path, x:Tensor) -> Tensor:
     "Coordinates in which the path acts elementwise (the identity for scalar paths)."
     return x
 
-# %% ../nbs/00_paths.ipynb #c065
+# %% ../nbs/00_paths.ipynb #c068
 @patch
 def from_basis(self:Path, z:Tensor, like:Tensor) -> Tensor:
     "Inverse of `to_basis`, with `like`'s event shape."
     return z
 
-# %% ../nbs/00_paths.ipynb #c067
+# %% ../nbs/00_paths.ipynb #c070
 class Coefs(NamedTuple):
     "alpha, sigma and their time derivatives at some time(s): floats, or tensors that broadcast against a state."
     alpha: Tensor|float
@@ -410,7 +417,7 @@ class Coefs(NamedTuple):
     dalpha: Tensor|float
     dsigma: Tensor|float
 
-# %% ../nbs/00_paths.ipynb #c068
+# %% ../nbs/00_paths.ipynb #c071
 @patch
 def coefs(self:Path, t,                  # a float or a (B,) tensor of times
           like:Tensor|None=None,          # a state in basis coordinates: the coefficients broadcast against it
@@ -420,10 +427,11 @@ def coefs(self:Path, t,                  # a float or a (B,) tensor of times
     c = (self._alpha(t), self._sigma(t), self._dalpha(t), self._dsigma(t))
     return Coefs(*(c if like is None else (self.coef(v, like) for v in c)))
 
-# %% ../nbs/00_paths.ipynb #c071
+# %% ../nbs/00_paths.ipynb #c074
 @patch
 def noise(self:Path, x0:Tensor, t, generator:torch.Generator|None=None) -> tuple[Tensor, Tensor]:
     "A draw of x_t ~ N(alpha x0, sigma^2 I) and the eps used."
+    generator = as_generator(generator)
     if not isinstance(x0, Tensor) or not x0.is_floating_point(): raise ValueError(f"x0: expected a floating tensor (B, *event), got {type(x0).__name__}")
     if not bool(torch.isfinite(x0).all()): raise ValueError("x0: contains NaN or infinite values")
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
@@ -431,17 +439,18 @@ def noise(self:Path, x0:Tensor, t, generator:torch.Generator|None=None) -> tuple
     c = self.coefs(t, z)
     return self.from_basis(c.alpha * z + c.sigma * self.to_basis(eps), x0), eps
 
-# %% ../nbs/00_paths.ipynb #c072
+# %% ../nbs/00_paths.ipynb #c075
 @patch
 def prior_std(self:Path) -> Tensor:
     "Standard deviation of the prior at t_max for unit-variance data: sqrt(alpha^2 + sigma^2)."
     t = as_time(self.t_max)
     return torch.sqrt(self._alpha(t)**2 + self._sigma(t)**2)
 
-# %% ../nbs/00_paths.ipynb #c073
+# %% ../nbs/00_paths.ipynb #c076
 @patch
 def prior(self:Path, n:int, shape:tuple, generator:torch.Generator|None=None, dtype=torch.float32, device=None) -> Tensor:
     "n draws from the prior at t_max, each of event `shape`."
+    generator = as_generator(generator)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"n={n!r}: the number of draws must be an integer >= 1")
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in shape): raise ValueError(f"shape={shape!r}: the event shape must be positive integers")
@@ -449,7 +458,7 @@ def prior(self:Path, n:int, shape:tuple, generator:torch.Generator|None=None, dt
     zb = self.to_basis(z)
     return self.from_basis(self.coef(self.prior_std(), zb) * zb, z)
 
-# %% ../nbs/00_paths.ipynb #c076
+# %% ../nbs/00_paths.ipynb #c079
 class DiagonalPath(Path):
     "A path whose alpha(t), sigma(t) are per coordinate (shape (..., d)) in an orthonormal basis U (identity when None)."
     name = 'diagonal'
@@ -475,7 +484,7 @@ class DiagonalPath(Path):
         return c if c.dim() == 0 or c.shape[-1] == self.dim else c.reshape(c.shape + (1,))
     def t_of_log_snr(self, l): raise ValueError("t_of_log_snr: a diagonal path has one log-SNR per coordinate, so no single inverse")
 
-# %% ../nbs/00_paths.ipynb #c077
+# %% ../nbs/00_paths.ipynb #c080
 class StackedPath(DiagonalPath):
     "A diagonal path from one scalar path per coordinate (all on the same time range)."
     name = 'stacked'
@@ -492,7 +501,7 @@ class StackedPath(DiagonalPath):
     def _dalpha(self, t): return self._stack('_dalpha', t)
     def _dsigma(self, t): return self._stack('_dsigma', t)
 
-# %% ../nbs/00_paths.ipynb #c081
+# %% ../nbs/00_paths.ipynb #c084
 TIME_GRIDS = ('uniform', 'log_snr', 'karras', 'auto')
 MAX_STEPS = 1_000_000   # grid intervals: far beyond any sampler's use, and a grid that still fits in memory
 
@@ -507,7 +516,7 @@ def _karras_r(r_max:float, r_min:float, steps:int, rho:float) -> Tensor:
     i = torch.arange(steps + 1, dtype=torch.float64) / steps
     return (r_max**(1 / rho) + i * (r_min**(1 / rho) - r_max**(1 / rho)))**rho
 
-# %% ../nbs/00_paths.ipynb #c082
+# %% ../nbs/00_paths.ipynb #c085
 def _noise_ratios(path:Path, lo:float, hi:float, steps:int, kind:str, rho:float, data_scale) -> Tensor:
     "Descending noise-to-signal ratios r = sigma/alpha from r(hi) to r(lo) for a log-SNR-based grid kind."
     l_hi, l_lo = path.log_snr(hi).item(), path.log_snr(lo).item()      # the log-SNR at the noisy and at the clean end
@@ -523,7 +532,7 @@ def _noise_ratios(path:Path, lo:float, hi:float, steps:int, kind:str, rho:float,
     if steps == 1 or not r_min < r_jump < r_max: return _karras_r(r_max, r_min, steps, 5.)
     return torch.cat([torch.tensor([r_max], dtype=torch.float64), _karras_r(r_jump, r_min, steps - 1, 5.)])
 
-# %% ../nbs/00_paths.ipynb #c083
+# %% ../nbs/00_paths.ipynb #c086
 def time_grid(path:Path,             # the forward path
               steps:int,             # number of sampler steps (the grid has steps + 1 times)
               kind:str='uniform',    # 'uniform' in t, 'log_snr', 'karras' or 'auto' (scaled to the data)

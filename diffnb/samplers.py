@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .paths import Coefs, DiagonalPath, time_grid, resolve_device, check_choice
+from .paths import Coefs, DiagonalPath, time_grid, resolve_device, check_choice, as_generator
 from .denoisers import Denoiser, CFG, lincomb, batch_time
 
 # %% auto #0
@@ -213,9 +213,7 @@ def _sampler_args(den, method:str, generator, opts:dict):
         raise ValueError(f"den: expected a Denoiser, got {type(den).__name__}; wrap a network as dn.Denoiser(net, path, param) or use Trainer.denoiser()")
     method = check_choice('method', method, SAMPLERS, SAMPLER_ALIASES)
     if 'num_inference_steps' in opts: raise ValueError("num_inference_steps: diffnb calls it steps= (grid intervals)")
-    if isinstance(generator, int) and not isinstance(generator, bool): generator = torch.Generator().manual_seed(generator)
-    elif generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator={generator!r}: a torch.Generator, an int seed, or None")
+    generator = as_generator(generator)
     info = SAMPLERS[method]
     bad = [k for k in opts if k not in info.options]
     if bad: raise ValueError(f"{', '.join(bad)}: not an option of method {method!r}; its options are {', '.join(info.options) or 'none'}")
@@ -664,6 +662,7 @@ def fit_grid(den:Denoiser,           # the model the grid is for
              rtol:float=1e-5,        # tolerance of the dopri5 reference
             ) -> Tensor:
     "A time grid fitted to `den` for `method` at `steps` steps on a pilot batch, against an accurate reference."
+    generator = as_generator(generator)
     from scipy.optimize import minimize
     if SAMPLERS.get(method) is None or SAMPLERS[method].stochastic: raise ValueError(f"method={method!r}: fit_grid needs a deterministic sampler ({', '.join(m for m, i in SAMPLERS.items() if not i.stochastic)})")
     P = den.path
@@ -826,6 +825,7 @@ def ddpm_elbo(den:Denoiser,           # the model: its posterior means define th
               generator:torch.Generator|None=None,
              ) -> ELBO:
     "The variational bound of the discrete DDPM chain on `grid` for `den`, at the points `x0` (J. Su, 'Topics on Diffusion Generative Models', ch. 2)."
+    generator = as_generator(generator)
     P = den.path
     if isinstance(P, DiagonalPath): raise ValueError("den: ddpm_elbo needs a scalar path")
     decoder_var = _elbo_variances(variance, decoder_var, data)

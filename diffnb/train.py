@@ -10,7 +10,7 @@ from pathlib import Path as FilePath
 import torch
 from torch import Tensor, nn
 from fastcore.basics import patch
-from .paths import Path, DiagonalPath, StackedPath, get_path, figure_bundle, check_choice, resolve_device
+from .paths import Path, DiagonalPath, StackedPath, get_path, figure_bundle, check_choice, resolve_device, as_generator
 import plotly.graph_objects as go
 from .denoisers import Denoiser, PARAMS, PARAM_ALIASES
 from .data import toy, TOYS
@@ -45,6 +45,7 @@ T_DENSITIES = ('uniform', 'logit_normal', 'log_snr', 'edm')
 def sample_t(path:Path, n:int, density:str='uniform', generator=None, sigma_data:float=1.,
              loc:float|None=None, scale:float|None=None) -> Tensor:
     "n training times (float64) in [t_min, t_max] from a time density."
+    generator = as_generator(generator)
     if density not in T_DENSITIES: raise ValueError(f"t_density={density!r} is unknown; known densities: {', '.join(T_DENSITIES)}")
     u = torch.rand(n, generator=generator, dtype=torch.float64)
     lo, hi = path.t_min, path.t_max

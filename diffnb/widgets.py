@@ -12,7 +12,7 @@ import anywidget, traitlets
 import ipywidgets as W
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from .paths import Path, get_path, time_grid, figure_bundle, check_choice, TIME_GRIDS, PATHS
+from .paths import Path, get_path, time_grid, figure_bundle, check_choice, TIME_GRIDS, PATHS, as_generator
 from .denoisers import Denoiser
 from .data import GaussianMixture, density_map
 
@@ -377,6 +377,7 @@ def integrate_paths(den:Denoiser,      # the model whose flow is followed
                     generator:torch.Generator|None=None,
                    ) -> tuple:
     "(times, states (steps+1, n, d)) of ODE (gamma=0) or SDE paths of the marginal-preserving family."
+    generator = as_generator(generator)
     direction = check_choice('direction', direction, ('reverse', 'forward'))
     if not gamma >= 0: raise ValueError(f"gamma={gamma}: must be >= 0")
     P = den.path

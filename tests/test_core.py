@@ -167,3 +167,17 @@ def test_nfe_is_counted_per_run():
     pairs = list(itertools.zip_longest(a, b))
     assert [s.nfe for s, _ in pairs] == list(range(1, 13))
     assert [s.nfe for _, s in pairs if s is not None] == [2, 4, 6, 8, 10, 12] and den.nfe == 24
+
+def test_every_generator_argument_takes_an_int_seed():
+    "generator= is a torch.Generator, an int seed or None everywhere: an int gives what a Generator seeded with it gives."
+    from diffnb.flows import inpaint, sdedit
+    gm = dn.ring_mixture(); p = dn.get_path('vp'); den = gm.denoiser(p); x = gm.sample(16, generator=0)
+    G = lambda: torch.Generator().manual_seed(7)
+    calls = {'GaussianMixture.sample': lambda g: gm.sample(8, generator=g), 'Path.prior': lambda g: p.prior(8, (2,), generator=g),
+             'Path.noise': lambda g: p.noise(x, 0.5, generator=g)[0], 'sample_t': lambda g: dn.sample_t(p, 8, generator=g),
+             'sample': lambda g: dn.sample(den, 8, 'ddpm', steps=4, generator=g),
+             'sliced_wasserstein': lambda g: torch.tensor(dn.sliced_wasserstein(x, x + 1, generator=g)),
+             'inpaint': lambda g: inpaint(den, x, torch.tensor([True, False]), steps=4, generator=g),
+             'sdedit': lambda g: sdedit(den, x, 0.5, steps=4, generator=g)}
+    for name, f in calls.items(): assert torch.equal(f(7), f(G())), name
+    with pytest.raises(ValueError, match="generator='7': a torch.Generator, an int seed, or None"): gm.sample(8, generator='7')
