@@ -345,6 +345,7 @@ def _comb(y:tuple, h:float, coefs:list, ks:list) -> tuple:
 def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None) -> list:
     "The stage derivatives of one explicit Runge-Kutta step."
     c, A, _, _ = TABLEAUS[method]
+    if hasattr(fn, 'prepare'): fn.prepare([t + c[i] * h for i in range(1, len(c))])   # a drift may fetch what its stage times need at once
     ks = [fn(t, y) if k1 is None else k1]
     for i in range(1, len(c)): ks.append(fn(t + c[i] * h, _comb(y, h, A[i], ks)))
     return ks
@@ -367,12 +368,24 @@ def _first_step(fn, t0, y0, f0, direction, rtol, atol, span) -> float:
     return min(100 * h0, h1, span)
 
 # %% ../nbs/04_samplers.ipynb #c043
+def _err_norm(y:tuple, yn:tuple, ks:list, h:float, db:list, rtol:float, atol:float) -> float:
+    "RMS of the embedded error estimate h sum_j db_j k_j over atol + rtol max(|y|, |yn|): one new tensor per term, the rest in place."
+    total, n = 0., 0
+    for m, (a, z) in enumerate(zip(y, yn)):
+        err = None
+        for c, k in zip(db, ks):
+            if c != 0: err = k[m] * (h * c) if err is None else err.add_(k[m], alpha=h * c)
+        scale = torch.maximum(a.abs(), z.abs()).mul_(rtol).add_(atol)
+        total += err.div_(scale).square_().sum().item(); n += a.numel()
+    return math.sqrt(total / n)
+
+# %% ../nbs/04_samplers.ipynb #c044
 def _check_tol(rtol, atol):
     for name, v in (('rtol', rtol), ('atol', atol)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
             raise ValueError(f"{name}={v!r}: must be a finite number > 0")
 
-# %% ../nbs/04_samplers.ipynb #c045
+# %% ../nbs/04_samplers.ipynb #c046
 def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of the same shapes
                    y:tuple,             # the state at t0, a tuple of tensors
                    t0:float, t1:float,  # start and end (either order)
@@ -391,8 +404,7 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
         h = min(h, abs(t1 - t))
         ks = _rk_stages(fn, t, y, direction * h, 'dopri5', k1)
         yn = _comb(y, direction * h, b, ks[:6])
-        err = _comb(tuple(torch.zeros_like(v) for v in y), direction * h, db, ks)
-        e = _rms(err, tuple(atol + rtol * torch.maximum(a.abs(), z.abs()) for a, z in zip(y, yn)))
+        e = _err_norm(y, yn, ks, direction * h, db, rtol, atol)
         if not math.isfinite(e):                # a trial step that overflowed or met NaN: retry smaller, a few times
             bad, h, info.rejected = bad + 1, h * 0.2, info.rejected + 1
             if bad == 8: raise FloatingPointError(f"dopri5: non-finite values at step {info.steps} (t={t:g}); the Denoiser or the grid is at fault")
@@ -407,7 +419,7 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
         if h < 1e-10 * max(1., abs(t)) and direction * (t1 - t) > 1e-12 * max(1., abs(t1)):
             raise FloatingPointError(f"dopri5: the step size fell to {h:.3g} at t={t:g} after {info.steps} steps; the Denoiser is non-finite or discontinuous just below t")
 
-# %% ../nbs/04_samplers.ipynb #c047
+# %% ../nbs/04_samplers.ipynb #c048
 def _fixed(fn, y:tuple, grid:list, method:str, info:ODEInfo|None=None, check:bool=True):
     "A fixed-step method through the times of `grid` (either direction): yields (t, y) after each step."
     b = TABLEAUS[method][2]
@@ -417,7 +429,7 @@ def _fixed(fn, y:tuple, grid:list, method:str, info:ODEInfo|None=None, check:boo
         if check and not _finite(y): raise FloatingPointError(f"{method}: non-finite state at t={tn:g}; the Denoiser or the step size is at fault")
         yield tn, y
 
-# %% ../nbs/04_samplers.ipynb #c048
+# %% ../nbs/04_samplers.ipynb #c049
 def odeint(fn,                    # drift fn(t:float, y:tuple) -> tuple of the same shapes
            y0:tuple,              # initial state, a tuple of tensors
            t0:float, t1:float,    # start and end times (either order)
@@ -439,7 +451,7 @@ def odeint(fn,                    # drift fn(t:float, y:tuple) -> tuple of the s
     for _, y in _fixed(fn, y, [float(g) for g in torch.as_tensor(grid, dtype=torch.float64).flatten()], method, info): pass
     return y, info
 
-# %% ../nbs/04_samplers.ipynb #c049
+# %% ../nbs/04_samplers.ipynb #c050
 def _pf_drift(r, method:str|None=None):
     "The run's probability-flow drift as fn(t, (z,)) for the integrator; `.x0` holds the last x0-hat."
     at = {t: i for i, t in enumerate(r.ts)}                   # grid times: the run's cached coefficients
@@ -451,6 +463,10 @@ def _pf_drift(r, method:str|None=None):
         i = at.get(t)
         v, drift.x0 = _velocity(r, y[0], i) if i is not None else _velocity(r, y[0], t=t, coefs=stage.get(t))
         return (v,)
+    def prepare(ts:list):   # an adaptive step's stage times: their coefficients in one call of the path's
+        new = [u for u in ts if u not in at and u not in stage]
+        if new: stage.update(zip(new, r.coefs_many(new)))
+    drift.prepare = prepare
     return drift
 
 def _pf_ode(r, z, method:str):
@@ -458,7 +474,7 @@ def _pf_ode(r, z, method:str):
     drift = _pf_drift(r, method)
     for _, (z,) in _fixed(drift, (z,), r.ts, method, check=False): yield z, drift.x0
 
-# %% ../nbs/04_samplers.ipynb #c050
+# %% ../nbs/04_samplers.ipynb #c051
 @register('euler', order=1, stochastic=False, evals=1, grid='log_snr', reversible=True)
 def euler(r, z):
     "Euler steps of the probability-flow ODE in t."
@@ -474,7 +490,7 @@ def rk4(r, z):
     "Classical fourth-order Runge-Kutta steps of the probability-flow ODE in t."
     yield from _pf_ode(r, z, 'rk4')
 
-# %% ../nbs/04_samplers.ipynb #c052
+# %% ../nbs/04_samplers.ipynb #c053
 @register('dopri5', order=5, stochastic=False, evals=0, reversible=True, rtol=1e-5, atol=1e-5, max_steps=10_000)
 def dopri5(r, z, rtol=1e-5, atol=1e-5, max_steps=10_000):
     "Adaptive Dormand-Prince 5(4) on the probability-flow ODE from the grid's first time to its last."
@@ -483,7 +499,7 @@ def dopri5(r, z, rtol=1e-5, atol=1e-5, max_steps=10_000):
         r.t_now = t
         yield z, drift.x0
 
-# %% ../nbs/04_samplers.ipynb #c055
+# %% ../nbs/04_samplers.ipynb #c056
 def _em_coefs(r, gamma):
     "Per step: x_{i+1} = cz x + ce eps + cn xi for the SDE family (score = -eps / sigma); the last step without noise."
     dt = r.grid[:-1] - r.grid[1:]
@@ -492,7 +508,7 @@ def _em_coefs(r, gamma):
     f, g2, s = r.f[:-1], r.g2[:-1], r.s[:-1]
     return r.K(1 - dt * f), r.K(dt * (1 + g * g) / 2 * g2 / s * -1), r.K(g * torch.sqrt(g2 * dt))
 
-# %% ../nbs/04_samplers.ipynb #c056
+# %% ../nbs/04_samplers.ipynb #c057
 @register('sde', order=1, stochastic=True, evals=1, gamma=1., grid='log_snr')
 def sde(r, z, gamma=1.):
     "Euler-Maruyama on the SDE family with gamma in [0, 1]: 0 is the pfODE, 1 the reverse SDE."
@@ -503,13 +519,13 @@ def sde(r, z, gamma=1.):
         z = r.add_noise(lincomb((CZ[i], z), (CE[i], eps)), CN[i])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c057
+# %% ../nbs/04_samplers.ipynb #c058
 @register('euler_maruyama', order=1, stochastic=True, evals=1, grid='log_snr')
 def euler_maruyama(r, z):
     "Euler-Maruyama on the reverse SDE (Anderson)."
     yield from sde(r, z, 1.)
 
-# %% ../nbs/04_samplers.ipynb #c058
+# %% ../nbs/04_samplers.ipynb #c059
 def _langevin(r, z, eps, s, snr:float) -> Tensor:
     "One Langevin corrector step z + e score + sqrt(2e) xi, score = -eps/s, its size e set by the signal-to-noise ratio (Song et al. 2021, Algorithm 5)."
     xi = r.noise(z)
@@ -521,7 +537,7 @@ def _langevin(r, z, eps, s, snr:float) -> Tensor:
     e = 2 * (snr * mean_norm(xi) / mean_norm(score).clamp(min=1e-12))**2
     return z + e * score + torch.sqrt(2 * e) * xi
 
-# %% ../nbs/04_samplers.ipynb #c059
+# %% ../nbs/04_samplers.ipynb #c060
 @register('pc', order=1, stochastic=True, evals=2, snr=0.16, corrector_steps=1, grid='log_snr')
 def pc(r, z, snr=0.16, corrector_steps=1):
     "Predictor-corrector (Song et al.): a reverse-SDE step, then Langevin steps at the new time."
@@ -537,7 +553,7 @@ def pc(r, z, snr=0.16, corrector_steps=1):
                 z = _langevin(r, z, eps, r.cs[i + 1], snr)
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c061
+# %% ../nbs/04_samplers.ipynb #c062
 @register('edm', order=2, stochastic=True, evals=2, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.)
 def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
     "EDM sampler (Karras et al. 2022, Algorithm 2): Heun in sigma/alpha with optional churn."
@@ -563,12 +579,12 @@ def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
         z = _times(x_next, r.ca[i + 1])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c062
+# %% ../nbs/04_samplers.ipynb #c063
 def _times(v:Tensor, c) -> Tensor:
     "c v, skipping the pass when c is the number 1 (alpha = 1 on the EDM and VE paths)."
     return v if isinstance(c, float) and c == 1. else v * c
 
-# %% ../nbs/04_samplers.ipynb #c064
+# %% ../nbs/04_samplers.ipynb #c065
 def _dpm_steps(r, order:int, sde:bool=False):
     """Per step i, the coefficients of x_{i+1} = cz x_i + w0 x0_i + w1 x0_{i-1} + w2 x0_{i-2} (+ cn xi for the SDE variant):
     DPM-Solver++ of the given multistep order, of lower order while the history is short and where lambda is infinite."""
@@ -600,7 +616,7 @@ def _dpm_steps(r, order:int, sde:bool=False):
     w0 = torch.where(finite, w0, 1.)
     return [r.K(torch.nan_to_num(v, nan=0.)) for v in (cz, a[1:] * w0, a[1:] * w1, a[1:] * w2, cn)]
 
-# %% ../nbs/04_samplers.ipynb #c065
+# %% ../nbs/04_samplers.ipynb #c066
 def _multistep(r, z, order, sde=False):
     "The DPM-Solver++ loop: one x0-hat per step, combined with the previous ones."
     CZ, W0, W1, W2, CN = _dpm_steps(r, order, sde)
@@ -612,7 +628,7 @@ def _multistep(r, z, order, sde=False):
         z = r.add_noise(lincomb(*terms), CN[i])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c066
+# %% ../nbs/04_samplers.ipynb #c067
 @register('dpmpp_2m', order=2, stochastic=False, evals=1)
 def dpmpp_2m(r, z):
     "DPM-Solver++(2M), multistep second order in lambda = log(alpha/sigma)."
@@ -623,13 +639,13 @@ def dpmpp_3m(r, z):
     "Multistep third order in lambda: the quadratic through the last three x0-hats, integrated exactly."
     yield from _multistep(r, z, 3)
 
-# %% ../nbs/04_samplers.ipynb #c067
+# %% ../nbs/04_samplers.ipynb #c068
 @register('dpmpp_2m_sde', order=2, stochastic=True, evals=1)
 def dpmpp_2m_sde(r, z):
     "SDE-DPM-Solver++(2M): the reverse SDE solved exactly in its linear part, second order in x0-hat."
     yield from _multistep(r, z, 2, sde=True)
 
-# %% ../nbs/04_samplers.ipynb #c069
+# %% ../nbs/04_samplers.ipynb #c070
 @register('analytic_dpm', order=1, stochastic=True, evals=1, data=None)
 def analytic_dpm(r, z, data=None):
     "Ancestral sampling with Analytic-DPM's optimal variance, the posterior variance measured on `data` (training points)."
@@ -650,7 +666,7 @@ def analytic_dpm(r, z, data=None):
         z = r.add_noise(r.add_noise(lincomb((A[i], x0), (E[i], eps)), C[i]), CX[i])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c071
+# %% ../nbs/04_samplers.ipynb #c072
 def fit_grid(den:Denoiser,           # the model the grid is for
              steps:int,              # the sampler's steps
              pilot=512,              # pilot batch: a number of prior draws or the states at t_max
@@ -688,13 +704,13 @@ def fit_grid(den:Denoiser,           # the model the grid is for
     best = res.x if res.fun <= loss(theta0) else theta0
     return grid_of(best)
 
-# %% ../nbs/04_samplers.ipynb #c092
+# %% ../nbs/04_samplers.ipynb #c093
 from torch import nn
 from fastcore.basics import patch
 
 VARIANCE_KINDS = ('npr', 'sn')
 
-# %% ../nbs/04_samplers.ipynb #c093
+# %% ../nbs/04_samplers.ipynb #c094
 class VarianceHead(nn.Module):
     "A second network on a frozen Denoiser: `head(x, t)` is Var[x0 | x_t] per coordinate, learned by NPR or SN regression."
     def __init__(self, net:nn.Module,   # net(x, t) returning x's shape (e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)): a log-scale correction
@@ -709,7 +725,7 @@ class VarianceHead(nn.Module):
         self.register_buffer('data_var', torch.as_tensor(data_var, dtype=torch.float32))
     def __repr__(self): return f"VarianceHead(kind={self.kind!r}, path={self.den.path!r})"
 
-# %% ../nbs/04_samplers.ipynb #c095
+# %% ../nbs/04_samplers.ipynb #c096
 @patch
 def eps_var(self:VarianceHead, x:Tensor, t) -> Tensor:
     "The head's Var[eps | x_t] per coordinate: alpha^2/(alpha^2 + sigma^2) times a learned positive factor (1 at initialisation)."
@@ -720,7 +736,7 @@ def eps_var(self:VarianceHead, x:Tensor, t) -> Tensor:
     out = self.net(x.to(dt), batch_time(t64, x.to(dt))).to(x.dtype)
     return a2 / (a2 + s2) * nn.functional.softplus(out + math.log(math.e - 1))
 
-# %% ../nbs/04_samplers.ipynb #c096
+# %% ../nbs/04_samplers.ipynb #c097
 @patch
 def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
     "Var[x0 | x_t] per coordinate: sigma^2/alpha^2 Var[eps | x_t], clipped to the data's variance (J. Su, 'Topics on Diffusion Generative Models', eq. (7.11))."
@@ -729,7 +745,7 @@ def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
     r2 = (c.sigma / c.alpha)**2
     return torch.minimum(r2 * self.eps_var(x, t), self.data_var.to(x))
 
-# %% ../nbs/04_samplers.ipynb #c100
+# %% ../nbs/04_samplers.ipynb #c101
 def _head_variance(r, z, head, name):
     "Ancestral steps with the posterior mean and the variance beta_tilde^2 + lambda^2 head(x_t, t)."
     kind = name.split('_')[0]
@@ -746,7 +762,7 @@ def _head_variance(r, z, head, name):
         z = z + lam[i] * r.path.to_basis(v).sqrt() * r.noise(z)
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c101
+# %% ../nbs/04_samplers.ipynb #c102
 @register('npr_dpm', order=1, stochastic=True, evals=1, head=None)
 def npr_dpm(r, z, head=None):
     "Ancestral sampling with NPR-DPM's state-dependent variance (a VarianceHead of kind 'npr')."
@@ -757,7 +773,7 @@ def sn_dpm(r, z, head=None):
     "Ancestral sampling with SN-DPM's state-dependent variance (a VarianceHead of kind 'sn')."
     yield from _head_variance(r, z, head, 'sn_dpm')
 
-# %% ../nbs/04_samplers.ipynb #c104
+# %% ../nbs/04_samplers.ipynb #c105
 @dataclass
 class ELBO:
     "The terms of a DDPM chain's variational bound per sample, in nats: -log p(x0) <= prior + steps.sum(1) + decoder."
@@ -774,7 +790,7 @@ class ELBO:
         return (f"ELBO: -log p(x0) <= {m(self.nll):.4f} nats ({m(self.bits_per_dim):.4f} bits/dim) = prior {m(self.prior):.3g}"
                 f" + {self.steps.shape[1]} steps {m(self.steps.sum(1)):.4f} + decoder {m(self.decoder):.4f}")
 
-# %% ../nbs/04_samplers.ipynb #c105
+# %% ../nbs/04_samplers.ipynb #c106
 def _gauss_kl(m2, v_q, v_p):
     "KL(N(m_q, v_q) || N(m_p, v_p)) per coordinate, with m2 = (m_q - m_p)^2."
     return 0.5 * (torch.log(v_p / v_q) + (v_q + m2) / v_p - 1)
@@ -785,7 +801,7 @@ def _denoising_error(den, data, a, s, t, generator):
     xt = a * x0 + s * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
     return (x0 - den.x0(xt, torch.full((len(x0),), t, dtype=x0.dtype))).pow(2).mean().item()
 
-# %% ../nbs/04_samplers.ipynb #c107
+# %% ../nbs/04_samplers.ipynb #c108
 def _elbo_variances(variance, decoder_var, data):
     "Check the reverse and decoder variance choices of ddpm_elbo; return decoder_var (None follows variance)."
     ok = lambda v: v in ('beta_tilde', 'beta', 'analytic') or isinstance(v, VarianceHead)
@@ -796,7 +812,7 @@ def _elbo_variances(variance, decoder_var, data):
     if data is None and 'analytic' in (variance, decoder_var): raise ValueError("data: variance='analytic' needs data= (training points)")
     return decoder_var
 
-# %% ../nbs/04_samplers.ipynb #c108
+# %% ../nbs/04_samplers.ipynb #c109
 def _elbo_term(den, x0:Tensor, t:Tensor, a:float, s:float, choice, post, last:bool, chain:tuple, n_mc:int, generator) -> Tensor:
     "One step's term per point, averaged over n_mc draws of x_t: the decoder's NLL when `last`, else the KL of q and p."
     total, acc = (lambda v: v.flatten(1).sum(1)), 0
@@ -813,7 +829,7 @@ def _elbo_term(den, x0:Tensor, t:Tensor, a:float, s:float, choice, post, last:bo
             acc = acc + total(_gauss_kl(lam**2 * err, vq * torch.ones_like(err), vp * torch.ones_like(err)))
     return acc / n_mc
 
-# %% ../nbs/04_samplers.ipynb #c109
+# %% ../nbs/04_samplers.ipynb #c110
 def ddpm_elbo(den:Denoiser,           # the model: its posterior means define the reverse chain
               x0,                     # (B, *event) points to score
               steps:int=1000,         # number N of noisy latents, uniform in t from t_min to t_max (a DDPM path with steps=T: its own chain)
