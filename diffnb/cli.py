@@ -14,7 +14,7 @@ from .samplers import SAMPLERS, sample
 from .train import Trainer, RECIPE, default_net, resolve_device, load_denoiser
 
 # %% auto #0
-__all__ = ['DEMO_SAMPLERS', 'write_png', 'picture', 'run_demo', 'write_report', 'build_parser', 'main']
+__all__ = ['DEMO_SAMPLERS', 'CLI_METHODS', 'write_png', 'picture', 'run_demo', 'write_report', 'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #c006
 def _info(args) -> int:
@@ -162,6 +162,9 @@ def _demo(args) -> int:
     return 0
 
 # %% ../nbs/12_cli.ipynb #c021
+CLI_METHODS = tuple(m for m, info in SAMPLERS.items() if not info.extra_inputs)   # analytic_dpm, npr_dpm, sn_dpm need data= or head=
+
+# %% ../nbs/12_cli.ipynb #c022
 def build_parser() -> argparse.ArgumentParser:
     "The `diffnb` argument parser."
     from diffnb import __version__
@@ -172,28 +175,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser('info', help='versions, the device "auto" picks, and the known paths').set_defaults(func=_info)
     t = sub.add_parser('train', help='train the default recipe on a data set', **fmt)
     t.add_argument('--data', default='ring8', help=f"a toy ({', '.join(TOYS)}), 'digits', or a .npy/.pt file")
-    t.add_argument('--path', default='edm', choices=list(PATHS)); t.add_argument('--steps', type=int, default=3000)
-    t.add_argument('--out', required=True, help='checkpoint folder'); t.add_argument('--n', type=int, default=20_000, help='toy data size')
+    t.add_argument('--path', default='edm', choices=list(PATHS), help='the forward path')
+    t.add_argument('--steps', type=int, default=3000, help='optimiser steps (the learning rate decays to 0 at the last)')
+    t.add_argument('--out', required=True, help='checkpoint folder (one that holds a run resumes it)')
+    t.add_argument('--n', type=int, default=20_000, help='toy data size')
     t.add_argument('--batch-size', type=int, default=None, help=f"default: {RECIPE['batch_size']}, or all the data if less")
     t.add_argument('--lr', type=float, default=RECIPE['lr'], help='peak learning rate')
-    t.add_argument('--device', default='auto'); t.add_argument('--seed', type=int, default=0); t.add_argument('--quiet', action='store_true')
     t.set_defaults(func=_train)
     s = sub.add_parser('sample', help='sample a trained run', **fmt)
-    s.add_argument('run', help='checkpoint folder written by diffnb train'); s.add_argument('--method', default='dpmpp_2m', choices=list(SAMPLERS))
-    s.add_argument('--steps', type=int, default=20); s.add_argument('-n', type=int, default=5000, help='number of samples')
+    s.add_argument('run', help='checkpoint folder written by diffnb train')
+    s.add_argument('--method', default='dpmpp_2m', choices=CLI_METHODS, help='the sampler (those that need no extra input)')
+    s.add_argument('--steps', type=int, default=20, help='grid intervals (dopri5 chooses its own steps)')
+    s.add_argument('-n', type=int, default=5000, help='number of samples')
     s.add_argument('--out', default='samples.npz', help='the .npz of samples; a .png picture is written beside it')
     s.add_argument('--label', type=int, default=None, help='class label (conditional models)')
     s.add_argument('--guidance', type=float, default=1., help='classifier-free guidance scale with --label')
-    s.add_argument('--device', default='auto'); s.add_argument('--seed', type=int, default=0); s.add_argument('--quiet', action='store_true')
     s.set_defaults(func=_sample)
     d = sub.add_parser('demo', help='train on the 8-Gaussian ring, compare samplers, write a report', **fmt)
-    d.add_argument('--out', default='demo'); d.add_argument('--steps', type=int, default=3000); d.add_argument('--n', type=int, default=5000)
-    d.add_argument('--device', default='auto'); d.add_argument('--seed', type=int, default=0); d.add_argument('--quiet', action='store_true')
+    d.add_argument('--out', default='demo', help='folder of report.html'); d.add_argument('--steps', type=int, default=3000, help='optimiser steps')
+    d.add_argument('--n', type=int, default=5000, help='samples per sampler')
     d.set_defaults(func=_demo)
-    for p_ in (t, s, d): p_.add_argument('--threads', type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small nets)")
+    for p_ in (t, s, d):
+        p_.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu' or 'cuda'")
+        p_.add_argument('--seed', type=int, default=0, help='seed of the data, the network and the draws')
+        p_.add_argument('--quiet', action='store_true', help='no progress bars')
+        p_.add_argument('--threads', type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small nets)")
     return ap
 
-# %% ../nbs/12_cli.ipynb #c022
+# %% ../nbs/12_cli.ipynb #c023
 def main(argv:list|None=None) -> int:
     "Entry point of the `diffnb` command: bad input ends with one line naming it, not a traceback."
     ap = build_parser()

@@ -42,6 +42,10 @@ class SamplerInfo:
     fn: object = None
     grid: str = 'auto'         # the time grid that kind='auto' means for this method
     reversible: bool = False   # also runs ascending grids (deterministic steps: inversion, encoding)
+    @property
+    def extra_inputs(self) -> tuple:
+        "Options the method cannot run without (no default): analytic_dpm's data, the variance heads' head."
+        return tuple(k for k, v in self.options.items() if v is None)
     def __repr__(self): return f"{self.name}: order {self.order}, {'stochastic' if self.stochastic else 'deterministic'}, options {self.options}"
 
 # %% ../nbs/04_samplers.ipynb #c008
@@ -262,7 +266,7 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
     P, x = den.path, initial_state(den, n_or_xT, shape, generator, dtype, device)
     r = _Run(den, _sampler_grid(den, x, info, steps, grid, kind, data_scale), x, y, generator, x.dtype)
     nfe, z, i = 0, P.to_basis(x), 0
-    steps_of, bar = info.fn(r, z, **opts), (tqdm(total=r.N, desc=method) if progress else None)
+    steps_of, bar = info.fn(r, z, **opts), (tqdm(total=r.N if info.evals else None, desc=method) if progress else None)   # adaptive: steps unknown
     while True:   # no_grad only while a step computes, never across a yield: an abandoned or interleaved run cannot leak the grad mode
         with torch.no_grad():
             n0 = den.nfe

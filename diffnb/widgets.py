@@ -102,7 +102,7 @@ class SamplerPreview(anywidget.AnyWidget):
     ack_ms = traitlets.Int(250).tag(sync=True)             # the browser acknowledges at most this often (cumulatively; the final frame at once)
 
 # %% ../nbs/11_widgets.ipynb #c018
-PREVIEW_METHODS = tuple(m for m, info in SAMPLERS.items() if None not in info.options.values())   # not those that need data= or head=
+PREVIEW_METHODS = tuple(m for m, info in SAMPLERS.items() if not info.extra_inputs)   # not those that need data= or head=
 
 def _check_preview(den, n, steps, max_fps, max_inflight):
     "Check SamplerPreview's arguments."

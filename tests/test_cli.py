@@ -1,0 +1,55 @@
+"The command line as a user meets it: each case of the first-hour audit, in a real subprocess on a real checkpoint."
+import os, subprocess, sys
+import numpy as np
+import pytest
+import torch
+
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'COLUMNS': '400'}   # help on one line per option
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, '-m', 'diffnb', *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd, env=ENV)
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp('cli')
+    r = cli('train', '--data', 'ring8', '--n', 2000, '--steps', 2, '--out', 'run', '--quiet', cwd=d)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return d
+
+def test_out_names_the_files_it_writes(run):
+    r = cli('sample', 'run', '--out', 'pic.png', '-n', 50, '--quiet', cwd=run)
+    assert r.returncode == 0 and 'pic.npz and pic.png' in r.stdout, r.stdout + r.stderr
+    assert np.load(run / 'pic.npz')['samples'].shape == (50, 2) and (run / 'pic.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+def test_one_sample_is_a_sample(run):
+    r = cli('sample', 'run', '-n', 1, '--out', 'one.npz', '--quiet', cwd=run)
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert np.load(run / 'one.npz')['samples'].shape == (1, 2)
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
+def test_cuda_without_cuda_is_a_message_not_a_traceback(run):
+    r = cli('sample', 'run', '--device', 'cuda', '-n', 5, cwd=run)
+    assert r.returncode != 0 and "device='cuda': CUDA is not available" in r.stderr and 'Traceback' not in r.stderr
+
+def test_dopri5_says_it_chooses_its_steps(run):
+    r = cli('sample', 'run', '--method', 'dopri5', '--steps', 5, '-n', 20, '--out', 'ad.npz', '--quiet', cwd=run)
+    assert r.returncode == 0 and 'adaptive steps: --steps is not used' in r.stdout, r.stdout + r.stderr
+
+def test_guidance_without_a_label_is_refused(run):
+    r = cli('sample', 'run', '--guidance', 2, '-n', 5, cwd=run)
+    assert r.returncode != 0 and '--guidance 2.0: classifier-free guidance needs --label' in r.stderr and 'Traceback' not in r.stderr
+
+def test_a_bad_out_folder_fails_before_sampling(run):
+    r = cli('sample', 'run', '--out', 'missing/dir/x.npz', '-n', 5, cwd=run)
+    assert r.returncode != 0 and "the folder 'missing/dir' does not exist" in r.stderr and 'dpmpp_2m:' not in r.stderr
+
+def test_help_shows_defaults_and_only_runnable_methods(run):
+    h = cli('sample', '--help', cwd=run).stdout
+    assert '(default: dpmpp_2m)' in h and '(default: 20)' in h and '(default: auto)' in h
+    assert 'analytic_dpm' not in h and 'npr_dpm' not in h
+    r = cli('sample', 'run', '--method', 'analytic_dpm', cwd=run)
+    assert r.returncode == 2 and "invalid choice: 'analytic_dpm'" in r.stderr
+
+def test_threads_option(run):
+    r = cli('sample', 'run', '--threads', 1, '-n', 5, '--out', 't.npz', '--quiet', cwd=run)
+    assert r.returncode == 0, r.stderr[-1000:]
