@@ -463,13 +463,15 @@ def _pf_drift(r, method:str|None=None):
     if method is not None:
         ts = sorted({t + c * (tn - t) for t, tn in zip(r.ts[:-1], r.ts[1:]) for c in TABLEAUS[method][0]} - set(at))
         if ts: stage = dict(zip(ts, r.coefs_many(ts)))
+    step = {}                                                # an adaptive step's stage times, replaced at each step
     def drift(t, y):
         i = at.get(t)
-        v, drift.x0 = _velocity(r, y[0], i) if i is not None else _velocity(r, y[0], t=t, coefs=stage.get(t))
+        v, drift.x0 = _velocity(r, y[0], i) if i is not None else _velocity(r, y[0], t=t, coefs=stage.get(t) or step.get(t))
         return (v,)
-    def prepare(ts:list):   # an adaptive step's stage times: their coefficients in one call of the path's
+    def prepare(ts:list):   # the stage times of the next step: their coefficients in one call of the path's
         new = [u for u in ts if u not in at and u not in stage]
-        if new: stage.update(zip(new, r.coefs_many(new)))
+        step.clear()
+        if new: step.update(zip(new, r.coefs_many(new)))
     drift.prepare = prepare
     return drift
 
