@@ -200,15 +200,53 @@ def run_kdiffusion(spec, model, ctx, steps, g):
 
 def run_torch(spec, model, ctx, steps, g):
     """The hand-written baselines on Karras sigmas, last step to sigma = 0: Euler on the probability-flow ODE in sigma ('euler'),
-    or ancestral Euler ('euler_ancestral': a deterministic step to sigma_down, then fresh noise of std sigma_up), the least a stochastic step costs."""
+    or ancestral Euler ('euler_ancestral': a deterministic step to sigma_down, then fresh noise of std sigma_up), the least a stochastic step costs;
+    'dopri5' and 'pc' are the same algorithms as diffnb's, written plainly, the baselines for steps that do more work per call."""
     net = model.for_kdiffusion()
     i = torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)
     sig = ((SIGMA_MAX**(1 / 7) + i * (SIGMA_MIN**(1 / 7) - SIGMA_MAX**(1 / 7)))**7).tolist() + [0.]
     x = ctx.init(SIGMA, sig[0], g)
+    if spec.name == 'dopri5': return run_torch_dopri5(net, x)
+    if spec.name == 'pc': return run_torch_pc(net, x, sig, g)
     for s0, s1 in zip(sig[:-1], sig[1:]):
         if spec.name == 'euler' or s1 == 0: x = x + (s1 - s0) / s0 * (x - net(x, s0)); continue
         up = min(s1, (s1**2 * (s0**2 - s1**2) / s0**2) ** 0.5); down = (s1**2 - up**2) ** 0.5
         x = (x + (down - s0) / s0 * (x - net(x, s0))).add_(torch.randn(x.shape, generator=g, dtype=x.dtype), alpha=up)
+    return x
+
+DP_A = ((), (1/5,), (3/40, 9/40), (44/45, -56/15, 32/9), (19372/6561, -25360/2187, 64448/6561, -212/729),
+        (9017/3168, -355/33, 46732/5247, 49/176, -5103/18656), (35/384, 0., 500/1113, 125/192, -2187/6784, 11/84))
+DP_C = (0., 1/5, 3/10, 4/5, 8/9, 1., 1.)
+DP_E = (71/57600, 0., -71/16695, 71/1920, -17253/339200, 22/525, -1/40)   # 5th-order minus 4th-order weights
+
+def run_torch_dopri5(net, x, rtol=1e-5, atol=1e-5):
+    """Dormand-Prince 5(4) on dx/dsigma = (x - D(x, sigma)) / sigma from SIGMA_MAX to SIGMA_MIN, as a user writes it from the
+    Butcher tableau (Dormand & Prince 1980; Hairer et al.'s step control with growth in [0.2, 10]), then D at SIGMA_MIN."""
+    f = lambda y, s: (y - net(y, s)) / s
+    s, h, k1 = SIGMA_MAX, -(SIGMA_MAX - SIGMA_MIN) / 100, f(x, SIGMA_MAX)
+    while s > SIGMA_MIN:
+        h = max(h, SIGMA_MIN - s)
+        ks = [k1]
+        for a, c in zip(DP_A[1:], DP_C[1:]):
+            y = x + h * sum(ai * k for ai, k in zip(a, ks) if ai)
+            ks.append(f(y, s + c * h))
+        err = h * sum(e * k for e, k in zip(DP_E, ks) if e)
+        ratio = (err / (atol + rtol * torch.maximum(x.abs(), y.abs()))).pow(2).mean().sqrt().item()
+        if ratio <= 1: x, s, k1 = y, s + h, ks[-1]
+        h *= min(10., max(0.2, 0.9 * max(ratio, 1e-10)**-0.2))
+    return net(x, SIGMA_MIN)
+
+def run_torch_pc(net, x, sig, g, snr=0.16):
+    """Song et al.'s predictor-corrector (2021, Algorithms 2 and 4, VE form in sigma): a reverse-SDE step, then one Langevin step
+    at the new level with size 2 (snr |z| / |score|)^2; the last step a plain denoise."""
+    mean_norm = lambda v: v.flatten(1).norm(dim=1).mean()
+    for s0, s1 in zip(sig[:-1], sig[1:]):
+        if s1 == 0: x = net(x, s0); continue
+        var = s0**2 - s1**2
+        x = (x + var / s0**2 * (net(x, s0) - x)).add_(torch.randn(x.shape, generator=g, dtype=x.dtype), alpha=var**0.5)
+        score, z = (net(x, s1) - x) / s1**2, torch.randn(x.shape, generator=g, dtype=x.dtype)
+        e = 2 * (snr * mean_norm(z).item() / mean_norm(score).item())**2
+        x = (x + e * score).add_(z, alpha=(2 * e)**0.5)
     return x
 
 RUNNERS = {'diffnb': run_diffnb, 'diffusers': run_diffusers, 'k-diffusion': run_kdiffusion, 'torch': run_torch}
@@ -471,11 +509,22 @@ def report(args, specs, adaptive, problems, seconds) -> str:
 
 OVERHEAD_SHAPES = {'100k 2-D points': (100_000, 2), '64 images 3x32x32': (64, 3, 32, 32)}
 
+HAND_LOOPS = {k: Spec('torch', f'hand-written {v} loop', k, 0 if k == 'dopri5' else 1) for k, v in
+              dict(euler='Euler', euler_ancestral='ancestral Euler', dopri5='Dormand-Prince', pc='predictor-corrector').items()}
+
+def own_baseline(spec) -> str:
+    "The hand-written loop a sampler's step is held to: the same algorithm where one is written, else ancestral Euler for stochastic steps, Euler otherwise."
+    if spec.lib != 'diffnb': return HAND_LOOPS['euler'].label
+    if spec.name in HAND_LOOPS and spec.name != 'euler': return HAND_LOOPS[spec.name].label
+    info = dn.SAMPLERS[spec.name]
+    noisy = info.stochastic and info.options.get('eta') != 0 and info.options.get('S_churn') != 0   # ddim and edm are deterministic by default
+    return HAND_LOOPS['euler_ancestral' if noisy else 'euler'].label
+
 def overhead(steps, repeats, log) -> str:
     "Per-NFE time outside the model, in microseconds, for every sampler of every library, with a trivial model."
     specs = [diffnb_spec(m) for m, info in dn.SAMPLERS.items() if 'head' not in info.options] + peer_specs() + [   # npr_dpm, sn_dpm need a trained head
         Spec('k-diffusion', 'sample_dpm_adaptive (rtol=0.05, atol=0.0078)', 'sample_dpm_adaptive', 0, opts=dict(rtol=0.05, atol=0.0078)),
-        Spec('torch', 'hand-written Euler loop', 'euler'), Spec('torch', 'hand-written ancestral Euler loop', 'euler_ancestral')]
+        *HAND_LOOPS.values()]
     cols = {}
     for title, shape in OVERHEAD_SHAPES.items():
         model = CountingModel(lambda x, t, path: x * 0.5, shape[0])
@@ -494,15 +543,15 @@ def overhead(steps, repeats, log) -> str:
         for s in specs:
             cols.setdefault(s.label, {})[title] = (statistics.median(us[s.label]), nfe[s.label], s.lib)
             log(f'overhead {title:18s} {s.lib:11s} {s.label:48s} {statistics.median(us[s.label]):9.1f} us/NFE')
-    ref = cols['hand-written Euler loop']
+    ref, by_label = cols[HAND_LOOPS['euler'].label], {s.label: s for s in specs}
     rows = []
     for label, c in cols.items():
-        row = [label, next(iter(c.values()))[2]]
+        row, own = [label, next(iter(c.values()))[2]], cols[own_baseline(by_label[label])]
         for title in OVERHEAD_SHAPES:
             us, nfe, _ = c[title]
-            row += [f'{us:.0f}', str(nfe), f'{us / ref[title][0]:.1f}x']
-        rows.append(row)
-    header = ['sampler', 'library'] + [h for t in OVERHEAD_SHAPES for h in (f'{t}: µs/NFE', 'NFE', 'vs hand loop')]
+            row += [f'{us:.0f}', str(nfe), f'{us / ref[title][0]:.1f}x', f'{us / own[title][0]:.2f}x']
+        rows.append(row + [own_baseline(by_label[label]).removeprefix('hand-written ').removesuffix(' loop')])
+    header = ['sampler', 'library'] + [h for t in OVERHEAD_SHAPES for h in (f'{t}: µs/NFE', 'NFE', 'vs Euler loop', 'vs own loop')] + ['own loop']
     return (f'## Per-step overhead beyond the model call\n\n{steps} steps (adaptive: its own NFE), trivial model (x0-hat = x/2), '
             f'median of {repeats} repeats after one warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads. '
             'Overhead = (wall time - time inside the model views - time drawing the initial state) / NFE. '

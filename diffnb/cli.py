@@ -120,7 +120,7 @@ def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, 
     for method, k, what, opts in DEMO_SAMPLERS:
         den.reset_nfe(); g = torch.Generator().manual_seed(seed + 2)
         t1 = time.perf_counter(); x = sample(den, n, method, k, generator=g, **opts).cpu(); dt = time.perf_counter() - t1
-        rows.append(dict(sampler=method, kind=what, steps=k, nfe=den.nfe, seconds=round(dt, 2),
+        rows.append(dict(sampler=method, family=what, steps=k, nfe=den.nfe, seconds=round(dt, 2),
                          sliced_w2=sliced_wasserstein(x, held_out, generator=torch.Generator().manual_seed(0)), mmd=mmd(x, held_out)))
         clouds[method] = x
     floor = dict(sliced_w2=sliced_wasserstein(toy('ring8', n, seed=seed + 3), held_out, generator=torch.Generator().manual_seed(0)),
@@ -144,7 +144,7 @@ def write_report(path, report:dict, tr:Trainer, data, clouds:dict) -> None:
         fig.add_trace(go.Scattergl(x=data[:2000, 0], y=data[:2000, 1], mode='markers', marker=dict(size=2, color='#bbbbbb'), name='held-out data', showlegend=j == 0), 1, j + 1)
         fig.add_trace(go.Scattergl(x=clouds[m][:2000, 0], y=clouds[m][:2000, 1], mode='markers', marker=dict(size=2, color='#d62728'), name='samples', showlegend=j == 0), 1, j + 1)
     fig.update_layout(height=330, margin=dict(l=20, r=20, t=40, b=20))
-    cols = ['sampler', 'kind', 'steps', 'nfe', 'seconds', 'sliced_w2', 'mmd']
+    cols = ['sampler', 'family', 'steps', 'nfe', 'seconds', 'sliced_w2', 'mmd']
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
     table = ('<table><tr>' + ''.join(f'<th>{c}</th>' for c in cols) + '</tr>' +
              ''.join('<tr>' + ''.join(f'<td>{fmt(r[c])}</td>' for c in cols) + '</tr>' for r in report['rows']) +

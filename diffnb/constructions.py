@@ -86,16 +86,16 @@ def _log_weight(self, z:Tensor) -> Tensor:
 class KernelFlow:
     "The generative ODE of the conditional path x_t = mu_t(x0) + t z, z ~ prior."
     def __init__(self, prior='gaussian',  # a KernelPrior or its name
-                 kind:str='linear',        # 'linear': mu_t = (1 - t) x0 on (0, 1]; 'green': mu_t = x0 on (0, T]
+                 construction:str='linear', # 'linear': mu_t = (1 - t) x0 on (0, 1]; 'green': mu_t = x0 on (0, T]
                  T:float=1.,               # the prior's time (1 for the linear kind)
                  t_min:float=1e-3,         # where sampling stops
                 ):
-        if kind not in ('linear', 'green'): raise ValueError(f"kind={kind!r}: must be 'linear' or 'green'")
-        if kind == 'linear' and T != 1: raise ValueError(f"T={T}: the linear kind runs on t in (0, 1], so T must be 1")
+        if construction not in ('linear', 'green'): raise ValueError(f"construction={construction!r}: must be 'linear' or 'green'")
+        if construction == 'linear' and T != 1: raise ValueError(f"T={T}: the linear kind runs on t in (0, 1], so T must be 1")
         if not 0 < t_min < T: raise ValueError(f"t_min={t_min}, T={T}: need 0 < t_min < T")
-        self.prior, self.kind, self.T, self.t_min = as_prior(prior), kind, float(T), float(t_min)
-    def __repr__(self): return f"KernelFlow({self.prior.name!r}, kind={self.kind!r}, T={self.T:g}, t_min={self.t_min:g})"
-    def mu(self, x0:Tensor, t) -> Tensor: return (1 - t) * x0 if self.kind == 'linear' else x0
+        self.prior, self.construction, self.T, self.t_min = as_prior(prior), construction, float(T), float(t_min)
+    def __repr__(self): return f"KernelFlow({self.prior.name!r}, construction={self.construction!r}, T={self.T:g}, t_min={self.t_min:g})"
+    def mu(self, x0:Tensor, t) -> Tensor: return (1 - t) * x0 if self.construction == 'linear' else x0
 
 # %% ../nbs/10_constructions.ipynb #c018
 def _col(t, x:Tensor) -> Tensor:
@@ -164,7 +164,7 @@ def sample_prior(self, n:int, d:int, generator=None, data:Tensor|None=None, dtyp
     "n draws of x_T: T z, plus a random data point for the Green kind when data is given (the exact marginal)."
     generator = as_generator(generator)
     x = self.T * self.prior.sample(n, d, generator, dtype)
-    if data is not None and self.kind == 'green': x = x + data[torch.randint(0, data.shape[0], (n,), generator=generator)].to(dtype)
+    if data is not None and self.construction == 'green': x = x + data[torch.randint(0, data.shape[0], (n,), generator=generator)].to(dtype)
     return x
 
 # %% ../nbs/10_constructions.ipynb #c031
@@ -260,7 +260,7 @@ def _batch(self) -> tuple:
     g, f = self.gen, self.path
     y = self.x[self._indices()]
     u = torch.rand(self.batch_size, 1, generator=g)
-    t = f.t_min * (f.T / f.t_min)**u if f.kind == 'green' else f.t_min + (f.T - f.t_min) * u
+    t = f.t_min * (f.T / f.t_min)**u if f.construction == 'green' else f.t_min + (f.T - f.t_min) * u
     x = f.cond_sample(y, t, g)
     if self.target == 'field': y = f.x0(x, t, y)   # the minibatch's exact D at each row's time
     return x.to(self.device), y.to(self.device), t[:, 0].to(self.device)
@@ -280,11 +280,14 @@ def model(self, ema:bool=True) -> KernelDenoiser:
 @patch_to(KernelFlowTrainer, cls_method=True)
 def _spec(cls, flow:KernelFlow) -> dict:
     "The checkpoint record of a kernel flow."
-    params = dict(prior=flow.prior.name, kind=flow.kind, T=flow.T, t_min=flow.t_min)
+    params = dict(prior=flow.prior.name, construction=flow.construction, T=flow.T, t_min=flow.t_min)
     return {'name': 'KernelFlow', 'params': params, 't_min': flow.t_min, 't_max': flow.T, 'repr': repr(flow)}
 
 @patch_to(KernelFlowTrainer, cls_method=True)
-def _rebuild(cls, spec:dict) -> KernelFlow: return KernelFlow(**spec['params'])
+def _rebuild(cls, spec:dict) -> KernelFlow:
+    params = dict(spec['params'])
+    if 'kind' in params: params['construction'] = params.pop('kind')   # the option's name before 2026-12
+    return KernelFlow(**params)
 
 # %% ../nbs/10_constructions.ipynb #c057
 def flow_euler(den:Denoiser, z:Tensor,   # a Denoiser on a path, and states at t_max

@@ -228,17 +228,17 @@ def slerp(za:Tensor, zb:Tensor, lam:Tensor) -> Tensor:
 # %% ../nbs/08_flows.ipynb #c043
 def interpolate(den:Denoiser, xa:Tensor, xb:Tensor,
                 n:int=8,               # points along each path, ends included
-                kind:str='slerp',      # 'slerp' in latent space, 'linear' in latent space
+                interpolation:str='slerp', # 'slerp' (spherical) or 'linear', in latent space
                 **kw,                  # passed to encode and decode
                ) -> Tensor:
     "Decoded paths between data xa and xb through the latent space, shape (n, *xa.shape)."
-    if kind not in ('slerp', 'linear'): raise ValueError(f"kind={kind!r}: must be 'slerp' or 'linear'")
+    if interpolation not in ('slerp', 'linear'): raise ValueError(f"interpolation={interpolation!r}: must be 'slerp' or 'linear'")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2: raise ValueError(f"n={n!r}: must be an integer >= 2")
     xa, xb = _check_x(den, xa, 'xa'), _check_x(den, xb, 'xb')
     if xa.shape != xb.shape: raise ValueError(f"xb: shape {tuple(xb.shape)}, but xa has {tuple(xa.shape)}")
     za, zb = encode(den, torch.cat([xa, xb]), **kw).chunk(2)
     lam = torch.linspace(0, 1, n, dtype=za.dtype)
-    zs = slerp(za, zb, lam) if kind == 'slerp' else (1 - lam.view(-1, *[1] * za.dim())) * za + lam.view(-1, *[1] * za.dim()) * zb
+    zs = slerp(za, zb, lam) if interpolation == 'slerp' else (1 - lam.view(-1, *[1] * za.dim())) * za + lam.view(-1, *[1] * za.dim()) * zb
     return decode(den, zs.flatten(0, 1), **kw).reshape(n, *xa.shape)
 
 # %% ../nbs/08_flows.ipynb #c047

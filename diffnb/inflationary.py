@@ -122,7 +122,7 @@ def _moments(data) -> tuple[Tensor, Tensor]:
 
 # %% ../nbs/09_inflationary.ipynb #c024
 def inflationary_path(data,                # (n, d) data or a GaussianMixture
-                      kind:str='prp',      # 'prp' (PR-preserving) or 'prr' (PR-reducing)
+                      schedule:str='prp',  # 'prp' (PR-preserving) or 'prr' (PR-reducing)
                       keep:int|None=None,  # kept (leading) dimensions, for 'prr'
                       gap:float|None=None, # inflation gap, for 'prr' (paper default 0.9; code default keep / (d - keep))
                       rho:float=1.,        # inflation rate
@@ -132,9 +132,9 @@ def inflationary_path(data,                # (n, d) data or a GaussianMixture
     "A PR-preserving or PR-reducing inflationary schedule in the eigenbasis of `data`."
     xi, U = _moments(data)
     d = len(xi)
-    if kind not in ('prp', 'prr'): raise ValueError(f"kind={kind!r}: must be 'prp' or 'prr'")
+    if schedule not in ('prp', 'prr'): raise ValueError(f"schedule={schedule!r}: must be 'prp' or 'prr'")
     if form not in FORMS: raise ValueError(f"form={form!r}: must be one of {', '.join(FORMS)}")
-    if kind == 'prp': return InflationaryPath(xi, U, torch.full((d,), 1. if form == 'paper' else 0.), rho, form=form, **kw)
+    if schedule == 'prp': return InflationaryPath(xi, U, torch.full((d,), 1. if form == 'paper' else 0.), rho, form=form, **kw)
     if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep < d: raise ValueError(f"keep={keep!r}: 'prr' needs an integer 1 <= keep < d = {d}")
     if form == 'paper':
         gap = 0.9 if gap is None else float(gap)

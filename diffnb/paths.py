@@ -319,17 +319,17 @@ class Trig(Path):
     def t_of_log_snr(self, l): return 2 / math.pi * torch.atan(torch.exp(-as_time(l) / 2))
 
 # %% ../nbs/00_paths.ipynb #c046
-def ddpm_betas(kind:str='linear', # 'linear' (Ho et al.), 'scaled_linear' (Stable Diffusion) or 'cosine' (Nichol & Dhariwal)
+def ddpm_betas(schedule:str='linear', # 'linear' (Ho et al.), 'scaled_linear' (Stable Diffusion) or 'cosine' (Nichol & Dhariwal)
                T:int=1000,         # number of steps
-               beta_start:float=1e-4, beta_end:float=0.02, # ends of the linear kinds
+               beta_start:float=1e-4, beta_end:float=0.02, # ends of the linear schedules
               ) -> Tensor:
     "Ho et al.'s per-step betas (float64) for a named discrete schedule."
-    if kind == 'linear': return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
-    if kind == 'scaled_linear': return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64)**2
-    if kind == 'cosine':
+    if schedule == 'linear': return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+    if schedule == 'scaled_linear': return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64)**2
+    if schedule == 'cosine':
         abar = lambda n: math.cos((n / T + 0.008) / 1.008 * math.pi / 2)**2
         return torch.tensor([min(1 - abar(n + 1) / abar(n), 0.999) for n in range(T)], dtype=torch.float64)
-    raise ValueError(f"kind={kind!r}: known discrete schedules are 'linear', 'scaled_linear', 'cosine'")
+    raise ValueError(f"schedule={schedule!r}: known discrete schedules are 'linear', 'scaled_linear', 'cosine'")
 
 # %% ../nbs/00_paths.ipynb #c047
 class DDPM(Path):
@@ -340,12 +340,12 @@ class DDPM(Path):
         b = ddpm_betas(betas, T, beta_start, beta_end) if isinstance(betas, str) else torch.as_tensor(betas, dtype=torch.float64)
         if b.dim() != 1 or len(b) < 2 or not bool(((b > 0) & (b < 1)).all()):
             raise ValueError(f"betas: need a 1-D sequence of at least 2 values in (0, 1), got shape {tuple(b.shape)}")
-        self.betas, self.T, self.kind = b, len(b), betas if isinstance(betas, str) else 'custom'
+        self.betas, self.T, self.schedule = b, len(b), betas if isinstance(betas, str) else 'custom'
         self.knots = torch.arange(1, self.T + 1, dtype=torch.float64) / self.T
         self.log_alpha_knots = 0.5 * torch.cumsum(torch.log1p(-b), 0)
         super().__init__(1 / self.T if t_min is None else t_min, t_max)
         if self.t_min < 1 / self.T: raise ValueError(f"t_min={self.t_min} for path 'ddpm': must be >= 1/T = {1 / self.T}")
-    def params(self): return dict(betas=self.kind, T=self.T)
+    def params(self): return dict(betas=self.schedule, T=self.T)
     def alphas_cumprod(self) -> Tensor: return torch.exp(2 * self.log_alpha_knots)
     def _segment(self, t):
         k, la = self.knots.to(t.device), self.log_alpha_knots.to(t.device)

@@ -14,9 +14,9 @@ from .paths import Coefs, DiagonalPath, time_grid, resolve_device, check_choice,
 from .denoisers import Denoiser, CFG, lincomb, batch_time
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'TABLEAUS', 'ODE_METHODS', 'VARIANCE_KINDS', 'Step', 'SamplerInfo', 'register', 'ddim',
-           'ddpm', 'initial_state', 'sample_iter', 'sample', 'ODEInfo', 'dormand_prince', 'odeint', 'euler', 'heun',
-           'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde',
+__all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'TABLEAUS', 'ODE_METHODS', 'VARIANCE_ESTIMATORS', 'Step', 'SamplerInfo', 'register',
+           'ddim', 'ddpm', 'initial_state', 'sample_iter', 'sample', 'ODEInfo', 'dormand_prince', 'odeint', 'euler',
+           'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde',
            'analytic_dpm', 'fit_grid', 'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
 
 # %% ../nbs/04_samplers.ipynb #c006
@@ -514,6 +514,12 @@ def _em_coefs(r, gamma):
     f, g2, s = r.f[:-1], r.g2[:-1], r.s[:-1]
     return r.K(1 - dt * f), r.K(dt * (1 + g * g) / 2 * g2 / s * -1), r.K(g * torch.sqrt(g2 * dt))
 
+def _em_mean(r, i:int, z:Tensor, x0:Tensor, eps, CZ, CE) -> Tensor:
+    "cz z + ce eps, with eps = (z - alpha x0) / sigma folded into the coefficients when the net gave only x0 (one pass fewer)."
+    if eps is not None: return lincomb((CZ[i], z), (CE[i], eps))
+    ce_s = CE[i] / r.cs[i]
+    return lincomb((CZ[i] + ce_s, z), (-ce_s * r.ca[i], x0))
+
 # %% ../nbs/04_samplers.ipynb #c057
 @register('sde', order=1, stochastic=True, evals=1, gamma=1., grid='log_snr')
 def sde(r, z, gamma=1.):
@@ -521,8 +527,8 @@ def sde(r, z, gamma=1.):
     if not 0 <= gamma <= 1: raise ValueError(f"gamma={gamma}: must be in [0, 1]")
     CZ, CE, CN = _em_coefs(r, gamma)
     for i in range(r.N):
-        x0, eps = r.D(z, i)
-        z = r.add_noise(lincomb((CZ[i], z), (CE[i], eps)), CN[i])
+        x0, eps = r.D(z, i, need_eps=False)
+        z = r.add_noise(_em_mean(r, i, z, x0, eps, CZ, CE), CN[i])
         yield z, x0
 
 # %% ../nbs/04_samplers.ipynb #c058
@@ -551,8 +557,8 @@ def pc(r, z, snr=0.16, corrector_steps=1):
     if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0: raise ValueError(f"corrector_steps={corrector_steps!r}: must be an integer >= 0")
     CZ, CE, CN = _em_coefs(r, 1.)
     for i in range(r.N):
-        x0, eps = r.D(z, i)
-        z = r.add_noise(lincomb((CZ[i], z), (CE[i], eps)), CN[i])
+        x0, eps = r.D(z, i, need_eps=False)
+        z = r.add_noise(_em_mean(r, i, z, x0, eps, CZ, CE), CN[i])
         if i < r.N - 1:
             for _ in range(int(corrector_steps)):
                 x0, eps = r.D(z, i + 1)
@@ -714,22 +720,22 @@ def fit_grid(den:Denoiser,           # the model the grid is for
 from torch import nn
 from fastcore.basics import patch
 
-VARIANCE_KINDS = ('npr', 'sn')
+VARIANCE_ESTIMATORS = ('npr', 'sn')
 
 # %% ../nbs/04_samplers.ipynb #c094
 class VarianceHead(nn.Module):
     "A second network on a frozen Denoiser: `head(x, t)` is Var[x0 | x_t] per coordinate, learned by NPR or SN regression."
     def __init__(self, net:nn.Module,   # net(x, t) returning x's shape (e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)): a log-scale correction
                  den:Denoiser,          # the trained mean model, kept frozen
-                 kind:str='npr',        # 'npr': regress (eps - eps_hat)^2; 'sn': regress eps^2
+                 estimator:str='npr',        # 'npr': regress (eps - eps_hat)^2; 'sn': regress eps^2
                  data_var=1.,           # per-coordinate data variance: the upper bound on Var[x0 | x_t]
                 ):
         super().__init__()
-        if kind not in VARIANCE_KINDS: raise ValueError(f"kind={kind!r}: must be one of {', '.join(VARIANCE_KINDS)}")
+        if estimator not in VARIANCE_ESTIMATORS: raise ValueError(f"estimator={estimator!r}: must be one of {', '.join(VARIANCE_ESTIMATORS)}")
         if isinstance(den.path, DiagonalPath): raise ValueError("den: a variance head needs a scalar path (one noise level per sample)")
-        self.net, self.den, self.kind = net, den, kind
+        self.net, self.den, self.estimator = net, den, estimator
         self.register_buffer('data_var', torch.as_tensor(data_var, dtype=torch.float32))
-    def __repr__(self): return f"VarianceHead(kind={self.kind!r}, path={self.den.path!r})"
+    def __repr__(self): return f"VarianceHead(estimator={self.estimator!r}, path={self.den.path!r})"
 
 # %% ../nbs/04_samplers.ipynb #c096
 @patch
@@ -754,9 +760,9 @@ def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
 # %% ../nbs/04_samplers.ipynb #c101
 def _head_variance(r, z, head, name):
     "Ancestral steps with the posterior mean and the variance beta_tilde^2 + lambda^2 head(x_t, t)."
-    kind = name.split('_')[0]
-    if not isinstance(head, VarianceHead): raise ValueError(f"head: {name} needs head= (a VarianceHead from dn.fit_variance(..., kind={kind!r}))")
-    if head.kind != kind: raise ValueError(f"head: a {head.kind!r} head was given to {name}; train one with kind={kind!r}")
+    estimator = name.split('_')[0]
+    if not isinstance(head, VarianceHead): raise ValueError(f"head: {name} needs head= (a VarianceHead from dn.fit_variance(..., estimator={estimator!r}))")
+    if head.estimator != estimator: raise ValueError(f"head: a {head.estimator!r} head was given to {name}; train one with estimator={estimator!r}")
     if r.diag: raise ValueError(f"{name}: needs a scalar path")
     _, bt2, lam = _ddpm_coefs(r.a, r.s)
     A, E, C = _ddim_coefs(r, bt2)
@@ -771,12 +777,12 @@ def _head_variance(r, z, head, name):
 # %% ../nbs/04_samplers.ipynb #c102
 @register('npr_dpm', order=1, stochastic=True, evals=1, head=None)
 def npr_dpm(r, z, head=None):
-    "Ancestral sampling with NPR-DPM's state-dependent variance (a VarianceHead of kind 'npr')."
+    "Ancestral sampling with NPR-DPM's state-dependent variance (a VarianceHead with estimator 'npr')."
     yield from _head_variance(r, z, head, 'npr_dpm')
 
 @register('sn_dpm', order=1, stochastic=True, evals=1, head=None)
 def sn_dpm(r, z, head=None):
-    "Ancestral sampling with SN-DPM's state-dependent variance (a VarianceHead of kind 'sn')."
+    "Ancestral sampling with SN-DPM's state-dependent variance (a VarianceHead with estimator 'sn')."
     yield from _head_variance(r, z, head, 'sn_dpm')
 
 # %% ../nbs/04_samplers.ipynb #c105

@@ -170,6 +170,7 @@ def _check_number(name:str, value, lo=None, hi=None, integer:bool=False, strict_
 class Trainer:
     "Trains a network as a Denoiser on a path by denoising score matching; steps() is a generator. Defaults are RECIPE."
     default_batch = RECIPE['batch_size']   # the batch size when none is given (every point of a smaller data set)
+    renamed = {}                           # checkpoint options renamed since they were written: old name -> new
     def __init__(self, net:nn.Module,       # net(x, t) or net(x, t, y), e.g. default_net(data)
                  path:Path|str,              # the forward path
                  data,                       # tensor (n, *event), (x, y), a Dataset or a toy name
@@ -582,7 +583,7 @@ def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, devic
     unknown = set(overrides) - known
     if unknown: raise ValueError(f"{sorted(unknown)[0]}: not an option of {cls.__name__}; known: {', '.join(sorted(known))}")
     P, net = path if path is not None else cls._rebuild(cfg['path']), _build_net(cfg['net'], net, None if net is not None else _file_shapes(ck, cfg))
-    hp = {k: v for k, v in cfg['hparams'].items() if k in known}
+    hp = {cls.renamed.get(k, k): v for k, v in cfg['hparams'].items() if cls.renamed.get(k, k) in known}   # options renamed since keep their value
     saving = {k: overrides.pop(k) if k in overrides else cfg.get(k) for k in _SAVING}
     if saving['folder'] is None and saving['save_every']: saving['folder'] = str(ck.parent if ck.name.startswith(('ckpt-', '.trash-ckpt-')) else ck)
     hp.update(overrides, total_steps=overrides.get('total_steps', cfg.get('total_steps')))
@@ -748,13 +749,13 @@ def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
     return tr.classifier()
 
 # %% ../nbs/06_train.ipynb #c114
-from .samplers import VarianceHead, VARIANCE_KINDS
+from .samplers import VarianceHead, VARIANCE_ESTIMATORS
 
-def _variance_target(kind:str, # 'npr' or 'sn'
+def _variance_target(estimator:str, # 'npr' or 'sn'
                     eps:Tensor, eps_hat:Tensor, # the noise drawn and the mean model's estimate of it
                    ) -> Tensor:
     "The regression target for the head's Var[eps | x_t]: NPR's (eps - eps_hat)^2 or SN's eps^2 - eps_hat^2."
-    return (eps - eps_hat)**2 if kind == 'npr' else eps**2 - eps_hat**2
+    return (eps - eps_hat)**2 if estimator == 'npr' else eps**2 - eps_hat**2
 
 # %% ../nbs/06_train.ipynb #c115
 def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
@@ -763,27 +764,28 @@ def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor
     c = P.coefs(t, x0)
     xt = c.alpha * x0 + c.sigma * eps
     with torch.no_grad(): eps_hat = head.den.eps(xt, t)
-    err = _variance_target(head.kind, eps, eps_hat) - head.eps_var(xt, t)
-    if head.kind == 'npr': err = err * (c.alpha**2 + c.sigma**2) / c.alpha**2     # relative to alpha^2 / (alpha^2 + sigma^2)
+    err = _variance_target(head.estimator, eps, eps_hat) - head.eps_var(xt, t)
+    if head.estimator == 'npr': err = err * (c.alpha**2 + c.sigma**2) / c.alpha**2     # relative to alpha^2 / (alpha^2 + sigma^2)
     return err.pow(2).flatten(1).mean(1)
 
 # %% ../nbs/06_train.ipynb #c117
 class VarianceTrainer(Trainer):
     "Trains a VarianceHead on a frozen Denoiser by NPR or SN regression; a Trainer whose loss is the head's."
+    renamed = {'kind': 'estimator'}
     def __init__(self, net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. MLP(d, hidden=32, depth=1, emb_dim=32)
                  den:Denoiser,              # the trained mean model, kept frozen
                  data,                      # training points (n, *event)
-                 kind:str='npr',            # 'npr' (NPR-DPM) or 'sn' (SN-DPM)
+                 estimator:str='npr',            # 'npr' (NPR-DPM) or 'sn' (SN-DPM)
                  data_var:list|None=None,   # per-coordinate data variance, the head's upper bound (default: measured on the data)
                  batch_size:int|None=None, lr:float=2e-3, # batch size (default: 1024, or every point of a smaller data set)
                  **kw,                      # the Trainer's other options (seed, device, folder, ...)
                 ):
-        self.kind = check_choice('kind', kind, VARIANCE_KINDS)
+        self.estimator = check_choice('estimator', estimator, VARIANCE_ESTIMATORS)
         for k, v in dict(t_density='uniform', warmup=0, lr_schedule='cosine', grad_clip=None, ema=0.).items(): kw.setdefault(k, v)
         super().__init__(net, den, data, batch_size=batch_size, lr=lr, **kw)
         self.data_var = torch.as_tensor(self.x.var(0) if data_var is None else data_var, dtype=torch.float32)
-        self.hparams.update(kind=self.kind, data_var=self.data_var.tolist())
-    def __repr__(self): return f"VarianceTrainer(step={self.step}, kind={self.kind!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
+        self.hparams.update(estimator=self.estimator, data_var=self.data_var.tolist())
+    def __repr__(self): return f"VarianceTrainer(step={self.step}, estimator={self.estimator!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
 
 # %% ../nbs/06_train.ipynb #c118
 @patch
@@ -798,7 +800,7 @@ def _as_path(self:VarianceTrainer, den:Denoiser) -> Path:
 def head(self:VarianceTrainer, ema:bool=True, net:nn.Module|None=None) -> VarianceHead:
     "The trained head (the averaged weights by default; with ema=0 they are the last weights)."
     net = net if net is not None else (self.ema.net if ema else self.net)
-    return VarianceHead(net, self.den, self.kind, self.data_var).eval()
+    return VarianceHead(net, self.den, self.estimator, self.data_var).eval()
 
 # %% ../nbs/06_train.ipynb #c119
 @patch
@@ -826,9 +828,9 @@ def _rebuild(cls:VarianceTrainer, spec:dict):
 def fit_variance(den:Denoiser,        # the trained mean model (kept frozen)
                  data,                # training points (n, *event)
                  net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)
-                 kind:str='npr',      # 'npr' (NPR-DPM) or 'sn' (SN-DPM)
+                 estimator:str='npr',      # 'npr' (NPR-DPM) or 'sn' (SN-DPM)
                  n:int=400,           # optimiser steps (as in Trainer.fit(n); `steps` counts grid intervals elsewhere)
                  **kw,                # VarianceTrainer's options (batch_size, lr, seed, device, ...)
                 ) -> VarianceHead:
     "Train a VarianceHead with VarianceTrainer for n optimiser steps and return it."
-    return VarianceTrainer(net, den, data, kind, **kw).fit(n, progress=False).head()
+    return VarianceTrainer(net, den, data, estimator, **kw).fit(n, progress=False).head()

@@ -41,9 +41,9 @@ def test_prior_bad_name():
 
 # kernel flows
 def test_flow_checks_arguments():
-    with pytest.raises(ValueError, match='kind'): KernelFlow(kind='curved')
-    with pytest.raises(ValueError, match='T='): KernelFlow(kind='linear', T=2.)
-    with pytest.raises(ValueError, match='t_min'): KernelFlow(kind='green', T=5., t_min=6.)
+    with pytest.raises(ValueError, match='construction'): KernelFlow(construction='curved')
+    with pytest.raises(ValueError, match='T='): KernelFlow(construction='linear', T=2.)
+    with pytest.raises(ValueError, match='t_min'): KernelFlow(construction='green', T=5., t_min=6.)
 
 def test_gaussian_linear_flow_is_the_linear_path():
     "Gaussian prior on the linear kind: the conditional density is N((1-t) x0, t^2 I) and D equals the empirical oracle on dn's linear path."

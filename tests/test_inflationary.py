@@ -174,8 +174,8 @@ def test_calibration_with_oracle_within_mc_error():
 
 def test_bad_input_names_the_argument():
     x = dn.toy('moons', 100)
-    for kw, name in ((dict(kind='pca'), 'kind'), (dict(kind='prr'), 'keep'), (dict(kind='prr', keep=2), 'keep'),
-                     (dict(kind='prr', keep=1, gap=1.), 'gap'), (dict(form='other'), 'form'), (dict(rho=-1.), 'rho')):
+    for kw, name in ((dict(schedule='pca'), 'schedule'), (dict(schedule='prr'), 'keep'), (dict(schedule='prr', keep=2), 'keep'),
+                     (dict(schedule='prr', keep=1, gap=1.), 'gap'), (dict(form='other'), 'form'), (dict(rho=-1.), 'rho')):
         with pytest.raises(ValueError, match=name): inflationary_path(x, **kw)
     with pytest.raises(ValueError, match='xi'): InflationaryPath(torch.tensor([1., 0.]))
     with pytest.raises(ValueError, match='g'): InflationaryPath(torch.tensor([1., 1.]), g=torch.tensor([1., 0.]))

@@ -88,3 +88,19 @@ def test_objective_trains_under_the_monitor(name, tmp_path):
     assert draws == ([2, 4] if issubclass(kind, dn.Denoiser) else []), draws
     assert all(torch.isfinite(x).all() for _, x in mon.sample_log)
     assert type(tr).load(tmp_path / 'mon', data=data, **extra).step == 4
+
+@pytest.mark.parametrize('name, old, new, field', [('variance', 'kind', 'estimator', 'hparams'), ('kernel', 'kind', 'construction', 'path')])
+def test_a_checkpoint_written_before_an_option_was_renamed_loads_with_its_value(name, old, new, field, tmp_path):
+    "VarianceTrainer's kind= became estimator=, KernelFlow's kind= became construction=: checkpoints with the old name keep their value."
+    import json
+    tr, extra, data, _ = _make(name)
+    tr.save(tmp_path / 'run')
+    cfg_file, = (tmp_path / 'run').glob('ckpt-*/config.json')
+    cfg = json.loads(cfg_file.read_text())
+    rec = cfg['hparams'] if field == 'hparams' else cfg['path']['params']
+    value = rec.pop(new)
+    rec[old] = value
+    cfg_file.write_text(json.dumps(cfg))
+    back = type(tr).load(tmp_path / 'run', data=data, **extra)
+    got = back.estimator if name == 'variance' else back.path.construction
+    assert got == value and value in ('sn', 'linear')      # 'sn' is not the default 'npr': the old value was read

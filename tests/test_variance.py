@@ -134,7 +134,7 @@ def test_npr_and_sn_differ_with_a_biased_mean():
 def test_variance_bad_input(gaussian_heads):
     gm, train, heads = gaussian_heads
     den = gm.denoiser(P)
-    with pytest.raises(ValueError, match="kind='x'"): dn.VarianceHead(dn.MLP(1), den, 'x')
+    with pytest.raises(ValueError, match="estimator='x'"): dn.VarianceHead(dn.MLP(1), den, 'x')
     with pytest.raises(ValueError, match='scalar path'): dn.VarianceHead(dn.MLP(2), dn.GaussianMixture([[0., 0.]]).denoiser(dn.StackedPath(['vp', 'subvp'])))
     with pytest.raises(ValueError, match='needs head='): dn.sample(den, 4, 'npr_dpm')
     with pytest.raises(ValueError, match="'sn' head was given to npr_dpm"): dn.sample(den, 4, 'npr_dpm', head=heads['sn'])
