@@ -514,6 +514,7 @@ HAND_LOOPS = {k: Spec('torch', f'hand-written {v} loop', k, 0 if k == 'dopri5' e
 
 def own_baseline(spec) -> str:
     "The hand-written loop a sampler's step is held to: the same algorithm where one is written, else ancestral Euler for stochastic steps, Euler otherwise."
+    if spec.lib == 'torch': return spec.label
     if spec.lib != 'diffnb': return HAND_LOOPS['euler'].label
     if spec.name in HAND_LOOPS and spec.name != 'euler': return HAND_LOOPS[spec.name].label
     info = dn.SAMPLERS[spec.name]

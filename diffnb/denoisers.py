@@ -82,11 +82,12 @@ def net_dtype(self:Denoiser) -> torch.dtype|None:
 
 # %% ../nbs/01_denoisers.ipynb #c012
 def lincomb(*terms) -> Tensor:
-    "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates (a Python-number coefficient costs one operation)."
+    "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates (a Python-number coefficient costs one operation, zero none)."
     (c, x), rest = terms[0], terms[1:]
     out = x * c
     for c, x in rest:
-        if isinstance(c, float): out.add_(x, alpha=c)
+        if isinstance(c, float):
+            if c: out.add_(x, alpha=c)
         else: out.add_(c * x)
     return out
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import torch
 from torch import Tensor
-from .paths import Path, DiagonalPath, as_time, as_generator
+from .paths import Path, DiagonalPath, as_time, as_generator, time_grid
 from .denoisers import Denoiser
 from .samplers import sample, odeint
 from fastcore.basics import patch
@@ -40,14 +40,10 @@ def _check_x(den, x, name='x') -> Tensor:
 
 # %% ../nbs/08_flows.ipynb #c010
 def _grid(P:Path, t_lo:float, t_hi:float, steps:int, kind:str|None) -> Tensor:
-    "Ascending times from t_lo to t_hi: uniform in log-SNR on scalar paths (in t on diagonal ones) unless `kind` says 'uniform'."
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
+    "time_grid from t_lo up to t_hi: uniform in log-SNR on scalar paths by default, in t on diagonal ones or when `kind` says 'uniform'."
     if kind not in (None, 'log_snr', 'uniform'): raise ValueError(f"kind={kind!r}: must be 'log_snr' or 'uniform'")
-    if kind == 'uniform' or isinstance(P, DiagonalPath): return torch.linspace(t_lo, t_hi, steps + 1, dtype=torch.float64)
-    l = torch.linspace(P.log_snr(t_lo).item(), P.log_snr(t_hi).item(), steps + 1, dtype=torch.float64)
-    g = P.t_of_log_snr(l).to(torch.float64)
-    g[0], g[-1] = t_lo, t_hi
-    return g
+    kind = 'uniform' if isinstance(P, DiagonalPath) else kind or 'log_snr'
+    return time_grid(P, steps, kind, t_max=t_hi, t_min=t_lo, ascending=True)
 
 # %% ../nbs/08_flows.ipynb #c012
 def _u_of_t(P:Path, t:float) -> float: return -0.5 * P.log_snr(t).item()

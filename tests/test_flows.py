@@ -195,7 +195,7 @@ def test_inversion_and_encoding_run_through_the_sampler():
     "DDIM inversion is the sampler's ddim on an ascending grid (equal to hand-written upward DDIM steps); encode(method='heun') is sampler heun."
     gm = dn.ring_mixture(8); den = opaque(gm, 'vp'); p = den.path
     x = gm.sample(128, generator=gen(4), dtype=torch.float64)
-    grid = torch.linspace(p.t_min, p.t_max, 21, dtype=torch.float64)
+    grid = dn.time_grid(p, 20, 'uniform', ascending=True)
     xh = x.clone()
     for t, tn in zip(grid[:-1].tolist(), grid[1:].tolist()):   # Song et al. 2021, eq. 12 at sigma_t = 0, run upward
         (a, s, _, _), (an, sn, _, _) = (map(float, p.coefs(u)) for u in (t, tn))
