@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from .paths import get_path, time_grid, Path, DiagonalPath, StackedPath, PATHS, TIME_GRIDS, FigureDisplay, resolve_device
 from .denoisers import Denoiser, CFG, ClassifierGuidance, GradientGuidance, SimilarityGuidance, cosine_similarity
 from .data import GaussianMixture, EmpiricalOracle, ring_mixture, random_mixture, toy, digits, TOYS
-from .metrics import sliced_wasserstein, mmd, energy_distance, gaussian_w2, mode_coverage, noise_floor
+from .metrics import sliced_wasserstein, mmd, energy_distance, gaussian_w2, mode_coverage, noise_floor, frechet_distance
 from .samplers import sample, sample_iter, SAMPLERS, fit_grid, VarianceHead, ELBO, ddpm_elbo
 from .nets import MLP, UNet, from_diffusers, register_net, randomize_
 from .train import (Trainer, RECIPE, default_net, load_denoiser, dsm_loss, sample_t, ClassifierTrainer, NoisyClassifier,
@@ -30,7 +30,7 @@ __all__ = ['CFG', 'ClassifierGuidance', 'ClassifierTrainer', 'Denoiser', 'Diagon
            'NoisyClassifier', 'PATHS', 'Path', 'PathExplorer', 'RECIPE', 'ReflowTrainer', 'RestorerTrainer', 'SAMPLERS', 'SamplerPreview',
            'SimilarityGuidance', 'StackedPath', 'TIME_GRIDS', 'TOYS', 'Trainer', 'TrainingMonitor', 'TrajectoryExplorer', 'UNet',
            'VarianceHead', 'VarianceTrainer', 'bits_per_dim', 'cold_sample', 'cosine_similarity', 'ddim_invert', 'ddpm_elbo', 'decode',
-           'default_net', 'digits', 'dsm_loss', 'encode', 'energy_distance', 'fit_grid', 'fit_if', 'fit_variance', 'from_diffusers',
+           'default_net', 'digits', 'dsm_loss', 'encode', 'energy_distance', 'fit_grid', 'fit_if', 'fit_variance', 'frechet_distance', 'from_diffusers',
            'gaussian_w2', 'get_path', 'inflationary_path', 'init_distributed', 'inpaint', 'interpolate', 'kernel_sample', 'launch',
            'load_denoiser', 'load_ipython_extension', 'log_prob', 'mmd', 'mode_coverage', 'noise_floor', 'participation_ratio', 'pfgm',
            'random_mixture', 'randomize_', 'register_net', 'resolve_device', 'ring_mixture', 'sample', 'sample_iter', 'sample_t', 'sdedit',

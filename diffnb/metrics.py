@@ -14,7 +14,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['sliced_wasserstein', 'mmd', 'energy_distance', 'gaussian_w2', 'ModeReport', 'mode_coverage', 'noise_floor',
-           'distance_correlation', 'LatentReport', 'latent_report', 'amari_distance', 'compare_ica']
+           'distance_correlation', 'LatentReport', 'latent_report', 'amari_distance', 'compare_ica', 'frechet_distance',
+           'Estimate', 'kid', 'PrecisionRecall', 'precision_recall']
 
 # %% ../nbs/03_metrics.ipynb #c006
 def _flat(x, name) -> Tensor:
@@ -25,9 +26,10 @@ def _flat(x, name) -> Tensor:
     if not bool(torch.isfinite(x).all()): raise ValueError(f"{name}: contains NaN or infinite values")
     return x
 
-def _pair_check(x, y):
-    x, y = _flat(x, 'x'), _flat(y, 'y')
-    if x.shape[1] != y.shape[1]: raise ValueError(f"x and y: dimensions differ ({x.shape[1]} vs {y.shape[1]})")
+def _pair_check(x, y, names:tuple=('x', 'y')):
+    "Both samples flattened and checked, of one dimension."
+    (x, y), (nx, ny) = (_flat(x, names[0]), _flat(y, names[1])), names
+    if x.shape[1] != y.shape[1]: raise ValueError(f"{nx} and {ny}: dimensions differ ({x.shape[1]} vs {y.shape[1]})")
     return x, y
 
 # %% ../nbs/03_metrics.ipynb #c007
@@ -138,7 +140,7 @@ def mode_coverage(x:Tensor, gm:GaussianMixture, min_share:float=0.1) -> ModeRepo
 
 # %% ../nbs/03_metrics.ipynb #c025
 def noise_floor(metric,                 # metric(x, y) -> float, or metric(x, gm) against the truth (mode_coverage)
-                gm:GaussianMixture,      # the true distribution
+                gm:GaussianMixture|Tensor, # the true distribution, or real data (the floor between two disjoint random halves)
                 n:int,                   # sample size the metric will be used at
                 reps:int=3,              # independent repetitions averaged
                 generator:torch.Generator|None=None,
@@ -149,6 +151,7 @@ def noise_floor(metric,                 # metric(x, y) -> float, or metric(x, gm
     if isinstance(n, bool) or not isinstance(n, int) or n < 2 or isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ValueError(f"n={n!r}, reps={reps!r}: need integers n >= 2 and reps >= 1")
     if against_truth is None: against_truth = metric is mode_coverage
+    if not isinstance(gm, GaussianMixture): return _data_floor(metric, _flat(gm, 'gm'), n, reps, generator, against_truth)
     if against_truth:
         expected = (gm.weights * n).min().item()
         if expected < 10 * (gm.dim + 1):
@@ -156,11 +159,23 @@ def noise_floor(metric,                 # metric(x, y) -> float, or metric(x, gm
                           "mode W2 is not resolved at this n")
         reports = [metric(gm.sample(n, generator=generator, dtype=torch.float64), gm) for _ in range(reps)]
         return ModeReport(*(sum(getattr(r, f.name) for r in reports) / reps for f in fields(ModeReport)))
-    vals = torch.tensor([metric(gm.sample(n, generator=generator, dtype=torch.float64), gm.sample(n, generator=generator, dtype=torch.float64))
+    vals = torch.tensor([float(metric(gm.sample(n, generator=generator, dtype=torch.float64), gm.sample(n, generator=generator, dtype=torch.float64)))
                          for _ in range(reps)])
+    return _floor_mean(vals, n)
+
+def _floor_mean(vals:Tensor, n:int) -> float:
+    "The floor's mean over repetitions, with a warning when the repetitions disagree."
+    reps = len(vals)
     if reps > 1 and vals.std().item() > 0.5 * abs(vals.mean().item()):
         warnings.warn(f"noise_floor: the floor varies by {vals.std().item():.2g} around {vals.mean().item():.2g} at n={n}; increase n or reps")
     return vals.mean().item()
+
+def _data_floor(metric, x:Tensor, n:int, reps:int, generator, against_truth:bool) -> float:
+    "The metric between two disjoint random halves of real data x, n points each (mean over reps)."
+    if against_truth: raise ValueError(f"gm: {getattr(metric, '__name__', 'metric')} against the truth needs a GaussianMixture, not data")
+    if 2 * n > x.shape[0]: raise ValueError(f"n={n}: two disjoint halves need 2 n <= {x.shape[0]} data points")
+    halves = lambda: x[torch.randperm(x.shape[0], generator=generator)[:2 * n]].chunk(2)
+    return _floor_mean(torch.tensor([float(metric(*halves())) for _ in range(reps)]), n)
 
 # %% ../nbs/03_metrics.ipynb #c030
 def distance_correlation(a:Tensor, b:Tensor) -> float:
@@ -230,3 +245,71 @@ def compare_ica(x:Tensor,              # data (B, *event)
     rows = {'pfODE latent': latent_report(z, max_n), 'FastICA sources': latent_report(std(ica.transform(X)), max_n),
             'PCA-whitened data': latent_report(std(PCA(whiten=True).fit_transform(X)), max_n)}
     return pd.DataFrame({k: r.summary() for k, r in rows.items()}).T, ica
+
+# %% ../nbs/03_metrics.ipynb #c040
+def frechet_distance(feats_a:Tensor, # features of one set (n_a, d), e.g. real images through a feature network
+                     feats_b:Tensor, # features of the other (n_b, d)
+                    ) -> float:
+    "Fréchet distance between Gaussians fitted to two feature sets (FID on Inception features): gaussian_w2 squared."
+    a, b = _pair_check(feats_a, feats_b, ('feats_a', 'feats_b'))
+    moments = lambda f: (f.mean(0), torch.cov(f.T).reshape(f.shape[1], f.shape[1]))
+    return gaussian_w2(*moments(a), *moments(b))**2
+
+# %% ../nbs/03_metrics.ipynb #c044
+@dataclass
+class Estimate:
+    "A Monte-Carlo estimate and its standard error; float(estimate) is the value."
+    value: float
+    se: float
+    def __float__(self): return self.value
+    def __repr__(self): return f"{self.value:.4g} ± {self.se:.2g}"
+
+def _cubic_mmd2(a:Tensor, b:Tensor) -> float:
+    "Unbiased MMD^2 between two sets with the cubic polynomial kernel (a.b / d + 1)^3."
+    d, m, n = a.shape[1], a.shape[0], b.shape[0]
+    kaa, kbb, kab = ((u @ v.T / d + 1)**3 for u, v in ((a, a), (b, b), (a, b)))
+    return ((kaa.sum() - kaa.trace()) / (m * (m - 1)) + (kbb.sum() - kbb.trace()) / (n * (n - 1)) - 2 * kab.mean()).item()
+
+# %% ../nbs/03_metrics.ipynb #c045
+def kid(feats_a:Tensor, feats_b:Tensor, # two feature sets (n_a, d) and (n_b, d)
+        subset_size:int=1000,           # points of each set per subset (fewer when a set is smaller than two subsets)
+        subsets:int|None=None,          # disjoint subsets averaged (default: as many as the smaller set holds, at most 100)
+        generator:torch.Generator|None=None,
+       ) -> Estimate:
+    "Kernel inception distance: the unbiased cubic-kernel MMD^2, averaged over disjoint random subsets, with its standard error."
+    generator = as_generator(generator)
+    a, b = _pair_check(feats_a, feats_b, ('feats_a', 'feats_b'))
+    if isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 2: raise ValueError(f"subset_size={subset_size!r}: must be an integer >= 2")
+    m = min(subset_size, a.shape[0] // 2, b.shape[0] // 2)
+    fit = min(a.shape[0], b.shape[0]) // m
+    k = min(fit, 100) if subsets is None else subsets
+    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= fit: raise ValueError(f"subsets={subsets!r}: must be an integer in [2, {fit}] for subsets of {m} points")
+    pa, pb = torch.randperm(a.shape[0], generator=generator), torch.randperm(b.shape[0], generator=generator)
+    vals = torch.tensor([_cubic_mmd2(a[pa[i * m:(i + 1) * m]], b[pb[i * m:(i + 1) * m]]) for i in range(k)], dtype=torch.float64)
+    return Estimate(vals.mean().item(), vals.std().item() / math.sqrt(k))
+
+# %% ../nbs/03_metrics.ipynb #c049
+@dataclass
+class PrecisionRecall:
+    "Kynkäänniemi et al.'s precision (generated points on the real manifold) and recall (real points on the generated one)."
+    precision: float
+    recall: float
+    def __repr__(self): return f"PrecisionRecall(precision={self.precision:.3f}, recall={self.recall:.3f})"
+
+def _knn_radius(x:Tensor, k:int, block:int=2048) -> Tensor:
+    "Distance from each point of x to its k-th nearest other point of x."
+    return torch.cat([torch.cdist(x[i:i + block], x).kthvalue(k + 1, dim=1).values for i in range(0, x.shape[0], block)])
+
+def _inside(q:Tensor, ref:Tensor, radius:Tensor, block:int=2048) -> float:
+    "The share of points of q within radius[j] of some ref[j]."
+    return torch.cat([(torch.cdist(q[i:i + block], ref) <= radius).any(1) for i in range(0, q.shape[0], block)]).double().mean().item()
+
+# %% ../nbs/03_metrics.ipynb #c050
+def precision_recall(real:Tensor, fake:Tensor, # real and generated features (n, d)
+                     k:int=3,                    # the neighbour that sets each ball's radius (the paper's k = 3)
+                    ) -> PrecisionRecall:
+    "Precision and recall of generated features against real ones, on k-nearest-neighbour balls (Kynkäänniemi et al. 2019)."
+    r, f = _pair_check(real, fake, ('real', 'fake'))
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < min(r.shape[0], f.shape[0]):
+        raise ValueError(f"k={k!r}: must be an integer in [1, {min(r.shape[0], f.shape[0]) - 1}]")
+    return PrecisionRecall(_inside(f, r, _knn_radius(r, k)), _inside(r, f, _knn_radius(f, k)))
