@@ -8,10 +8,10 @@ import argparse, html, json, math, struct, sys, time, zlib
 from pathlib import Path as FilePath
 import torch
 from .paths import PATHS
-from .data import TOYS, toy
+from .data import TOYS, toy, image_data
 from .metrics import sliced_wasserstein, mmd
 from .samplers import SAMPLERS, sample
-from .train import Trainer, RECIPE, default_net, resolve_device, load_denoiser
+from .train import Trainer, RECIPE, LR_SCHEDULES, PRECISIONS, default_net, resolve_device, load_denoiser
 
 # %% auto #0
 __all__ = ['DEMO_SAMPLERS', 'CLI_METHODS', 'write_png', 'picture', 'run_demo', 'write_report', 'build_parser', 'main']
@@ -23,9 +23,10 @@ def _info(args) -> int:
     return 0
 
 # %% ../nbs/12_cli.ipynb #c008
-def _load_data(spec:str, n:int, seed:int):
-    "Training data from a toy name, 'digits', or a .npy / .pt file."
+def _load_data(spec:str, n:int, seed:int, size=None):
+    "Training data from a toy name, 'digits', a folder of images (resized to `size` when given), or a .npy / .pt file."
     if spec in TOYS: return toy(spec, n, seed=seed)
+    if FilePath(spec).is_dir(): return image_data(spec, size=size)
     if spec == 'digits':
         from diffnb.data import digits
         return digits()
@@ -34,16 +35,17 @@ def _load_data(spec:str, n:int, seed:int):
         import numpy as np
         return torch.as_tensor(np.load(p)).float()
     if p.suffix == '.pt' and p.exists(): return torch.load(p, weights_only=True)
-    raise ValueError(f"--data {spec!r}: a toy ({', '.join(TOYS)}), 'digits', or an existing .npy/.pt file")
+    raise ValueError(f"--data {spec!r}: a toy ({', '.join(TOYS)}), 'digits', a folder of images, or an existing .npy/.pt file")
 
 # %% ../nbs/12_cli.ipynb #c009
 def _train(args) -> int:
-    data = _load_data(args.data, args.n, args.seed)
+    data = _load_data(args.data, args.n, args.seed, args.size)
     if (FilePath(args.out) / 'latest').exists():
         tr = Trainer.load(args.out, data=data, device=args.device, total_steps=args.steps)
         print(f"resuming {args.out} at step {tr.step} of {args.steps}", flush=True)
     else: tr = Trainer(default_net(data), args.path, data, batch_size=args.batch_size, lr=args.lr, total_steps=args.steps, device=args.device,
-                       seed=args.seed, folder=args.out, save_every=max(1, args.steps // 10))
+                       seed=args.seed, folder=args.out, save_every=max(1, args.steps // 10), accum=args.accum, precision=args.precision,
+                       lr_schedule=args.lr_schedule)
     print(f"training {type(tr.net).__name__} on {args.data} {tuple(tr.x.shape)} for {max(0, args.steps - tr.step)} steps on {tr.device}", flush=True)
     tr.fit(max(0, args.steps - tr.step), progress=not args.quiet)
     out = tr.save(args.out)
@@ -174,13 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub.add_parser('info', help='versions, the device "auto" picks, and the known paths').set_defaults(func=_info)
     t = sub.add_parser('train', help='train the default recipe on a data set', **fmt)
-    t.add_argument('--data', default='ring8', help=f"a toy ({', '.join(TOYS)}), 'digits', or a .npy/.pt file")
+    t.add_argument('--data', default='ring8', help=f"a toy ({', '.join(TOYS)}), 'digits', a folder of images (class sub-folders give labels), or a .npy/.pt file")
+    t.add_argument('--size', type=int, default=None, help='resize and centre-crop a folder\'s images to SIZE x SIZE (needed when their sizes differ)')
     t.add_argument('--path', default='edm', choices=list(PATHS), help='the forward path')
     t.add_argument('--steps', type=int, default=3000, help='optimiser steps (the learning rate decays to 0 at the last)')
     t.add_argument('--out', required=True, help='checkpoint folder (one that holds a run resumes it)')
     t.add_argument('--n', type=int, default=20_000, help='toy data size')
     t.add_argument('--batch-size', type=int, default=None, help=f"default: {RECIPE['batch_size']}, or all the data if less")
     t.add_argument('--lr', type=float, default=RECIPE['lr'], help='peak learning rate')
+    t.add_argument('--lr-schedule', default=RECIPE['lr_schedule'], choices=LR_SCHEDULES, help='the learning rate after warm-up')
+    t.add_argument('--accum', type=int, default=1, help='micro-batches per optimiser step (gradient accumulation; must divide the batch size)')
+    t.add_argument('--precision', default='auto', choices=PRECISIONS, help="'auto': bf16 on CUDA, fp32 on the CPU; fp16 needs CUDA")
     t.set_defaults(func=_train)
     s = sub.add_parser('sample', help='sample a trained run', **fmt)
     s.add_argument('run', help='checkpoint folder written by diffnb train')

@@ -258,7 +258,7 @@ def _as_path(self, flow:KernelFlow) -> KernelFlow:
 def _batch(self) -> tuple:
     "(x, D, t): marginal draws x at times t (log-uniform on the Green kind) and their regression target."
     g, f = self.gen, self.path
-    y = self.x[self._indices()]
+    y = self._rows(self._indices())
     u = torch.rand(self.batch_size, 1, generator=g)
     t = f.t_min * (f.T / f.t_min)**u if f.construction == 'green' else f.t_min + (f.T - f.t_min) * u
     x = f.cond_sample(y, t, g)
@@ -339,7 +339,7 @@ def _batch(self) -> tuple:
     "(x0, None, t, eps) with each x0 beside the noise it was coupled with."
     idx = self._indices()
     t = sample_t(self.path, self.batch_size, self.t_density, self.gen, self.sigma_data, self.t_loc, self.t_scale)
-    return self.x[idx].to(self.device), None, t.to(self.device), self.eps[idx].to(self.device)
+    return self._rows(idx).to(self.device), None, t.to(self.device), self.eps[idx].to(self.device)
 
 # %% ../nbs/10_constructions.ipynb #c066
 def blur_matrix(size:int, sigma:float) -> Tensor:
@@ -419,7 +419,7 @@ def _as_path(self, degrade):
 @patch_to(RestorerTrainer)
 def _batch(self) -> tuple:
     "(x0, None, t): clean data and integer levels in 1..levels."
-    x0 = self.x[self._indices()]
+    x0 = self._rows(self._indices())
     t = torch.randint(1, self.path.levels + 1, (self.batch_size,), generator=self.gen)
     return x0.to(self.device), None, t.to(self.device)
 

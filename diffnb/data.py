@@ -4,7 +4,9 @@
 
 # %% ../nbs/02_data.ipynb #c002
 from __future__ import annotations
-import math
+import math, os, warnings
+from dataclasses import dataclass
+from pathlib import Path as FilePath
 import numpy as np
 import torch
 from torch import Tensor
@@ -14,7 +16,8 @@ from .paths import Path, DiagonalPath, get_path, figure_bundle, as_generator
 from .denoisers import Denoiser
 
 # %% auto #0
-__all__ = ['TOYS', 'GaussianMixture', 'density_map', 'ring_mixture', 'random_mixture', 'EmpiricalOracle', 'toy', 'digits']
+__all__ = ['TOYS', 'IMAGE_SUFFIXES', 'GaussianMixture', 'density_map', 'ring_mixture', 'random_mixture', 'EmpiricalOracle', 'toy',
+           'digits', 'ImageData', 'image_data']
 
 # %% ../nbs/02_data.ipynb #c006
 def _as64(x, name):
@@ -371,3 +374,136 @@ def digits() -> tuple[Tensor, Tensor]:
     d = load_digits()
     x = torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 8 - 1
     return x, torch.as_tensor(d.target, dtype=torch.long)
+
+# %% ../nbs/02_data.ipynb #c060
+@dataclass
+class ImageData:
+    "Images stored as uint8 (n, C, H, W), served as float in [-1, 1]; labels and class names where the source has them."
+    images: Tensor                # uint8 (n, C, H, W), C = 1 (grayscale) or 3 (RGB)
+    labels: Tensor|None = None    # int64 (n,), indices into classes
+    classes: list|None = None     # class names (a folder's sub-folder names)
+    hflip: bool = True            # random horizontal flips when a Trainer draws a batch
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] not in (1, 3):
+            raise ValueError(f"images: expected uint8 (n, C, H, W) with C = 1 or 3, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels is not None and self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"labels: shape {tuple(self.labels.shape)}, expected ({self.images.shape[0]},)")
+    def __len__(self): return self.images.shape[0]
+    @property
+    def shape(self) -> torch.Size: return self.images.shape
+    def dim(self) -> int: return 4
+    def __repr__(self):
+        c = f", {len(self.classes)} classes" if self.classes else (", labelled" if self.labels is not None else '')
+        return f"ImageData({len(self)} images of {self.shape[1]}x{self.shape[2]}x{self.shape[3]}{c}, hflip={self.hflip})"
+
+# %% ../nbs/02_data.ipynb #c061
+@patch
+def decode(self:ImageData, idx=None) -> Tensor:
+    "Float32 images in [-1, 1]: all of them, or those at idx."
+    u = self.images if idx is None else self.images[idx]
+    return u.float() / 127.5 - 1
+
+@patch
+def __getitem__(self:ImageData, i):
+    "A slice gives an ImageData of those images; an index gives (image, label) or the image, as a torch Dataset does."
+    if isinstance(i, slice): return ImageData(self.images[i], None if self.labels is None else self.labels[i], self.classes, self.hflip)
+    x = self.decode(i)
+    return x if self.labels is None else (x, self.labels[i])
+
+# %% ../nbs/02_data.ipynb #c063
+def _uint8_images(a, name:str='source') -> Tensor:
+    "An array of images as uint8 (n, C, H, W)."
+    a = torch.as_tensor(np.asarray(a)) if not isinstance(a, Tensor) else a.detach().cpu()
+    if a.dim() == 3: a = a[:, None]
+    if a.dim() != 4: raise ValueError(f"{name}: shape {tuple(a.shape)}; expected images (n, H, W), (n, C, H, W) or (n, H, W, C)")
+    if a.shape[1] not in (1, 3) and a.shape[-1] in (1, 3): a = a.permute(0, 3, 1, 2)
+    if a.shape[1] not in (1, 3): raise ValueError(f"{name}: shape {tuple(a.shape)}; expected 1 (grayscale) or 3 (RGB) channels, first or last")
+    if a.dtype == torch.uint8: return a.contiguous()
+    if not a.dtype.is_floating_point: raise ValueError(f"{name}: dtype {a.dtype}; expected uint8 or floating point images")
+    lo, hi = a.min().item(), a.max().item()
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -1 or hi > 1: raise ValueError(f"{name}: values in [{lo:g}, {hi:g}]; float images must lie in [0, 1] or [-1, 1]")
+    scaled = a * 255 if lo >= 0 else (a + 1) * 127.5
+    return scaled.round().clamp(0, 255).to(torch.uint8).contiguous()
+
+# %% ../nbs/02_data.ipynb #c065
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+
+def _image_files(root:FilePath) -> tuple[list, list|None, list|None]:
+    "The image files under root, and their labels and class names when they sit in class sub-folders."
+    if not root.is_dir(): raise ValueError(f"source={str(root)!r}: not a folder")
+    files = sorted(f for f in root.rglob('*') if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    if not files: raise ValueError(f"source={str(root)!r}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or its sub-folders")
+    depth = {len(f.relative_to(root).parts) > 1 for f in files}
+    if depth == {True, False}:
+        top = next(f.name for f in files if len(f.relative_to(root).parts) == 1)
+        raise ValueError(f"source={str(root)!r}: holds images at its top level (e.g. {top}) and in sub-folders; put every image in a class folder, or none")
+    if depth == {False}: return files, None, None
+    classes = sorted({f.relative_to(root).parts[0] for f in files})
+    return files, [classes.index(f.relative_to(root).parts[0]) for f in files], classes
+
+# %% ../nbs/02_data.ipynb #c066
+def _open_images(files:list, root:FilePath) -> list:
+    "Each file read by Pillow (fully loaded), or a ValueError naming those it cannot read."
+    from PIL import Image
+    ims, bad = [], []
+    for f in files:
+        try:
+            with Image.open(f) as im: im.load(); ims.append(im.copy())
+        except (OSError, ValueError, Image.DecompressionBombError): bad.append(str(f.relative_to(root)))
+    if bad: raise ValueError(f"source={str(root)!r}: {len(bad)} file(s) Pillow cannot read: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+    return ims
+
+# %% ../nbs/02_data.ipynb #c067
+def _to_one_format(ims:list, files:list, root:FilePath, size) -> Tensor:
+    "The images in one mode (RGB if any is in colour, else grayscale) and one size, stacked as uint8 (n, C, H, W)."
+    from PIL import ImageOps, Image
+    gray = [im.mode in ('1', 'L', 'I', 'I;16', 'F') for im in ims]
+    mode = 'L' if all(gray) else 'RGB'
+    if mode == 'RGB' and any(gray):
+        warnings.warn(f"source={str(root)!r}: {sum(gray)} grayscale image(s) among colour ones converted to RGB (e.g. {files[gray.index(True)].relative_to(root)})")
+    ims = [im.convert(mode) for im in ims]
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        ims = [ImageOps.fit(im, (w, h), Image.Resampling.BICUBIC) for im in ims]
+    sizes = {im.size for im in ims}
+    if len(sizes) > 1:
+        (w1, h1), (w2, h2) = sorted(sizes)[:2]
+        eg = lambda sz: files[next(i for i, im in enumerate(ims) if im.size == sz)].relative_to(root)
+        raise ValueError(f"source={str(root)!r}: images differ in size, {h1}x{w1} (e.g. {eg((w1, h1))}) and {h2}x{w2} (e.g. {eg((w2, h2))}); "
+                         "pass size= to resize and centre-crop them to one size")
+    return _uint8_images(np.stack([np.asarray(im) for im in ims]))
+
+# %% ../nbs/02_data.ipynb #c068
+def _rows_source(source) -> tuple:
+    "(images, labels, classes) from a torchvision-style dataset (.data, .targets) or a table of rows with an image column (Hugging Face datasets)."
+    if hasattr(source, 'data') and hasattr(source, 'targets'):
+        return _uint8_images(source.data), torch.as_tensor(np.asarray(source.targets)).long(), list(getattr(source, 'classes', None) or []) or None
+    cols = list(source.column_names)
+    img = next((c for c in ('image', 'img', 'pixel_values') if c in cols), None)
+    if img is None: raise ValueError(f"source: a table without an image column (one of 'image', 'img', 'pixel_values'); columns: {', '.join(cols)}")
+    lab = next((c for c in ('label', 'labels', 'fine_label') if c in cols), None)
+    ims = [np.asarray(r[img].convert('RGB') if hasattr(r[img], 'convert') else r[img]) for r in source]
+    labels = torch.as_tensor([r[lab] for r in source]).long() if lab else None
+    return _uint8_images(np.stack(ims)), labels, None
+
+# %% ../nbs/02_data.ipynb #c069
+def image_data(source,                 # a folder of images, an array (uint8, or float in [0, 1] / [-1, 1]), a torchvision or Hugging Face dataset
+               labels=None,            # labels for an array (a folder's come from its sub-folders)
+               size:int|tuple|None=None, # resize and centre-crop every image to size (h, w) or size x size
+               hflip:bool=True,        # random horizontal flips when training
+              ) -> ImageData:
+    "Images from a folder, an array or a dataset as one ImageData (uint8 storage, float in [-1, 1] when drawn)."
+    if isinstance(source, ImageData): return source
+    classes = None
+    if isinstance(source, (str, os.PathLike)):
+        root = FilePath(source)
+        files, labels, classes = _image_files(root)
+        images = _to_one_format(_open_images(files, root), files, root, size)
+        labels = None if labels is None else torch.tensor(labels)
+    elif hasattr(source, 'column_names') or (hasattr(source, 'data') and hasattr(source, 'targets')): images, labels, classes = _rows_source(source)
+    else: images = _uint8_images(source)
+    if size is not None and not isinstance(source, (str, os.PathLike)) and tuple(images.shape[2:]) != ((size, size) if isinstance(size, int) else tuple(size)):
+        raise ValueError(f"size={size!r}: resizing applies to image folders; these images are {images.shape[2]}x{images.shape[3]}")
+    labels = None if labels is None else torch.as_tensor(labels).long()
+    if labels is not None and bool((labels < 0).any()): raise ValueError("labels: must be integers >= 0")
+    return ImageData(images, labels, classes, hflip)

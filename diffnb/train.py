@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #c002
 from __future__ import annotations
-import hashlib, inspect, json, math, numbers, os, re, shutil, time, warnings
+import contextlib, hashlib, inspect, json, math, numbers, os, re, shutil, time, warnings
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 import torch
@@ -13,13 +13,13 @@ from fastcore.basics import patch
 from .paths import Path, DiagonalPath, StackedPath, get_path, figure_bundle, check_choice, resolve_device, as_generator
 import plotly.graph_objects as go
 from .denoisers import Denoiser, PARAMS, PARAM_ALIASES
-from .data import toy, TOYS
+from .data import toy, TOYS, ImageData, image_data
 from .nets import MLP, UNet, NETS
 
 # %% auto #0
-__all__ = ['WEIGHTINGS', 'T_DENSITIES', 'RECIPE', 'LR_SCHEDULES', 'CKPT_FILES', 'MAX_EVENT', 'x0_weight', 'sample_t', 'dsm_loss',
-           'EMA', 'lr_at', 'TrainStep', 'default_net', 'Trainer', 'load_denoiser', 'mismatches', 'NoisyClassifier',
-           'ClassifierTrainer', 'train_classifier', 'VarianceTrainer', 'fit_variance']
+__all__ = ['WEIGHTINGS', 'T_DENSITIES', 'RECIPE', 'LR_SCHEDULES', 'PRECISIONS', 'CKPT_FILES', 'MAX_EVENT', 'x0_weight',
+           'sample_t', 'dsm_loss', 'EMA', 'lr_at', 'TrainStep', 'default_net', 'Trainer', 'load_denoiser', 'mismatches',
+           'NoisyClassifier', 'ClassifierTrainer', 'train_classifier', 'VarianceTrainer', 'fit_variance']
 
 # %% ../nbs/06_train.ipynb #c008
 WEIGHTINGS = ('native', 'x0', 'snr', 'min_snr', 'likelihood', 'edm')
@@ -89,6 +89,7 @@ class EMA:
 # %% ../nbs/06_train.ipynb #c023
 RECIPE = dict(param='edm', t_density='edm', lr=2e-3, warmup=200, lr_schedule='cosine', batch_size=1024, ema=0.999)
 LR_SCHEDULES = ('constant', 'cosine', 'inverse_sqrt')
+PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
 
 # %% ../nbs/06_train.ipynb #c024
 def lr_at(step:int,                # the optimiser step, counted from 1
@@ -121,9 +122,11 @@ def _from_numpy(a) -> Tensor:
 
 # %% ../nbs/06_train.ipynb #c029
 def _as_data(data, seed:int=0):
-    "(x, y or None) from a tensor, an (x, y) pair, a Dataset or a toy name, checked."
+    "(x, y or None) from a tensor, an (x, y) pair, a Dataset, ImageData, an image folder or a toy name, checked."
+    if isinstance(data, (str, os.PathLike)) and FilePath(data).is_dir(): data = image_data(data)
+    if isinstance(data, ImageData): return data, data.labels           # kept as uint8; batches are decoded as they are drawn
     if isinstance(data, str):
-        if data not in TOYS: raise ValueError(f"data={data!r}: not a toy; known toys: {', '.join(TOYS)}")
+        if data not in TOYS: raise ValueError(f"data={data!r}: not a toy or a folder; known toys: {', '.join(TOYS)}")
         data = toy(data, 20_000, seed=seed)
     y = None
     as_tensor = lambda a: _from_numpy(a) if type(a).__module__ == 'numpy' else a    # numpy arrays are welcome too
@@ -190,7 +193,9 @@ class Trainer:
                  sigma_data:float|None=None, # data standard deviation (default: measured on the data)
                  device='auto', seed:int=0,
                  compile:bool=False,         # torch.compile the network
-                 precision:str='auto',       # 'auto' (bf16 autocast on CUDA), 'bf16' or 'fp32'
+                 precision:str='auto',       # 'auto' (bf16 on CUDA, fp32 on the CPU), 'bf16' (autocast on either), 'fp16' (CUDA, loss scaling) or 'fp32'
+                 accum:int=1,                # micro-batches per optimiser step: batch_size / accum points each, the same step as one large batch
+                 channels_last:bool=False,   # keep an image net's weights in channels-last memory format (faster convolutions on GPUs)
                  folder:str|None=None,       # checkpoint folder for save_every (a new one: Trainer.load resumes a run)
                  save_every:int|None=None,   # save a checkpoint every this many steps (needs folder)
                  keep:int=3,                 # checkpoints kept in the folder (0: all)
@@ -211,17 +216,28 @@ def _checked_options(o:dict) -> dict:
     o = {k: v for k, v in o.items() if k not in ('self', 'net', 'path', 'data', 'diagonal', '__class__')}
     o['param'], o['weighting'] = check_choice('param', o['param'], PARAMS, PARAM_ALIASES), check_choice('weighting', o['weighting'], WEIGHTINGS)
     o['t_density'], o['lr_schedule'] = check_choice('t_density', o['t_density'], T_DENSITIES), check_choice('lr_schedule', o['lr_schedule'], LR_SCHEDULES)
-    o['precision'] = check_choice('precision', o['precision'], ('auto', 'bf16', 'fp32'))
+    o['precision'] = check_choice('precision', o['precision'], PRECISIONS)
     bounds = dict(lr=dict(lo=0, strict_lo=True), ema=dict(lo=0, hi=1), weight_decay=dict(lo=0), p_uncond=dict(lo=0, hi=1),
                   grad_clip=dict(lo=0, strict_lo=True, none_ok=True), warmup=dict(lo=0, integer=True), seed=dict(lo=0, integer=True),
                   total_steps=dict(lo=1, integer=True, none_ok=True), save_every=dict(lo=1, integer=True, none_ok=True),
                   keep=dict(lo=0, integer=True), sigma_data=dict(lo=0, strict_lo=True, none_ok=True), t_loc=dict(none_ok=True),
-                  t_scale=dict(lo=0, strict_lo=True, none_ok=True))
+                  t_scale=dict(lo=0, strict_lo=True, none_ok=True), accum=dict(lo=1, integer=True))
     for name, b in bounds.items(): o[name] = _check_number(name, o[name], **b)
     if o['save_every'] is not None and o['folder'] is None: raise ValueError("folder: save_every needs a checkpoint folder")
     return o
 
 # %% ../nbs/06_train.ipynb #c037
+def _data_moments(x) -> tuple[float, float]:
+    "(standard deviation of every value, RMS radius sqrt E|x|^2) of the training data; uint8 images decoded in chunks."
+    if isinstance(x, Tensor): return x.std().item(), x.flatten(1).pow(2).sum(1).mean().sqrt().item()
+    s1 = s2 = 0.
+    for i in range(0, len(x), 4096):
+        v = x.decode(slice(i, i + 4096)).double()
+        s1, s2 = s1 + v.sum().item(), s2 + v.pow(2).sum().item()
+    m = x.images.numel()
+    return math.sqrt(max(s2 / m - (s1 / m)**2, 0.) * m / (m - 1)), math.sqrt(s2 / len(x))
+
+# %% ../nbs/06_train.ipynb #c038
 @patch
 def _set_data(self:Trainer, data, o:dict):
     "Read the data and the batch size; refuse a folder that already holds a run (resume it with Trainer.load instead)."
@@ -235,12 +251,13 @@ def _set_data(self:Trainer, data, o:dict):
     if isinstance(b, bool) or not isinstance(b, numbers.Integral) or not 1 <= b <= n:
         raise ValueError(f"batch_size={b!r}: must be an integer from 1 to the number of data points ({n})")
     o['batch_size'] = int(b)
-    self.sigma_data = o['sigma_data'] if o['sigma_data'] is not None else self.x.std().item()
-    self.data_scale = self.x.flatten(1).pow(2).sum(1).mean().sqrt().item()
+    if b % o['accum']: raise ValueError(f"accum={o['accum']}: must divide batch_size={b} (each micro-batch has batch_size / accum points)")
+    std, self.data_scale = _data_moments(self.x)
+    self.sigma_data = o['sigma_data'] if o['sigma_data'] is not None else std
     self.event_shape = tuple(self.x.shape[1:])
     self.n_classes = int(self.y.max()) + 1 if self.y is not None else None
 
-# %% ../nbs/06_train.ipynb #c038
+# %% ../nbs/06_train.ipynb #c039
 @patch
 def _set_optimiser(self:Trainer, net:nn.Module, o:dict):
     "The network on the device, AdamW, the EMA, the generator, precision, compile; `hparams` records the options a checkpoint keeps."
@@ -253,13 +270,25 @@ def _set_optimiser(self:Trainer, net:nn.Module, o:dict):
     self.ema = EMA(self.net, o['ema'])
     self.gen = torch.Generator().manual_seed(o['seed'])
     self.step, self.losses = 0, []
-    self.amp = self.device.type == 'cuda' and o['precision'] in ('auto', 'bf16')
+    self._set_precision(o)
     self.fwd = torch.compile(self.net) if o['compile'] else self.net
     self.hparams = {k: o[k] for k in ('param', 'batch_size', 'lr', 'ema', 'weighting', 't_density', 't_loc', 't_scale', 'grad_clip',
-                                      'weight_decay', 'warmup', 'lr_schedule', 'p_uncond', 'seed', 'precision')}
+                                      'weight_decay', 'warmup', 'lr_schedule', 'p_uncond', 'seed', 'precision', 'accum', 'channels_last')}
     self.hparams['sigma_data'] = self.sigma_data
 
 # %% ../nbs/06_train.ipynb #c040
+@patch
+def _set_precision(self:Trainer, o:dict):
+    "The autocast dtype (None: fp32), fp16's gradient scaler, and the net's memory format."
+    name = ('bf16' if self.device.type == 'cuda' else 'fp32') if o['precision'] == 'auto' else o['precision']
+    if name == 'fp16' and self.device.type != 'cuda':
+        raise ValueError(f"precision='fp16': needs CUDA (fp16 autocast with loss scaling); on {self.device.type} use 'bf16' or 'fp32'")
+    self.amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(name)
+    self.scaler = torch.amp.GradScaler(self.device.type) if name == 'fp16' else None
+    self.accum = o['accum']
+    if o['channels_last']: self.net.to(memory_format=torch.channels_last)
+
+# %% ../nbs/06_train.ipynb #c042
 @patch
 def _as_path(self:Trainer, path) -> Path:
     "The corruption the objective trains against: a forward path (a trainer of another objective overrides this)."
@@ -271,24 +300,34 @@ def denoiser(self:Trainer, ema:bool=True, net:nn.Module|None=None) -> Denoiser:
     net = net if net is not None else (self.ema.net if ema else self.net)
     return Denoiser(net, self.path, self.param, sigma_data=self.sigma_data, data_scale=self.data_scale, event_shape=self.event_shape)
 
-# %% ../nbs/06_train.ipynb #c041
+# %% ../nbs/06_train.ipynb #c043
 @patch
 def model(self:Trainer, ema:bool=True):
     "What training makes: here the Denoiser (a trainer of another objective returns its own model)."
     return self.denoiser(ema)
 
-# %% ../nbs/06_train.ipynb #c043
+# %% ../nbs/06_train.ipynb #c045
 @patch
 def _indices(self:Trainer) -> Tensor:
     "The data rows of the next batch."
     return torch.randint(0, self.x.shape[0], (self.batch_size,), generator=self.gen)
 
-# %% ../nbs/06_train.ipynb #c044
+# %% ../nbs/06_train.ipynb #c046
+@patch
+def _rows(self:Trainer, idx:Tensor) -> Tensor:
+    "The data points at idx: uint8 images decoded to [-1, 1] and, where the data asks, flipped left-right at random (the trainer's generator)."
+    if isinstance(self.x, Tensor): return self.x[idx]
+    x = self.x.decode(idx)
+    if not self.x.hflip: return x
+    flip = torch.rand(len(idx), generator=self.gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+# %% ../nbs/06_train.ipynb #c047
 @patch
 def _batch(self:Trainer) -> tuple:
     "(x0, y, t, eps) of the next batch, drawn from the trainer's generator."
     g, idx = self.gen, self._indices()
-    x0, y = self.x[idx], None if self.y is None else self.y[idx]
+    x0, y = self._rows(idx), None if self.y is None else self.y[idx]
     if y is not None and self.p_uncond > 0:
         null = getattr(self.net, 'null_label', None)
         null = self.n_classes if null is None else null
@@ -297,21 +336,43 @@ def _batch(self:Trainer) -> tuple:
     eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
     return tuple(None if v is None else v.to(self.device) for v in (x0, y, t, eps))
 
-# %% ../nbs/06_train.ipynb #c045
+# %% ../nbs/06_train.ipynb #c048
 @patch
 def loss(self:Trainer, batch:tuple) -> Tensor:
     "The objective on a batch (x0, y, t, eps): denoising score matching; a trainer of another objective overrides this and _batch."
     x0, y, t, eps = batch
     return dsm_loss(self.denoiser(net=self.fwd), x0, t, eps, y, self.weighting, self.sigma_data).mean()
 
-# %% ../nbs/06_train.ipynb #c047
+# %% ../nbs/06_train.ipynb #c050
 @patch
 def _nonfinite(self:Trainer, what:str, t:Tensor, also:str='') -> FloatingPointError:
     "The error for a non-finite loss or gradient norm: the step, the batch's times and where the last good checkpoint is."
     saved = f"; the last good checkpoint is in {self.folder}" if self.folder and self.save_every else ''
     return FloatingPointError(f"{what} at step {self.step + 1}{also} (t in [{t.min().item():.4g}, {t.max().item():.4g}]); the update was not applied{saved}")
 
-# %% ../nbs/06_train.ipynb #c048
+# %% ../nbs/06_train.ipynb #c051
+def _micro_batches(batch:tuple, k:int) -> list:
+    "The batch's tensors split into k equal micro-batches along the first dimension (None stays None)."
+    parts = [v.chunk(k) if isinstance(v, Tensor) else (v,) * k for v in batch]
+    return [tuple(p[i] for p in parts) for i in range(k)]
+
+@patch
+def _backward(self:Trainer, batch:tuple) -> float:
+    "The step's mean loss, its gradients accumulated over `accum` micro-batches (DDP all-reduces after the last one only)."
+    parts, total = _micro_batches(batch, self.accum), 0.
+    for i, part in enumerate(parts):
+        defer = i < len(parts) - 1 and hasattr(self.fwd, 'no_sync')
+        with self.fwd.no_sync() if defer else contextlib.nullcontext():
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                loss = self.loss(part) / len(parts)
+            if not math.isfinite(loss.item()):
+                self.opt.zero_grad(set_to_none=True)
+                raise self._nonfinite(f"loss is {loss.item() * len(parts)}", part[2])
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        total += loss.item()
+    return total
+
+# %% ../nbs/06_train.ipynb #c052
 @patch
 def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
     "One optimiser step (on `batch` when given, else on the next drawn batch)."
@@ -320,20 +381,21 @@ def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
     self.net.train()
     batch = batch if batch is not None else self._batch()
     for group in self.opt.param_groups: group['lr'] = lr
-    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp): loss = self.loss(batch)
-    if not math.isfinite(loss.item()): raise self._nonfinite(f"loss is {loss.item()}", batch[2])
     self.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    loss = self._backward(batch)
+    if self.scaler is not None: self.scaler.unscale_(self.opt)
     gn = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip if self.grad_clip else float('inf')).item()
-    if not math.isfinite(gn):
+    if not math.isfinite(gn) and self.scaler is None:     # fp16's scaler skips such a step itself and lowers its scale
         self.opt.zero_grad(set_to_none=True)
-        raise self._nonfinite(f"gradient norm is {gn}", batch[2], f" with a finite loss {loss.item():.4g}")
-    self.opt.step(); self.ema.update(self.net)
+        raise self._nonfinite(f"gradient norm is {gn}", batch[2], f" with a finite loss {loss:.4g}")
+    if self.scaler is not None: self.scaler.step(self.opt); self.scaler.update()
+    else: self.opt.step()
+    self.ema.update(self.net)
     self.step += 1
-    self.losses.append(loss.item())
-    return TrainStep(self.step, loss.item(), lr, gn, time.perf_counter() - t0)
+    self.losses.append(loss)
+    return TrainStep(self.step, loss, lr, gn, time.perf_counter() - t0)
 
-# %% ../nbs/06_train.ipynb #c049
+# %% ../nbs/06_train.ipynb #c053
 @patch
 def steps(self:Trainer, n:int):
     "Yield a TrainStep after each of n more optimiser steps (saving checkpoints every save_every steps)."
@@ -348,7 +410,7 @@ def steps(self:Trainer, n:int):
             if getattr(self, 'rank', 0) == 0: self.save(self.folder, gens)
         yield s
 
-# %% ../nbs/06_train.ipynb #c051
+# %% ../nbs/06_train.ipynb #c055
 def _fsync_write(path:FilePath, data:bytes):
     with open(path, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
 
@@ -357,7 +419,7 @@ def _fsync_dir(path:FilePath):
     try: os.fsync(fd)
     finally: os.close(fd)
 
-# %% ../nbs/06_train.ipynb #c052
+# %% ../nbs/06_train.ipynb #c056
 def _net_spec(net:nn.Module) -> dict|None:
     "Class and constructor arguments of a net that records them (diffnb's nets do, in .config)."
     cfg = getattr(net, 'config', None)
@@ -375,7 +437,7 @@ def _path_spec(path) -> dict:
     cfg = getattr(path, 'config', None)
     return {'name': type(path).__name__, 'params': cfg if isinstance(cfg, dict) else None, 'repr': repr(path)}
 
-# %% ../nbs/06_train.ipynb #c053
+# %% ../nbs/06_train.ipynb #c057
 @patch(cls_method=True)
 def _spec(cls:Trainer, path) -> dict:
     "The checkpoint record of the corruption this trainer class takes (a path by name or object, or another corruption's .config)."
@@ -393,25 +455,26 @@ def _rebuild(cls:Trainer, spec:dict):
 
 CKPT_FILES = ('model.safetensors', 'ema.safetensors', 'state.pt')
 
-# %% ../nbs/06_train.ipynb #c054
+# %% ../nbs/06_train.ipynb #c058
 def _sha256(data:bytes) -> str: return hashlib.sha256(data).hexdigest()
 
 @patch
 def _data_digest(self:Trainer) -> str:
     "SHA-256 of the training data (and labels), computed once: a resumed run can tell whether it got the same data."
     if getattr(self, '_digest', None) is None:
-        h = hashlib.sha256(self.x.detach().cpu().contiguous().numpy().tobytes())
+        x = self.x if isinstance(self.x, Tensor) else self.x.images
+        h = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
         if self.y is not None: h.update(self.y.cpu().contiguous().numpy().tobytes())
         self._digest = h.hexdigest()
     return self._digest
 
-# %% ../nbs/06_train.ipynb #c055
+# %% ../nbs/06_train.ipynb #c059
 @patch
 def rank_generators(self:Trainer) -> list:
     "The generator state of every process of the run (one process: this one's), for an exact resume."
     return [self.gen.get_state()]
 
-# %% ../nbs/06_train.ipynb #c056
+# %% ../nbs/06_train.ipynb #c060
 @patch
 def save(self:Trainer, folder:str,
          gens:list|None=None, # every rank's generator state (default: rank_generators(), which a data-parallel run gathers on all ranks)
@@ -450,7 +513,7 @@ def save(self:Trainer, folder:str,
     for stale in [*root.glob('.trash-*'), *(t for t in root.glob('.tmp-*') if t != tmp)]: shutil.rmtree(stale, ignore_errors=True)
     return final
 
-# %% ../nbs/06_train.ipynb #c057
+# %% ../nbs/06_train.ipynb #c061
 def _checkpoint_dir(folder) -> FilePath:
     "The checkpoint `latest` points to (or the folder itself if it is a checkpoint), checked."
     root = FilePath(folder)
@@ -465,7 +528,7 @@ def _checkpoint_dir(folder) -> FilePath:
     if missing: raise ValueError(f"folder={str(folder)!r}: checkpoint {name} is incomplete (missing {', '.join(missing)})")
     return ck
 
-# %% ../nbs/06_train.ipynb #c058
+# %% ../nbs/06_train.ipynb #c062
 def _build_net(spec:dict|None, net:nn.Module|None, shapes:dict|None=None) -> nn.Module:
     "The checkpoint's network, rebuilt from a registered class (NETS) and its recorded arguments; nothing else is imported or called."
     if net is not None: return net
@@ -478,7 +541,7 @@ def _build_net(spec:dict|None, net:nn.Module|None, shapes:dict|None=None) -> nn.
     if shapes is not None: _check_net_shapes(NETS[name], spec['kwargs'], shapes)
     return NETS[name](**spec['kwargs'])
 
-# %% ../nbs/06_train.ipynb #c060
+# %% ../nbs/06_train.ipynb #c064
 def _file_shapes(ck:FilePath, cfg:dict, f:str='model.safetensors') -> dict:
     "Tensor name -> shape in a checkpoint's weights file, from its header (no tensor is read), after the file's checksum."
     from safetensors import safe_open
@@ -497,7 +560,7 @@ def _check_net_shapes(cls, kwargs:dict, shapes:dict):
         raise ValueError(f"net: the checkpoint's {cls.__name__} arguments {str(kwargs)[:200]} do not match its weights file "
                          f"(first difference: {bad[0]}: {want.get(bad[0])} from the arguments, {shapes.get(bad[0])} in model.safetensors)")
 
-# %% ../nbs/06_train.ipynb #c061
+# %% ../nbs/06_train.ipynb #c065
 MAX_EVENT = 2**26   # numbers in one sample: a 3x4096x4096 image is 50M
 
 def _event_shape(shape, ck) -> tuple:
@@ -507,7 +570,7 @@ def _event_shape(shape, ck) -> tuple:
         raise ValueError(f"folder={str(ck)!r}: config.json records event_shape={str(shape)[:80]}; expected 1 to 4 positive integers with at most {MAX_EVENT:,} numbers in all")
     return tuple(shape)
 
-# %% ../nbs/06_train.ipynb #c062
+# %% ../nbs/06_train.ipynb #c066
 def _check_path(cfg:dict, want:dict|None, param:str|None, arg:str='path'):
     "Refuse to pair a checkpoint with another corruption (`want`, its record) or parametrization, saying which."
     if param is not None and param != cfg['hparams']['param']:
@@ -518,7 +581,7 @@ def _check_path(cfg:dict, want:dict|None, param:str|None, arg:str='path'):
     if tuple(want.get(k) for k in keys) != tuple(have.get(k) for k in keys):
         raise ValueError(f"{arg}={want['repr']}: the checkpoint was trained on {have['repr']}")
 
-# %% ../nbs/06_train.ipynb #c063
+# %% ../nbs/06_train.ipynb #c067
 def _load_file(ck:FilePath, f:str, cfg:dict, read):
     "read(path) of one checkpoint file, after its checksum; any failure names the file."
     want = (cfg.get('sha256') or {}).get(f)
@@ -527,7 +590,7 @@ def _load_file(ck:FilePath, f:str, cfg:dict, read):
     try: return read(ck / f)
     except Exception as e: raise ValueError(f"folder={str(ck)!r}: {f} cannot be read ({type(e).__name__}: {str(e)[:200]})") from e
 
-# %% ../nbs/06_train.ipynb #c064
+# %% ../nbs/06_train.ipynb #c068
 def _options(cls) -> set:
     "The options a trainer class takes by name: its own and, through **kw, those of the classes above it."
     names = set()
@@ -542,7 +605,7 @@ def _corruption_arg(cls) -> str:
     "The name of a trainer class's second argument, the corruption it trains against ('path' for the Trainer)."
     return list(inspect.signature(cls.__init__).parameters)[2]
 
-# %% ../nbs/06_train.ipynb #c065
+# %% ../nbs/06_train.ipynb #c069
 _SAVING = ('folder', 'save_every', 'keep')
 
 def _read_config(ck:FilePath, cls) -> dict:
@@ -553,7 +616,7 @@ def _read_config(ck:FilePath, cls) -> dict:
     if kind is not None and kind != cls.__name__: raise ValueError(f"folder={str(ck)!r}: holds a {kind} checkpoint; load it with {kind}.load")
     return cfg
 
-# %% ../nbs/06_train.ipynb #c066
+# %% ../nbs/06_train.ipynb #c070
 def _restore(tr:Trainer, ck:FilePath, cfg:dict):
     "Load the weights, EMA, optimiser, generators, step and losses of checkpoint `ck` into `tr`, each file checked."
     from safetensors.torch import load_file
@@ -567,7 +630,7 @@ def _restore(tr:Trainer, ck:FilePath, cfg:dict):
     tr.step, tr.ema.updates, tr.losses = int(st['step']), int(st['ema_updates']), st['losses'].tolist()
     tr.data_scale, tr.event_shape, tr.n_classes = cfg['data_scale'], tuple(cfg['event_shape']), cfg.get('n_classes', tr.n_classes)
 
-# %% ../nbs/06_train.ipynb #c067
+# %% ../nbs/06_train.ipynb #c071
 @patch(cls_method=True)
 def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, device='auto',
          fallback:bool=False,   # a damaged or incomplete latest checkpoint: load the newest one that is intact (with a warning) instead of refusing
@@ -600,7 +663,7 @@ def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, devic
     _restore(tr, ck, cfg)
     return tr
 
-# %% ../nbs/06_train.ipynb #c068
+# %% ../nbs/06_train.ipynb #c072
 def _load_newest_intact(cls, folder, kw:dict) -> Trainer:
     "The newest checkpoint of a run folder that loads, by step; a warning names each newer one skipped and why."
     root = FilePath(folder)
@@ -614,12 +677,12 @@ def _load_newest_intact(cls, folder, kw:dict) -> Trainer:
         return tr
     raise ValueError(f"folder={str(folder)!r}: no checkpoint in it loads" + (f": {'; '.join(errors)}" if errors else " (none found)"))
 
-# %% ../nbs/06_train.ipynb #c069
+# %% ../nbs/06_train.ipynb #c073
 def load_denoiser(folder, path:Path|None=None, param:str|None=None, net:nn.Module|None=None, ema:bool=True, device='auto') -> Denoiser:
     "The Denoiser of a checkpoint; refuses a path or parametrization other than the one it was trained with."
     return Trainer.load(folder, net=net, path=path, device=device, **({'param': param} if param else {})).denoiser(ema)
 
-# %% ../nbs/06_train.ipynb #c071
+# %% ../nbs/06_train.ipynb #c075
 @patch
 def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
     "Train n more steps with a progress bar showing the loss."
@@ -631,7 +694,7 @@ def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
     bar.close()
     return self
 
-# %% ../nbs/06_train.ipynb #c072
+# %% ../nbs/06_train.ipynb #c076
 @patch
 def plot(self:Trainer, smooth:int=50) -> go.Figure:
     "The loss curve (raw and a running mean)."
@@ -646,7 +709,7 @@ def plot(self:Trainer, smooth:int=50) -> go.Figure:
 @patch
 def _repr_mimebundle_(self:Trainer, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
 
-# %% ../nbs/06_train.ipynb #c085
+# %% ../nbs/06_train.ipynb #c091
 def mismatches(trainer:Trainer,        # how the model was trained
                den:Denoiser|None=None, # the Denoiser the sampler will call
                path=None, param:str|None=None, # or the sampler's path and parametrization
@@ -669,18 +732,18 @@ def mismatches(trainer:Trainer,        # how the model was trained
             out.append("time direction: the grid does not run from noise to data (log-SNR must increase along it; samplers go from t_max down to t_min)")
     return out
 
-# %% ../nbs/06_train.ipynb #c088
+# %% ../nbs/06_train.ipynb #c094
 import torch.nn.functional as F
 from .denoisers import batch_time
 
-# %% ../nbs/06_train.ipynb #c091
+# %% ../nbs/06_train.ipynb #c097
 def _unit_variance(path:Path, x:Tensor, t:Tensor, sigma_data:float) -> Tensor:
     "x_t divided by its standard deviation sqrt(alpha^2 sigma_data^2 + sigma^2), per direction of the path's basis."
     z = path.to_basis(x)
     a, s, _, _ = path.coefs(t, z)
     return path.from_basis(z / (a * a * sigma_data**2 + s * s).sqrt(), x)
 
-# %% ../nbs/06_train.ipynb #c092
+# %% ../nbs/06_train.ipynb #c098
 class NoisyClassifier(nn.Module):
     "A classifier of x_t on a path: (x, t) -> logits of p_t(y | x), its input scaled to unit variance; for ClassifierGuidance."
     def __init__(self, net:nn.Module,        # net(x, t) -> (B, n_classes) logits
@@ -697,7 +760,7 @@ class NoisyClassifier(nn.Module):
         "log p_t(y | x) for every class, shape (B, n_classes)."
         return torch.log_softmax(self(x, t), -1)
 
-# %% ../nbs/06_train.ipynb #c096
+# %% ../nbs/06_train.ipynb #c102
 class ClassifierTrainer(Trainer):
     "Trains a classifier of noisy inputs x_t at random t on a path by cross-entropy; a Trainer whose loss is the classifier's."
     default_batch = 256   # the batch size when none is given (every point of a smaller data set)
@@ -714,7 +777,7 @@ class ClassifierTrainer(Trainer):
         if self.y is None: raise ValueError("data: a classifier needs labels; pass an (x, y) pair")
     def __repr__(self): return f"ClassifierTrainer(step={self.step}, path={self.path!r}, data={tuple(self.x.shape)}, classes={self.n_classes}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c098
+# %% ../nbs/06_train.ipynb #c104
 @patch
 def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     "Cross-entropy of the noisy classifier on x_t = alpha x0 + sigma eps."
@@ -725,7 +788,7 @@ def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     xt = P.from_basis(c.alpha * z0 + c.sigma * P.to_basis(eps), x0)
     return F.cross_entropy(NoisyClassifier(self.fwd, P, self.sigma_data)(xt, t.to(x0.dtype)), y)
 
-# %% ../nbs/06_train.ipynb #c099
+# %% ../nbs/06_train.ipynb #c105
 @patch
 def classifier(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "The trained classifier (the EMA weights by default): a callable (x, t) -> logits for ClassifierGuidance."
@@ -736,7 +799,7 @@ def model(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "What training makes: the noisy classifier."
     return self.classifier(ema)
 
-# %% ../nbs/06_train.ipynb #c100
+# %% ../nbs/06_train.ipynb #c106
 def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
                      path:Path|str,   # the forward path
                      data,            # an (x, y) pair
@@ -748,7 +811,7 @@ def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
     for _ in tr.steps(steps): pass
     return tr.classifier()
 
-# %% ../nbs/06_train.ipynb #c114
+# %% ../nbs/06_train.ipynb #c120
 from .samplers import VarianceHead, VARIANCE_ESTIMATORS
 
 def _variance_target(estimator:str, # 'npr' or 'sn'
@@ -757,7 +820,7 @@ def _variance_target(estimator:str, # 'npr' or 'sn'
     "The regression target for the head's Var[eps | x_t]: NPR's (eps - eps_hat)^2 or SN's eps^2 - eps_hat^2."
     return (eps - eps_hat)**2 if estimator == 'npr' else eps**2 - eps_hat**2
 
-# %% ../nbs/06_train.ipynb #c115
+# %% ../nbs/06_train.ipynb #c121
 def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
     "The head's regression loss at (x0, t, eps), per sample."
     P = head.den.path
@@ -768,7 +831,7 @@ def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor
     if head.estimator == 'npr': err = err * (c.alpha**2 + c.sigma**2) / c.alpha**2     # relative to alpha^2 / (alpha^2 + sigma^2)
     return err.pow(2).flatten(1).mean(1)
 
-# %% ../nbs/06_train.ipynb #c117
+# %% ../nbs/06_train.ipynb #c123
 class VarianceTrainer(Trainer):
     "Trains a VarianceHead on a frozen Denoiser by NPR or SN regression; a Trainer whose loss is the head's."
     renamed = {'kind': 'estimator'}
@@ -787,7 +850,7 @@ class VarianceTrainer(Trainer):
         self.hparams.update(estimator=self.estimator, data_var=self.data_var.tolist())
     def __repr__(self): return f"VarianceTrainer(step={self.step}, estimator={self.estimator!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c118
+# %% ../nbs/06_train.ipynb #c124
 @patch
 def _as_path(self:VarianceTrainer, den:Denoiser) -> Path:
     "The mean model's path; the mean model itself is kept, frozen."
@@ -802,7 +865,7 @@ def head(self:VarianceTrainer, ema:bool=True, net:nn.Module|None=None) -> Varian
     net = net if net is not None else (self.ema.net if ema else self.net)
     return VarianceHead(net, self.den, self.estimator, self.data_var).eval()
 
-# %% ../nbs/06_train.ipynb #c119
+# %% ../nbs/06_train.ipynb #c125
 @patch
 def model(self:VarianceTrainer, ema:bool=True) -> VarianceHead:
     "What training makes: the variance head."
@@ -814,7 +877,7 @@ def loss(self:VarianceTrainer, batch:tuple) -> Tensor:
     x0, _, t, eps = batch
     return _variance_loss(self.head(net=self.fwd).train(), x0, t, eps).mean()
 
-# %% ../nbs/06_train.ipynb #c120
+# %% ../nbs/06_train.ipynb #c126
 @patch(cls_method=True)
 def _spec(cls:VarianceTrainer, den) -> dict:
     "The checkpoint record of the mean model's path."
@@ -824,7 +887,7 @@ def _spec(cls:VarianceTrainer, den) -> dict:
 def _rebuild(cls:VarianceTrainer, spec:dict):
     raise ValueError(f"den: a variance head's checkpoint holds the head alone; pass den= (the mean model it was trained on, on {spec['repr']})")
 
-# %% ../nbs/06_train.ipynb #c121
+# %% ../nbs/06_train.ipynb #c127
 def fit_variance(den:Denoiser,        # the trained mean model (kept frozen)
                  data,                # training points (n, *event)
                  net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)

@@ -1,5 +1,5 @@
 "Training infrastructure with real components: checkpoints under SIGKILL, exact resume across processes."
-import json, os, signal, subprocess, sys, textwrap, time
+import json, math, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
 import torch
@@ -185,3 +185,51 @@ def test_the_cli_trains_with_the_recipe(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     cfg = json.loads(next((tmp_path / 'cli').glob('ckpt-*/config.json')).read_text())
     assert {k: cfg['hparams'][k] for k in dn.RECIPE} == dn.RECIPE   # 20k toy points: the recipe's batch of 1024 too
+
+
+def _ring_trainer(**kw):
+    torch.manual_seed(0)
+    return dn.Trainer(dn.MLP(2, hidden=64, depth=2), 'vp', dn.toy('ring8', 4096), batch_size=256, seed=1, total_steps=200, **kw)
+
+def test_gradient_accumulation_is_the_large_batch_step():
+    "accum=4 micro-batches of 64 give the step of one batch of 256: the same loss and weights, for the DSM and the classifier objectives."
+    a, b = _ring_trainer(), _ring_trainer(accum=4)
+    for _ in range(3): sa, sb = a.train_step(), b.train_step()
+    assert sb.loss == pytest.approx(sa.loss, rel=1e-6)
+    assert max((p - q).abs().max().item() for p, q in zip(a.net.parameters(), b.net.parameters())) < 1e-6
+    x = dn.toy('moons', 512); y = (x[:, 0] > 0).long()
+    def clf(accum):
+        torch.manual_seed(0)
+        return dn.ClassifierTrainer(dn.MLP(2, hidden=32, depth=1, out_dim=2), 'vp', (x, y), batch_size=128, accum=accum)
+    c1, c4 = clf(1), clf(4)
+    assert c4.train_step().loss == pytest.approx(c1.train_step().loss, rel=1e-6)
+    assert max((p - q).abs().max().item() for p, q in zip(c1.net.parameters(), c4.net.parameters())) < 1e-6
+    with pytest.raises(ValueError, match='accum=3: must divide batch_size=256'): _ring_trainer(accum=3)
+
+def test_bf16_on_the_cpu_trains_like_fp32_and_reloads_in_fp32(tmp_path):
+    "CPU autocast in bf16: 200 steps reach the fp32 run's loss within 3%; the checkpoint loads as an fp32 trainer with the same weights."
+    f32, b16 = _ring_trainer(precision='fp32'), _ring_trainer(precision='bf16')
+    l32, l16 = [s.loss for s in f32.steps(200)], [s.loss for s in b16.steps(200)]
+    assert b16.amp_dtype is torch.bfloat16 and f32.amp_dtype is None
+    assert l16 != l32                                                   # autocast really ran in bf16
+    assert sum(l16[-50:]) / 50 == pytest.approx(sum(l32[-50:]) / 50, rel=0.03)
+    b16.save(tmp_path / 'run')
+    back = dn.Trainer.load(tmp_path / 'run', data=dn.toy('ring8', 4096), precision='fp32')
+    assert back.amp_dtype is None and all(p.dtype == torch.float32 for p in back.net.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(back.net.parameters(), b16.net.parameters()))
+
+def test_fp16_loss_scaling_skips_overflowing_steps():
+    "The fp16 path's GradScaler, exercised on the CPU (the public option needs CUDA): an overflowing scale is lowered and training goes on."
+    tr = _ring_trainer()
+    tr.amp_dtype, tr.scaler = torch.float16, torch.amp.GradScaler('cpu', init_scale=2.**40)
+    losses = [s.loss for s in tr.steps(30)]
+    assert all(math.isfinite(l) for l in losses) and tr.scaler.get_scale() < 2.**40 and tr.step == 30
+    with pytest.raises(ValueError, match="precision='fp16': needs CUDA"): _ring_trainer(precision='fp16', device='cpu')
+
+def test_channels_last_image_training_matches():
+    "An image net in channels-last memory format takes the same steps as in the default format."
+    x = dn.digits()[0][:256]
+    def run(cl):
+        torch.manual_seed(0)
+        return [s.loss for s in dn.Trainer(dn.default_net(x), 'vp', x, batch_size=32, channels_last=cl).steps(3)]
+    assert run(True) == pytest.approx(run(False), rel=1e-4)

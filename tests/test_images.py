@@ -1,0 +1,87 @@
+"Image data as users bring it: real PNG folders read by Pillow, arrays and dataset objects; uint8 storage; training, flips and resume on it."
+import warnings
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+import diffnb as dn
+from diffnb.data import image_data, ImageData
+
+def _folder(root, classes=('a', 'b'), per=8, size=8, rgb=True, seed=0):
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per):
+            shape = (size, size, 3) if rgb else (size, size)
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(root / name / f'{i}.png')
+    return root
+
+def test_a_folder_trains_from_uint8_storage_and_resumes_exactly(tmp_path):
+    "The Trainer keeps the folder's pixels as uint8, draws decoded flipped batches, and a resumed run repeats a straight one."
+    root = _folder(tmp_path / 'imgs')
+    def run():
+        torch.manual_seed(0)
+        return dn.Trainer(dn.default_net(root, base=8), 'vp', root, batch_size=8, seed=2, total_steps=6)
+    straight = run(); list(straight.steps(6))
+    assert isinstance(straight.x, ImageData) and straight.x.images.dtype == torch.uint8 and straight.n_classes == 2
+    first = run(); list(first.steps(3)); first.save(tmp_path / 'ck')
+    back = dn.Trainer.load(tmp_path / 'ck', data=root); list(back.steps(3))
+    assert back.losses == straight.losses
+
+def test_flips_are_drawn_per_image_from_the_trainer_generator():
+    "A left-right ramp: about half the drawn images come back mirrored, the rest as stored; with hflip=False none do."
+    ramp = np.tile(np.arange(8, dtype=np.uint8) * 30, (64, 8, 1))             # (n, H, W): brighter to the right
+    data = image_data(ramp)
+    tr = dn.Trainer(dn.MLP(64, hidden=8, depth=1), 'vp', data.images.float() / 127.5 - 1, batch_size=64)   # a net; _rows is what is tested
+    tr.x = data
+    x = tr._rows(torch.arange(64))
+    mirrored = (x[:, 0, 0, 0] > x[:, 0, 0, -1]).float().mean().item()
+    assert 0.3 < mirrored < 0.7
+    assert torch.equal(torch.sort(x.flatten(1), 1).values, torch.sort(data.decode().flatten(1), 1).values)   # the same pixels
+    tr.x = image_data(ramp, hflip=False)
+    assert (tr._rows(torch.arange(64))[:, 0, 0, 0] < 0).all()
+
+def test_arrays_and_dataset_objects():
+    "uint8 channels-last arrays, float arrays in [0, 1], a torchvision-style dataset and a Hugging Face-style table of PIL images."
+    a = np.random.default_rng(1).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    d = image_data(a)
+    assert d.shape == (6, 3, 8, 8) and torch.equal(d.images.permute(0, 2, 3, 1), torch.as_tensor(a))
+    assert torch.equal(image_data(torch.as_tensor(a).permute(0, 3, 1, 2).float() / 255).images, d.images)
+    class TV:                                                      # torchvision.datasets.CIFAR10's fields
+        data, targets, classes = a, [0, 1, 2, 0, 1, 2], ['x', 'y', 'z']
+    tv = image_data(TV())
+    assert tv.classes == ['x', 'y', 'z'] and tv.labels.tolist() == TV.targets and torch.equal(tv.images, d.images)
+    class Table(list):                                             # datasets.Dataset: rows of dicts, column_names
+        column_names = ['img', 'label']
+    hf = image_data(Table({'img': Image.fromarray(a[i]), 'label': i % 2} for i in range(6)))
+    assert torch.equal(hf.images, d.images) and hf.labels.tolist() == [0, 1, 0, 1, 0, 1]
+
+def test_bad_image_folders_are_named(tmp_path):
+    "Empty folders, unreadable files, mixed sizes, mixed grayscale and colour, files beside class folders."
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match='no image files'): image_data(tmp_path / 'empty')
+    with pytest.raises(ValueError, match='not a folder'): image_data(tmp_path / 'missing')
+    root = _folder(tmp_path / 'bad', per=2)
+    (root / 'a' / 'oops.jpg').write_bytes(b'\xff\xd8 truncated')
+    with pytest.raises(ValueError, match=r"1 file\(s\) Pillow cannot read: a/oops.jpg"): image_data(root)
+    (root / 'a' / 'oops.jpg').unlink()
+    Image.fromarray(np.zeros((10, 12, 3), dtype=np.uint8)).save(root / 'b' / 'big.png')
+    with pytest.raises(ValueError, match=r'images differ in size, 8x8 .* and 10x12 \(e.g. b/big.png\); pass size='): image_data(root)
+    assert image_data(root, size=6).shape == (5, 3, 6, 6)
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / 'b' / 'gray.png')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert image_data(root, size=8).shape == (6, 3, 8, 8)
+    assert any('1 grayscale image(s) among colour ones converted to RGB (e.g. b/gray.png)' in str(w.message) for w in caught)
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / 'top.png')
+    with pytest.raises(ValueError, match=r'images at its top level \(e.g. top.png\) and in sub-folders'): image_data(root, size=8)
+    with pytest.raises(ValueError, match='float images must lie in'): image_data(torch.full((2, 1, 4, 4), 3.))
+    with pytest.raises(ValueError, match='labels: must be integers >= 0'): image_data(np.zeros((2, 4, 4), dtype=np.uint8), labels=[0, -1])
+
+def test_the_cli_trains_on_a_folder(tmp_path):
+    "diffnb train --data FOLDER --size: a U-Net on the folder's images, labels from its sub-folders, as a checkpoint."
+    from diffnb.cli import main
+    root = _folder(tmp_path / 'imgs', per=4, size=10)
+    assert main(['train', '--data', str(root), '--size', '8', '--steps', '2', '--batch-size', '4', '--accum', '2', '--out', str(tmp_path / 'run'), '--quiet']) == 0
+    tr = dn.Trainer.load(tmp_path / 'run')
+    assert tr.step == 2 and tr.event_shape == (3, 8, 8) and type(tr.net).__name__ == 'UNet' and tr.hparams['accum'] == 2
