@@ -13,6 +13,7 @@ STEP = textwrap.dedent('''
     rank, world, dev = init_distributed()
     assert world == 2, world
     tr = _make(sys.argv[1])[0].distribute()
+    tr.accum = int(sys.argv[5]) if len(sys.argv) > 5 else 1     # micro-batches per replica's half
     batch = torch.load(sys.argv[2], weights_only=True)
     half = len(batch[0]) // 2
     tr.train_step(tuple(None if v is None else v[rank * half:(rank + 1) * half] for v in batch))
@@ -25,14 +26,14 @@ STEP = textwrap.dedent('''
 # DDP trains it on each process's own minibatch field, which no single-process step reproduces.
 DECOMPOSABLE = [o for o in OBJECTIVES if o != 'kernel']
 
-@pytest.mark.parametrize('objective', DECOMPOSABLE)
-def test_one_ddp_step_equals_one_step_on_the_concatenated_batch(tmp_path, objective):
-    "One step of two DDP replicas on the two halves of a batch gives the weights of one step on the whole batch."
+@pytest.mark.parametrize('objective, accum', [(o, 1) for o in DECOMPOSABLE] + [('dsm', 2)])
+def test_one_ddp_step_equals_one_step_on_the_concatenated_batch(tmp_path, objective, accum):
+    "One step of two DDP replicas on the two halves of a batch (each half in `accum` micro-batches) gives the weights of one step on the whole batch."
     single = _make(objective)[0]
     batch = single._batch()   # the objective's own batch, drawn once
     torch.save(batch, tmp_path / 'batch.pt'); (tmp_path / 'step.py').write_text(STEP)
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(tmp_path / 'step.py'),
-                        objective, str(tmp_path / 'batch.pt'), str(tmp_path / 'ddp.pt'), str(Path(__file__).parent)],
+                        objective, str(tmp_path / 'batch.pt'), str(tmp_path / 'ddp.pt'), str(Path(__file__).parent), str(accum)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     ddp = torch.load(tmp_path / 'ddp.pt', weights_only=True)
