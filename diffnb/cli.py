@@ -9,6 +9,7 @@ from pathlib import Path as FilePath
 import torch
 from .paths import PATHS
 from .data import TOYS, toy, image_data
+from .nets import UNET_PRESETS
 from .metrics import sliced_wasserstein, mmd
 from .samplers import SAMPLERS, sample
 from .train import Trainer, RECIPE, LR_SCHEDULES, PRECISIONS, default_net, resolve_device, load_denoiser
@@ -43,7 +44,7 @@ def _train(args) -> int:
     if (FilePath(args.out) / 'latest').exists():
         tr = Trainer.load(args.out, data=data, device=args.device, total_steps=args.steps)
         print(f"resuming {args.out} at step {tr.step} of {args.steps}", flush=True)
-    else: tr = Trainer(default_net(data), args.path, data, batch_size=args.batch_size, lr=args.lr, total_steps=args.steps, device=args.device,
+    else: tr = Trainer(default_net(data, args.net), args.path, data, batch_size=args.batch_size, lr=args.lr, total_steps=args.steps, device=args.device,
                        seed=args.seed, folder=args.out, save_every=max(1, args.steps // 10), accum=args.accum, precision=args.precision,
                        lr_schedule=args.lr_schedule)
     print(f"training {type(tr.net).__name__} on {args.data} {tuple(tr.x.shape)} for {max(0, args.steps - tr.step)} steps on {tr.device}", flush=True)
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser('info', help='versions, the device "auto" picks, and the known paths').set_defaults(func=_info)
     t = sub.add_parser('train', help='train the default recipe on a data set', **fmt)
     t.add_argument('--data', default='ring8', help=f"a toy ({', '.join(TOYS)}), 'digits', a folder of images (class sub-folders give labels), or a .npy/.pt file")
+    t.add_argument('--net', default=None, choices=list(UNET_PRESETS), help="a U-Net preset for images (default: the recipe's network for the data)")
     t.add_argument('--size', type=int, default=None, help='resize and centre-crop a folder\'s images to SIZE x SIZE (needed when their sizes differ)')
     t.add_argument('--path', default='edm', choices=list(PATHS), help='the forward path')
     t.add_argument('--steps', type=int, default=3000, help='optimiser steps (the learning rate decays to 0 at the last)')

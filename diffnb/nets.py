@@ -13,8 +13,9 @@ from .paths import DDPM, as_generator
 from .denoisers import Denoiser, batch_time
 
 # %% auto #0
-__all__ = ['TIME_EMBEDDINGS', 'NETS', 'DIFFUSERS_SCHEDULES', 'DIFFUSERS_PREDICTIONS', 'SinusoidalEmbedding', 'FourierEmbedding',
-           'Conditioning', 'as_labels', 'register_net', 'MLP', 'randomize_', 'UNet', 'DiffusersNet', 'from_diffusers']
+__all__ = ['TIME_EMBEDDINGS', 'NETS', 'UNET_PRESETS', 'DIFFUSERS_SCHEDULES', 'DIFFUSERS_PREDICTIONS', 'SinusoidalEmbedding',
+           'FourierEmbedding', 'Conditioning', 'as_labels', 'register_net', 'MLP', 'randomize_', 'UNet', 'DiffusersNet',
+           'from_diffusers']
 
 # %% ../nbs/05_nets.ipynb #c008
 class SinusoidalEmbedding(nn.Module):
@@ -192,25 +193,40 @@ def randomize_(net:nn.Module, std:float=0.1, generator:torch.Generator|None=None
 
 # %% ../nbs/05_nets.ipynb #c039
 class _ResBlock(nn.Module):
-    "GroupNorm, SiLU, conv; + W e per channel; GroupNorm, SiLU, dropout, zero-initialised conv; plus a (1x1) skip."
-    def __init__(self, c_in:int, c_out:int, emb_dim:int, groups:int, dropout:float=0.):
+    "GroupNorm, SiLU, conv; the conditioning added (or, with scale_shift, as GN(h)(1 + s) + b); GroupNorm, SiLU, dropout, zero-initialised conv; a skip."
+    def __init__(self, c_in:int, c_out:int, emb_dim:int, groups:int, dropout:float=0., scale_shift:bool=False):
         super().__init__()
-        self.n1, self.c1 = nn.GroupNorm(groups, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, c_out)
+        self.n1, self.c1, self.scale_shift = nn.GroupNorm(groups, c_in), nn.Conv2d(c_in, c_out, 3, padding=1), scale_shift
+        self.emb = nn.Linear(emb_dim, 2 * c_out if scale_shift else c_out)
         self.n2, self.drop, self.c2 = nn.GroupNorm(groups, c_out), nn.Dropout(dropout), _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
     def forward(self, x:Tensor, e:Tensor) -> Tensor:
-        h = self.c1(F.silu(self.n1(x))) + self.emb(F.silu(e))[:, :, None, None]
-        return self.skip(x) + self.c2(self.drop(F.silu(self.n2(h))))
+        h, c = self.c1(F.silu(self.n1(x))), self.emb(F.silu(e))[:, :, None, None]
+        if self.scale_shift: scale, shift = c.chunk(2, 1); h = self.n2(h) * (1 + scale) + shift
+        else: h = self.n2(h + c)
+        return self.skip(x) + self.c2(self.drop(F.silu(h)))
 
-# %% ../nbs/05_nets.ipynb #c040
+# %% ../nbs/05_nets.ipynb #c041
+class _Attention(nn.Module):
+    "Residual multi-head self-attention over the pixels of a feature map; called like a residual block (the conditioning is unused)."
+    def __init__(self, c:int, groups:int, heads:int=1):
+        super().__init__()
+        if c % heads: raise ValueError(f"heads={heads}: must divide the attended level's {c} channels")
+        self.norm, self.qkv, self.proj, self.heads = nn.GroupNorm(groups, c), nn.Conv2d(c, 3 * c, 1), _zero(nn.Conv2d(c, c, 1)), heads
+    def forward(self, x:Tensor, e:Tensor|None=None) -> Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q, k, v)                       # (B, heads, H W, C / heads)
+        return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
+
+# %% ../nbs/05_nets.ipynb #c042
 class _Up(nn.Module):
     "Double the resolution: nearest neighbour, then a 3x3 convolution."
     def __init__(self, c:int):
         super().__init__(); self.conv = nn.Conv2d(c, c, 3, padding=1)
     def forward(self, x:Tensor) -> Tensor: return self.conv(F.interpolate(x, scale_factor=2., mode='nearest'))
 
-# %% ../nbs/05_nets.ipynb #c041
+# %% ../nbs/05_nets.ipynb #c043
 @register_net
 class UNet(nn.Module):
     "A small U-Net score/denoiser net for images: net(x, t) or net(x, t, y) with x (B, C, H, W) returns x's shape."
@@ -224,33 +240,42 @@ class UNet(nn.Module):
                  log_time:bool=False,          # embed log t (for EDM's t = sigma)
                  groups:int=8,                 # GroupNorm groups; must divide every level's channels
                  dropout:float=0.,             # dropout inside the residual blocks
+                 attention:tuple=(),           # levels (0 = full resolution) with self-attention after each block, and then in the middle
+                 heads:int=1,                  # attention heads
+                 scale_shift:bool=False,       # condition by scaling and shifting the normalised features (ADM) instead of adding
                 ):
         super().__init__()
-        _check_ints(in_channels=(in_channels, 1), base=(base, 1), blocks=(blocks, 1), groups=(groups, 1))
+        _check_ints(in_channels=(in_channels, 1), base=(base, 1), blocks=(blocks, 1), groups=(groups, 1), heads=(heads, 1))
         mults = tuple(mults)
         if not mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults): raise ValueError(f"mults={mults!r}: a non-empty tuple of integers >= 1")
         chans = [base * m for m in mults]
+        attention = tuple(attention)
+        if any(isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < len(mults) for a in attention): raise ValueError(f"attention={attention!r}: level indices in [0, {len(mults) - 1}]")
         if any(c % groups for c in [base] + chans): raise ValueError(f"groups={groups}: must divide every level's channels {[base] + chans} (base={base}, mults={mults})")
         self.config = _config(in_channels=in_channels, base=base, mults=mults, n_classes=n_classes, blocks=blocks, emb_dim=emb_dim,
-                              time_emb=time_emb, log_time=log_time, groups=groups, dropout=dropout)
+                              time_emb=time_emb, log_time=log_time, groups=groups, dropout=dropout,
+                              **(dict(attention=attention, heads=heads, scale_shift=scale_shift) if attention or scale_shift else {}))
         emb_dim = emb_dim or 4 * base
         self.in_channels, self.levels = in_channels, len(mults)
         self.cond = Conditioning(emb_dim, n_classes, time_emb, log_time, time_dim=base)
         self.stem = nn.Conv2d(in_channels, base, 3, padding=1)
+        res = lambda c_in, c_out: _ResBlock(c_in, c_out, emb_dim, groups, dropout, scale_shift)
+        level = lambda i, c_in, ch: nn.ModuleList(m for j in range(blocks) for m in (res(c_in if j == 0 else ch, ch),) + ((_Attention(ch, groups, heads),) if i in attention else ()))
         self.down, self.downsample, c = nn.ModuleList(), nn.ModuleList(), base
         for i, ch in enumerate(chans):
-            self.down.append(nn.ModuleList(_ResBlock(c if j == 0 else ch, ch, emb_dim, groups, dropout) for j in range(blocks))); c = ch
+            self.down.append(level(i, c, ch)); c = ch
             self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1) if i < len(chans) - 1 else nn.Identity())
-        self.mid = _ResBlock(c, c, emb_dim, groups, dropout)
+        self.mid = res(c, c)
+        if attention: self.mid_attention, self.mid2 = _Attention(c, groups, heads), res(c, c)    # DDPM's middle: block, attention, block
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i, ch in reversed(list(enumerate(chans))):
             self.upsample.append(_Up(c) if i < len(chans) - 1 else nn.Identity())
-            self.up.append(nn.ModuleList(_ResBlock(c + ch if j == 0 else ch, ch, emb_dim, groups, dropout) for j in range(blocks))); c = ch
+            self.up.append(level(i, c + ch, ch)); c = ch
         self.out = nn.Sequential(nn.GroupNorm(groups, c), nn.SiLU(), _zero(nn.Conv2d(c, in_channels, 3, padding=1)))
     @property
     def null_label(self) -> int|None: return self.cond.null_label
 
-# %% ../nbs/05_nets.ipynb #c043
+# %% ../nbs/05_nets.ipynb #c045
 @patch
 def forward(self:UNet, x:Tensor, t, y=None) -> Tensor:
     "net(x, t[, y]): x (B, C, H, W), t a number or (B,) times, y labels or None."
@@ -263,12 +288,29 @@ def forward(self:UNet, x:Tensor, t, y=None) -> Tensor:
         for block in blocks: h = block(h, e)
         skips.append(h); h = down(h)
     h = self.mid(h, e)
+    if hasattr(self, 'mid2'): h = self.mid2(self.mid_attention(h), e)
     for blocks, up in zip(self.up, self.upsample):
         h = torch.cat([up(h), skips.pop()], 1)
         for block in blocks: h = block(h, e)
     return self.out(h)
 
-# %% ../nbs/05_nets.ipynb #c049
+# %% ../nbs/05_nets.ipynb #c047
+UNET_PRESETS = {
+    'tiny':    dict(in_channels=1, base=8, mults=(1, 2), blocks=1, groups=4, attention=(1,), scale_shift=True),    # CPU tests: seconds
+    'digits':  dict(in_channels=1, base=32, mults=(1, 2), blocks=2, attention=(1,), scale_shift=True),            # the 8x8 digits on a CPU
+    'mnist':   dict(in_channels=1, base=64, mults=(1, 2, 2), blocks=2, attention=(1,), dropout=0.1, scale_shift=True),      # 28x28
+    'cifar10': dict(in_channels=3, base=128, mults=(1, 2, 2, 2), blocks=2, attention=(1,), dropout=0.1, scale_shift=True),  # 32x32x3
+}
+
+@patch(cls_method=True)
+def preset(cls:UNet, name:str, # one of UNET_PRESETS
+           **overrides,         # any constructor argument (n_classes, in_channels, dropout, ...)
+          ) -> UNet:
+    "A U-Net of a named configuration (see UNET_PRESETS), with any constructor argument overridden."
+    if name not in UNET_PRESETS: raise ValueError(f"name={name!r}: known U-Net presets are {', '.join(UNET_PRESETS)}")
+    return cls(**{**UNET_PRESETS[name], **overrides})
+
+# %% ../nbs/05_nets.ipynb #c054
 DIFFUSERS_SCHEDULES = {'linear': 'linear', 'scaled_linear': 'scaled_linear', 'squaredcos_cap_v2': 'cosine'}
 DIFFUSERS_PREDICTIONS = {'epsilon': 'eps', 'sample': 'x0', 'v_prediction': 'v'}
 
@@ -283,7 +325,7 @@ class DiffusersNet(nn.Module):
         kw = {} if y is None else {'class_labels': torch.as_tensor(y, device=x.device).long().expand(len(x))}
         return self.unet(x, k.to(x.dtype), **kw).sample[:, :self.channels]   # a learned variance's extra channels are dropped
 
-# %% ../nbs/05_nets.ipynb #c050
+# %% ../nbs/05_nets.ipynb #c055
 def _ddpm_path(cfg:dict) -> DDPM:
     "The DDPM path of a diffusers scheduler config."
     if cfg.get('rescale_betas_zero_snr'): raise ValueError("scheduler_config: rescale_betas_zero_snr=True gives alpha = 0 at the last step, which a DDPM path cannot hold")
@@ -292,7 +334,7 @@ def _ddpm_path(cfg:dict) -> DDPM:
     if sched not in DIFFUSERS_SCHEDULES: raise ValueError(f"beta_schedule={sched!r} is unknown; known schedules: {', '.join(DIFFUSERS_SCHEDULES)} (or trained_betas)")
     return DDPM(DIFFUSERS_SCHEDULES[sched], int(cfg.get('num_train_timesteps', 1000)), float(cfg.get('beta_start', 1e-4)), float(cfg.get('beta_end', 0.02)))
 
-# %% ../nbs/05_nets.ipynb #c051
+# %% ../nbs/05_nets.ipynb #c056
 def from_diffusers(unet:nn.Module,      # a diffusers UNet2DModel (or a module with its .config and call)
                    scheduler_config,    # its scheduler's .config, a dict, or the scheduler itself
                   ) -> Denoiser:

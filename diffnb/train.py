@@ -147,12 +147,15 @@ def _as_data(data, seed:int=0):
     return data, y
 
 # %% ../nbs/06_train.ipynb #c031
-def default_net(data,   # what the Trainer will train on: a tensor, an (x, y) pair, a Dataset or a toy name
-                **kw,   # the network's own options (hidden, depth, base, mults, ...)
+def default_net(data,                # what the Trainer will train on: a tensor, an (x, y) pair, a Dataset, images or a toy name
+                preset:str|None=None, # for images, a U-Net configuration (see UNet.preset)
+                **kw,                # the network's own options (hidden, depth, base, mults, ...)
                ) -> nn.Module:
     "The recipe's network for `data`: MLP for vectors, UNet for (n, C, H, W) images; conditional when the data has labels."
     x, y = _as_data(data)
     n_classes = int(y.max()) + 1 if y is not None else None
+    if preset is not None and x.dim() != 4: raise ValueError(f"preset={preset!r}: U-Net presets are for images (n, C, H, W); this data is {tuple(x.shape)}")
+    if preset is not None: return UNet.preset(preset, in_channels=x.shape[1], n_classes=n_classes, **kw)
     if x.dim() == 4: return UNet(x.shape[1], n_classes=n_classes, **kw)
     return MLP(math.prod(x.shape[1:]), n_classes=n_classes, **kw)
 

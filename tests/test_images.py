@@ -82,6 +82,7 @@ def test_the_cli_trains_on_a_folder(tmp_path):
     "diffnb train --data FOLDER --size: a U-Net on the folder's images, labels from its sub-folders, as a checkpoint."
     from diffnb.cli import main
     root = _folder(tmp_path / 'imgs', per=4, size=10)
-    assert main(['train', '--data', str(root), '--size', '8', '--steps', '2', '--batch-size', '4', '--accum', '2', '--out', str(tmp_path / 'run'), '--quiet']) == 0
+    assert main(['train', '--data', str(root), '--size', '8', '--net', 'tiny', '--steps', '2', '--batch-size', '4', '--accum', '2', '--out', str(tmp_path / 'run'), '--quiet']) == 0
     tr = dn.Trainer.load(tmp_path / 'run')
     assert tr.step == 2 and tr.event_shape == (3, 8, 8) and type(tr.net).__name__ == 'UNet' and tr.hparams['accum'] == 2
+    assert tr.net.config['attention'] == [1] and tr.net.config['scale_shift'] and tr.n_classes == 2   # the preset, rebuilt from the checkpoint
