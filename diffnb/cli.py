@@ -4,15 +4,15 @@
 
 # %% ../nbs/12_cli.ipynb #c002
 from __future__ import annotations
-import argparse, html, json, math, struct, sys, time, zlib
+import argparse, html, json, struct, sys, time, zlib
 from pathlib import Path as FilePath
 import torch
 from .paths import PATHS
-from .data import TOYS, toy, image_data
+from .data import TOYS, toy, image_grid
 from .nets import UNET_PRESETS
 from .metrics import sliced_wasserstein, mmd
 from .samplers import SAMPLERS, sample
-from .train import Trainer, RECIPE, LR_SCHEDULES, PRECISIONS, default_net, resolve_device, load_denoiser
+from .train import Trainer, RECIPE, LR_SCHEDULES, PRECISIONS, default_net, resolve_device, load_denoiser, training_data
 
 # %% auto #0
 __all__ = ['DEMO_SAMPLERS', 'CLI_METHODS', 'write_png', 'picture', 'run_demo', 'write_report', 'build_parser', 'main']
@@ -24,23 +24,8 @@ def _info(args) -> int:
     return 0
 
 # %% ../nbs/12_cli.ipynb #c008
-def _load_data(spec:str, n:int, seed:int, size=None):
-    "Training data from a toy name, 'digits', a folder of images (resized to `size` when given), or a .npy / .pt file."
-    if spec in TOYS: return toy(spec, n, seed=seed)
-    if FilePath(spec).is_dir(): return image_data(spec, size=size)
-    if spec == 'digits':
-        from diffnb.data import digits
-        return digits()
-    p = FilePath(spec)
-    if p.suffix == '.npy' and p.exists():
-        import numpy as np
-        return torch.as_tensor(np.load(p)).float()
-    if p.suffix == '.pt' and p.exists(): return torch.load(p, weights_only=True)
-    raise ValueError(f"--data {spec!r}: a toy ({', '.join(TOYS)}), 'digits', a folder of images, or an existing .npy/.pt file")
-
-# %% ../nbs/12_cli.ipynb #c009
 def _train(args) -> int:
-    data = _load_data(args.data, args.n, args.seed, args.size)
+    data = training_data(args.data, args.n, args.seed, args.size)
     if (FilePath(args.out) / 'latest').exists():
         tr = Trainer.load(args.out, data=data, device=args.device, total_steps=args.steps)
         print(f"resuming {args.out} at step {tr.step} of {args.steps}", flush=True)
@@ -53,7 +38,7 @@ def _train(args) -> int:
     print(f"saved {out} (loss {sum(tr.losses[-100:]) / len(tr.losses[-100:]):.4f})")
     return 0
 
-# %% ../nbs/12_cli.ipynb #c011
+# %% ../nbs/12_cli.ipynb #c010
 def write_png(path, img) -> None:
     "Write a (H, W) or (H, W, 3) array with values in [0, 1] as an 8-bit PNG."
     a = (torch.as_tensor(img, dtype=torch.float64).clamp(0, 1) * 255).round().to(torch.uint8)
@@ -64,7 +49,7 @@ def write_png(path, img) -> None:
     FilePath(path).write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
                                + chunk(b'IDAT', zlib.compress(raw, 6)) + chunk(b'IEND', b''))
 
-# %% ../nbs/12_cli.ipynb #c012
+# %% ../nbs/12_cli.ipynb #c011
 def picture(x:torch.Tensor, size:int=256):
     "A picture of samples: a log-density image of the first two coordinates, or a grid of images."
     x = x.detach().cpu().float()
@@ -73,14 +58,10 @@ def picture(x:torch.Tensor, size:int=256):
         ij = ((x[:, :2] / lim + 1) / 2 * size).long().clamp(0, size - 1)
         h = torch.zeros(size, size); h.index_put_((size - 1 - ij[:, 1], ij[:, 0]), torch.ones(len(ij)), accumulate=True)
         return torch.log1p(h) / torch.log1p(h).max().clamp(min=1e-6)
-    k = int(math.ceil(math.sqrt(min(len(x), 64))))
-    imgs = ((x[:k * k].clamp(-1, 1) + 1) / 2).mean(1)           # grey levels
-    H, W = imgs.shape[1:]
-    grid = torch.ones(k * (H + 1), k * (W + 1))
-    for n, im in enumerate(imgs): grid[(n // k) * (H + 1):(n // k) * (H + 1) + H, (n % k) * (W + 1):(n % k) * (W + 1) + W] = im
+    grid = image_grid(x, 64).float() / 255                      # the first 64, in colour
     return grid.repeat_interleave(max(1, size // grid.shape[0]), 0).repeat_interleave(max(1, size // grid.shape[1]), 1)
 
-# %% ../nbs/12_cli.ipynb #c013
+# %% ../nbs/12_cli.ipynb #c012
 def _outputs(out:str) -> tuple:
     "(.npz, .png) paths for --out, which may name either file (or neither suffix); its folder must exist."
     out = FilePath(out)
@@ -89,7 +70,7 @@ def _outputs(out:str) -> tuple:
     if not npz.parent.is_dir(): raise ValueError(f"--out {str(out)!r}: the folder {str(npz.parent)!r} does not exist")
     return npz, npz.with_suffix('.png')
 
-# %% ../nbs/12_cli.ipynb #c014
+# %% ../nbs/12_cli.ipynb #c013
 def _sample(args) -> int:
     if args.guidance != 1. and args.label is None: raise ValueError(f"--guidance {args.guidance}: classifier-free guidance needs --label")
     npz, png = _outputs(args.out)
@@ -106,11 +87,11 @@ def _sample(args) -> int:
     print(f"{args.n} samples with {args.method} ({den.nfe} NFE{note}, {time.perf_counter() - t0:.1f} s): {npz} and {png}")
     return 0
 
-# %% ../nbs/12_cli.ipynb #c016
+# %% ../nbs/12_cli.ipynb #c015
 DEMO_SAMPLERS = (('dpmpp_2m_sde', 50, 'reverse SDE', {}), ('heun', 25, 'pfODE, 2nd order', dict(kind='karras')), ('dpmpp_2m', 10, 'few-step', {}),
                  ('dopri5', 20, 'adaptive pfODE', dict(rtol=1e-3, atol=1e-3)))
 
-# %% ../nbs/12_cli.ipynb #c017
+# %% ../nbs/12_cli.ipynb #c016
 def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, progress:bool=True) -> dict:
     "Train on the 8-Gaussian ring, sample with several samplers, write out/report.html; returns the report's numbers."
     out = FilePath(out); out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +117,7 @@ def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, 
     if progress: print(f"wrote {out / 'report.html'}")
     return report
 
-# %% ../nbs/12_cli.ipynb #c018
+# %% ../nbs/12_cli.ipynb #c017
 def write_report(path, report:dict, tr:Trainer, data, clouds:dict) -> None:
     "A self-contained HTML report: the samplers' table, data against samples, the loss curve (plotly.js inlined once)."
     import plotly.graph_objects as go
@@ -159,15 +140,15 @@ def write_report(path, report:dict, tr:Trainer, data, clouds:dict) -> None:
     css = "body{font-family:sans-serif;max-width:1200px;margin:20px auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:4px 10px}"
     FilePath(path).write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>diffnb demo</title><style>{css}</style></head><body>{body}</body></html>")
 
-# %% ../nbs/12_cli.ipynb #c019
+# %% ../nbs/12_cli.ipynb #c018
 def _demo(args) -> int:
     run_demo(args.out, args.steps, args.n, args.device, args.seed, progress=not args.quiet)
     return 0
 
-# %% ../nbs/12_cli.ipynb #c021
+# %% ../nbs/12_cli.ipynb #c020
 CLI_METHODS = tuple(m for m, info in SAMPLERS.items() if not info.extra_inputs)   # analytic_dpm, npr_dpm, sn_dpm need data= or head=
 
-# %% ../nbs/12_cli.ipynb #c022
+# %% ../nbs/12_cli.ipynb #c021
 def build_parser() -> argparse.ArgumentParser:
     "The `diffnb` argument parser."
     from diffnb import __version__
@@ -183,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--path', default='edm', choices=list(PATHS), help='the forward path')
     t.add_argument('--steps', type=int, default=3000, help='optimiser steps (the learning rate decays to 0 at the last)')
     t.add_argument('--out', required=True, help='checkpoint folder (one that holds a run resumes it)')
-    t.add_argument('--n', type=int, default=20_000, help='toy data size')
+    t.add_argument('--points', '--n', dest='n', type=int, default=20_000, help='toy data size')
     t.add_argument('--batch-size', type=int, default=None, help=f"default: {RECIPE['batch_size']}, or all the data if less")
     t.add_argument('--lr', type=float, default=RECIPE['lr'], help='peak learning rate')
     t.add_argument('--lr-schedule', default=RECIPE['lr_schedule'], choices=LR_SCHEDULES, help='the learning rate after warm-up')
@@ -210,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         p_.add_argument('--threads', type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small nets)")
     return ap
 
-# %% ../nbs/12_cli.ipynb #c023
+# %% ../nbs/12_cli.ipynb #c022
 def main(argv:list|None=None) -> int:
     "Entry point of the `diffnb` command: bad input ends with one line naming it, not a traceback."
     ap = build_parser()

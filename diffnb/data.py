@@ -17,7 +17,7 @@ from .denoisers import Denoiser
 
 # %% auto #0
 __all__ = ['TOYS', 'IMAGE_SUFFIXES', 'GaussianMixture', 'density_map', 'ring_mixture', 'random_mixture', 'EmpiricalOracle', 'toy',
-           'digits', 'ImageData', 'image_data']
+           'digits', 'ImageData', 'image_data', 'image_grid']
 
 # %% ../nbs/02_data.ipynb #c006
 def _as64(x, name):
@@ -507,3 +507,23 @@ def image_data(source,                 # a folder of images, an array (uint8, or
     labels = None if labels is None else torch.as_tensor(labels).long()
     if labels is not None and bool((labels < 0).any()): raise ValueError("labels: must be integers >= 0")
     return ImageData(images, labels, classes, hflip)
+
+# %% ../nbs/02_data.ipynb #c071
+def image_grid(x:Tensor,           # (n, C, H, W) or (n, H, W) images, data in [-1, 1]
+               k:int=64,           # how many to show
+               cols:int|None=None, # columns (default: a near-square grid)
+              ) -> Tensor:
+    "The first k images as one (h, w, 3) uint8 RGB grid with white gutters."
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1: raise ValueError(f"k={k!r}: must be an integer >= 1")
+    x = x.detach()[:k].to('cpu', torch.float32)
+    if x.dim() == 3: x = x[:, None]
+    if x.dim() != 4: raise ValueError(f"x: shape {tuple(x.shape)}; expected images (n, C, H, W) or (n, H, W)")
+    n, C, H, W = x.shape
+    cols = cols or math.ceil(math.sqrt(n)); rows = math.ceil(n / cols)
+    v = ((x / max(1., x.abs().amax().item())).clamp(-1, 1) + 1) * 127.5
+    v = v[:, :3] if C >= 3 else v[:, :1].expand(n, 3, H, W)
+    out = torch.full((rows * (H + 1) + 1, cols * (W + 1) + 1, 3), 255, dtype=torch.uint8)
+    for j in range(n):
+        r, c = divmod(j, cols)
+        out[1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (W + 1):1 + c * (W + 1) + W] = v[j].permute(1, 2, 0).round().to(torch.uint8)
+    return out

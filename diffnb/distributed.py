@@ -9,8 +9,7 @@ from pathlib import Path as FilePath
 import torch
 import torch.distributed as dist
 from fastcore.basics import patch
-from .data import toy, TOYS
-from .train import Trainer, default_net, RECIPE
+from .train import Trainer, default_net, RECIPE, PRECISIONS, training_data
 
 # %% auto #0
 __all__ = ['init_distributed', 'run', 'launch']
@@ -59,19 +58,22 @@ def _gather_generators(self:Trainer) -> list:
 def run(args:list|None=None) -> Trainer:
     "One process of a distributed training run (what torchrun starts)."
     ap = argparse.ArgumentParser(prog='python -m diffnb.distributed')
-    ap.add_argument('--data', default='ring8', choices=list(TOYS)); ap.add_argument('--size', type=int, default=20_000, help='toy data size')
+    ap.add_argument('--data', default='ring8', help="a toy, 'digits', a folder of images or a .npy/.pt file (as diffnb train)")
+    ap.add_argument('--points', type=int, default=20_000, help='toy data size'); ap.add_argument('--size', type=int, default=None, help="a folder's image size")
     ap.add_argument('--path', default='edm'); ap.add_argument('--steps', type=int, default=1000)
     ap.add_argument('--batch-size', type=int, default=256, help='per process'); ap.add_argument('--lr', type=float, default=RECIPE['lr'])
+    ap.add_argument('--net', default=None, help='a U-Net preset for images'); ap.add_argument('--accum', type=int, default=1)
+    ap.add_argument('--precision', default='auto', choices=PRECISIONS)
     ap.add_argument('--out', required=True); ap.add_argument('--seed', type=int, default=0)
     a = ap.parse_args(args)
     rank, world, dev = init_distributed()
     torch.manual_seed(a.seed)                                    # the same initial weights on every replica
-    data = toy(a.data, a.size, seed=a.seed)
+    data = training_data(a.data, a.points, a.seed, a.size)
     if (FilePath(a.out) / 'latest').exists():
         tr = Trainer.load(a.out, data=data, device=dev, total_steps=a.steps).distribute()
         if rank == 0: print(f"resuming {a.out} at step {tr.step}", flush=True)
-    else: tr = Trainer(default_net(data), a.path, data, batch_size=a.batch_size, lr=a.lr, total_steps=a.steps, device=dev,
-                       seed=a.seed, folder=a.out, save_every=max(1, a.steps // 5)).distribute()
+    else: tr = Trainer(default_net(data, a.net), a.path, data, batch_size=a.batch_size, lr=a.lr, total_steps=a.steps, device=dev,
+                       seed=a.seed, folder=a.out, save_every=max(1, a.steps // 5), accum=a.accum, precision=a.precision).distribute()
     for s in tr.steps(max(0, a.steps - tr.step)):
         if rank == 0 and (s.step % max(1, a.steps // 10) == 0): print(f"step {s.step} loss {s.loss:.4f}", flush=True)
     gens = tr.rank_generators()

@@ -7,19 +7,23 @@ from __future__ import annotations
 import contextlib, hashlib, inspect, json, math, numbers, os, re, shutil, time, warnings
 from dataclasses import dataclass
 from pathlib import Path as FilePath
+import copy
+import numpy as np
 import torch
 from torch import Tensor, nn
 from fastcore.basics import patch
 from .paths import Path, DiagonalPath, StackedPath, get_path, figure_bundle, check_choice, resolve_device, as_generator
 import plotly.graph_objects as go
 from .denoisers import Denoiser, PARAMS, PARAM_ALIASES
-from .data import toy, TOYS, ImageData, image_data
+from .data import toy, TOYS, ImageData, image_data, digits
 from .nets import MLP, UNet, NETS
 
 # %% auto #0
-__all__ = ['WEIGHTINGS', 'T_DENSITIES', 'RECIPE', 'LR_SCHEDULES', 'PRECISIONS', 'CKPT_FILES', 'MAX_EVENT', 'x0_weight',
-           'sample_t', 'dsm_loss', 'EMA', 'lr_at', 'TrainStep', 'default_net', 'Trainer', 'load_denoiser', 'mismatches',
-           'NoisyClassifier', 'ClassifierTrainer', 'train_classifier', 'VarianceTrainer', 'fit_variance']
+__all__ = ['WEIGHTINGS', 'T_DENSITIES', 'RECIPE', 'LR_SCHEDULES', 'PRECISIONS', 'POWER_EMA_FILE', 'CKPT_FILES', 'MAX_EVENT',
+           'x0_weight', 'sample_t', 'dsm_loss', 'EMA', 'power_ema_gamma', 'PowerEMA', 'post_hoc_weights', 'lr_at',
+           'TrainStep', 'default_net', 'training_data', 'Trainer', 'load_denoiser', 'mismatches', 'NoisyClassifier',
+           'ClassifierTrainer', 'train_classifier', 'DigitFeatures', 'digit_features', 'VarianceTrainer',
+           'fit_variance']
 
 # %% ../nbs/06_train.ipynb #c008
 WEIGHTINGS = ('native', 'x0', 'snr', 'min_snr', 'likelihood', 'edm')
@@ -78,20 +82,54 @@ class EMA:
         if not 0 <= decay < 1: raise ValueError(f"ema={decay}: the EMA decay must be in [0, 1)")
         import copy
         self.decay, self.net, self.updates = decay, copy.deepcopy(net).eval().requires_grad_(False), 0
+    def decay_at(self, k:int) -> float:
+        "The decay of update k (counted from 1): the warmed-up constant decay."
+        return min(self.decay, (1 + k) / (10 + k))
     @torch.no_grad()
     def update(self, net:nn.Module):
         self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        d = self.decay_at(self.updates)
         for e, p in zip(self.net.state_dict().values(), net.state_dict().values()):
             if e.dtype.is_floating_point: e.lerp_(p.detach(), 1 - d)
             else: e.copy_(p)
 
 # %% ../nbs/06_train.ipynb #c023
+def power_ema_gamma(sigma_rel:float) -> float:
+    "The exponent gamma >= 0 of the power-function average of relative width sigma_rel: the largest root of a cubic."
+    if isinstance(sigma_rel, bool) or not isinstance(sigma_rel, numbers.Real) or not 0 < sigma_rel <= 12**-0.5:
+        raise ValueError(f"sigma_rel={sigma_rel!r}: must be in (0, {12**-0.5:.4f}] (gamma = 0, a uniform average, is the widest)")
+    c = float(sigma_rel)**2                                    # c (g + 2)^2 (g + 3) = g + 1
+    roots = np.roots([c, 7 * c, 16 * c - 1, 12 * c - 1])
+    return float(max(0., max(r.real for r in roots if abs(r.imag) < 1e-9)))
+
+class PowerEMA(EMA):
+    "An average with the power-function profile tau^gamma (Karras et al. 2024): decay (1 - 1/t)^(gamma + 1) at update t."
+    def __init__(self, net:nn.Module, sigma_rel:float):
+        super().__init__(net, 0.)
+        self.sigma_rel, self.gamma = float(sigma_rel), power_ema_gamma(sigma_rel)
+    def decay_at(self, k:int) -> float: return (1 - 1 / k)**(self.gamma + 1)
+
+# %% ../nbs/06_train.ipynb #c024
+def _profile_dot(t1:float, g1:float, t2:float, g2:float) -> float:
+    "The inner product of the power profiles (t1, g1) and (t2, g2)."
+    return (g1 + 1) * (g2 + 1) / (g1 + g2 + 1) * min(t1, t2)**(g1 + g2 + 1) / (t1**(g1 + 1) * t2**(g2 + 1))
+
+def post_hoc_weights(stored:list,   # (step, gamma) of each stored average
+                     step:float,    # where the wanted average ends
+                     gamma:float,   # its exponent (power_ema_gamma(sigma_rel))
+                    ) -> Tensor:
+    "The least-squares weights of the stored averages whose combination has the wanted power profile (Karras et al. 2024)."
+    T = max([step] + [t for t, _ in stored])                   # times in units of the last: the solution is scale-free
+    A = torch.tensor([[_profile_dot(ti / T, gi, tj / T, gj) for tj, gj in stored] for ti, gi in stored], dtype=torch.float64)
+    b = torch.tensor([_profile_dot(ti / T, gi, step / T, gamma) for ti, gi in stored], dtype=torch.float64)
+    return torch.linalg.lstsq(A, b[:, None]).solution[:, 0]
+
+# %% ../nbs/06_train.ipynb #c028
 RECIPE = dict(param='edm', t_density='edm', lr=2e-3, warmup=200, lr_schedule='cosine', batch_size=1024, ema=0.999)
 LR_SCHEDULES = ('constant', 'cosine', 'inverse_sqrt')
 PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
 
-# %% ../nbs/06_train.ipynb #c024
+# %% ../nbs/06_train.ipynb #c029
 def lr_at(step:int,                # the optimiser step, counted from 1
           lr:float,                # the peak learning rate
           warmup:int=0,            # linear warm-up steps
@@ -105,7 +143,7 @@ def lr_at(step:int,                # the optimiser step, counted from 1
     frac = min(1., (step - warmup) / max(1, total - warmup))
     return lr * 0.5 * (1 + math.cos(math.pi * frac))
 
-# %% ../nbs/06_train.ipynb #c028
+# %% ../nbs/06_train.ipynb #c033
 @dataclass
 class TrainStep:
     "One optimiser step: its number, loss, learning rate, gradient norm (before clipping) and wall time since the start of steps()."
@@ -120,7 +158,7 @@ def _from_numpy(a) -> Tensor:
     t = torch.as_tensor(a)
     return t.to(torch.get_default_dtype()) if t.is_floating_point() else t
 
-# %% ../nbs/06_train.ipynb #c029
+# %% ../nbs/06_train.ipynb #c034
 def _as_data(data, seed:int=0):
     "(x, y or None) from a tensor, an (x, y) pair, a Dataset, ImageData, an image folder or a toy name, checked."
     if isinstance(data, (str, os.PathLike)) and FilePath(data).is_dir(): data = image_data(data)
@@ -146,7 +184,7 @@ def _as_data(data, seed:int=0):
         if bool((y < 0).any()): raise ValueError("labels: must be integers >= 0")
     return data, y
 
-# %% ../nbs/06_train.ipynb #c031
+# %% ../nbs/06_train.ipynb #c036
 def default_net(data,                # what the Trainer will train on: a tensor, an (x, y) pair, a Dataset, images or a toy name
                 preset:str|None=None, # for images, a U-Net configuration (see UNet.preset)
                 **kw,                # the network's own options (hidden, depth, base, mults, ...)
@@ -159,7 +197,23 @@ def default_net(data,                # what the Trainer will train on: a tensor,
     if x.dim() == 4: return UNet(x.shape[1], n_classes=n_classes, **kw)
     return MLP(math.prod(x.shape[1:]), n_classes=n_classes, **kw)
 
-# %% ../nbs/06_train.ipynb #c032
+# %% ../nbs/06_train.ipynb #c037
+def training_data(spec:str,          # a toy name, 'digits', a folder of images, or a .npy / .pt file
+                  n:int=20_000,       # points of a toy
+                  seed:int=0,         # the toy's seed
+                  size:int|None=None, # resize and centre-crop a folder's images to size x size
+                 ):
+    "Training data named on a command line (diffnb train, python -m diffnb.distributed)."
+    if size is not None and not FilePath(spec).is_dir(): raise ValueError(f"--size {size}: resizes a folder's images; {spec!r} is not a folder (a toy's size is --points)")
+    if spec in TOYS: return toy(spec, n, seed=seed)
+    if FilePath(spec).is_dir(): return image_data(spec, size=size)
+    if spec == 'digits': return digits()
+    p = FilePath(spec)
+    if p.suffix == '.npy' and p.exists(): return torch.as_tensor(np.load(p)).float()
+    if p.suffix == '.pt' and p.exists(): return torch.load(p, weights_only=True)
+    raise ValueError(f"--data {spec!r}: a toy ({', '.join(TOYS)}), 'digits', a folder of images, or an existing .npy/.pt file")
+
+# %% ../nbs/06_train.ipynb #c038
 def _check_number(name:str, value, lo=None, hi=None, integer:bool=False, strict_lo:bool=False, none_ok:bool=False):
     "value as an int or float in [lo, hi] ((lo, hi] with strict_lo), or a ValueError naming the argument, the value and what is allowed."
     if value is None and none_ok: return None
@@ -172,7 +226,7 @@ def _check_number(name:str, value, lo=None, hi=None, integer:bool=False, strict_
         raise ValueError(f"{name}={value!r}: must be {allowed}{' or None' if none_ok else ''}")
     return int(value) if integer else float(value)
 
-# %% ../nbs/06_train.ipynb #c034
+# %% ../nbs/06_train.ipynb #c040
 class Trainer:
     "Trains a network as a Denoiser on a path by denoising score matching; steps() is a generator. Defaults are RECIPE."
     default_batch = RECIPE['batch_size']   # the batch size when none is given (every point of a smaller data set)
@@ -199,6 +253,8 @@ class Trainer:
                  precision:str='auto',       # 'auto' (bf16 on CUDA, fp32 on the CPU), 'bf16' (autocast on either), 'fp16' (CUDA, loss scaling) or 'fp32'
                  accum:int=1,                # micro-batches per optimiser step: batch_size / accum points each, the same step as one large batch
                  channels_last:bool=False,   # keep an image net's weights in channels-last memory format (faster convolutions on GPUs)
+                 post_hoc_ema:tuple=(),      # relative widths of power-function averages to keep for post-hoc EMA (e.g. (0.05, 0.10))
+                 snapshot_every:int=500,     # steps between their snapshots (in folder/post_hoc_ema/ when there is a folder)
                  folder:str|None=None,       # checkpoint folder for save_every (a new one: Trainer.load resumes a run)
                  save_every:int|None=None,   # save a checkpoint every this many steps (needs folder)
                  keep:int=3,                 # checkpoints kept in the folder (0: all)
@@ -213,7 +269,7 @@ class Trainer:
         self._set_optimiser(net, o)
     def __repr__(self): return f"Trainer(step={self.step}, param={self.param!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c036
+# %% ../nbs/06_train.ipynb #c042
 def _checked_options(o:dict) -> dict:
     "The Trainer's keyword options, each validated (a ValueError names the argument, the value and what is allowed)."
     o = {k: v for k, v in o.items() if k not in ('self', 'net', 'path', 'data', 'diagonal', '__class__')}
@@ -224,12 +280,15 @@ def _checked_options(o:dict) -> dict:
                   grad_clip=dict(lo=0, strict_lo=True, none_ok=True), warmup=dict(lo=0, integer=True), seed=dict(lo=0, integer=True),
                   total_steps=dict(lo=1, integer=True, none_ok=True), save_every=dict(lo=1, integer=True, none_ok=True),
                   keep=dict(lo=0, integer=True), sigma_data=dict(lo=0, strict_lo=True, none_ok=True), t_loc=dict(none_ok=True),
-                  t_scale=dict(lo=0, strict_lo=True, none_ok=True), accum=dict(lo=1, integer=True))
+                  t_scale=dict(lo=0, strict_lo=True, none_ok=True), accum=dict(lo=1, integer=True), snapshot_every=dict(lo=1, integer=True))
+    o['post_hoc_ema'] = [float(v) for v in o['post_hoc_ema']] if isinstance(o['post_hoc_ema'], (tuple, list)) else o['post_hoc_ema']
+    if not isinstance(o['post_hoc_ema'], list): raise ValueError(f"post_hoc_ema={o['post_hoc_ema']!r}: a tuple of relative widths such as (0.05, 0.10)")
+    for v in o['post_hoc_ema']: power_ema_gamma(v)
     for name, b in bounds.items(): o[name] = _check_number(name, o[name], **b)
     if o['save_every'] is not None and o['folder'] is None: raise ValueError("folder: save_every needs a checkpoint folder")
     return o
 
-# %% ../nbs/06_train.ipynb #c037
+# %% ../nbs/06_train.ipynb #c043
 def _data_moments(x) -> tuple[float, float]:
     "(standard deviation of every value, RMS radius sqrt E|x|^2) of the training data; uint8 images decoded in chunks."
     if isinstance(x, Tensor): return x.std().item(), x.flatten(1).pow(2).sum(1).mean().sqrt().item()
@@ -240,7 +299,7 @@ def _data_moments(x) -> tuple[float, float]:
     m = x.images.numel()
     return math.sqrt(max(s2 / m - (s1 / m)**2, 0.) * m / (m - 1)), math.sqrt(s2 / len(x))
 
-# %% ../nbs/06_train.ipynb #c038
+# %% ../nbs/06_train.ipynb #c044
 @patch
 def _set_data(self:Trainer, data, o:dict):
     "Read the data and the batch size; refuse a folder that already holds a run (resume it with Trainer.load instead)."
@@ -260,7 +319,7 @@ def _set_data(self:Trainer, data, o:dict):
     self.event_shape = tuple(self.x.shape[1:])
     self.n_classes = int(self.y.max()) + 1 if self.y is not None else None
 
-# %% ../nbs/06_train.ipynb #c039
+# %% ../nbs/06_train.ipynb #c045
 @patch
 def _set_optimiser(self:Trainer, net:nn.Module, o:dict):
     "The network on the device, AdamW, the EMA, the generator, precision, compile; `hparams` records the options a checkpoint keeps."
@@ -271,15 +330,17 @@ def _set_optimiser(self:Trainer, net:nn.Module, o:dict):
     self.auto_total = o['total_steps'] is None
     self.opt = torch.optim.AdamW(self.net.parameters(), lr=o['lr'], weight_decay=o['weight_decay'])
     self.ema = EMA(self.net, o['ema'])
+    self.power_emas, self.snapshot_every, self.snapshots = [PowerEMA(self.net, v) for v in o['post_hoc_ema']], o['snapshot_every'], []
     self.gen = torch.Generator().manual_seed(o['seed'])
     self.step, self.losses = 0, []
     self._set_precision(o)
     self.fwd = torch.compile(self.net) if o['compile'] else self.net
     self.hparams = {k: o[k] for k in ('param', 'batch_size', 'lr', 'ema', 'weighting', 't_density', 't_loc', 't_scale', 'grad_clip',
-                                      'weight_decay', 'warmup', 'lr_schedule', 'p_uncond', 'seed', 'precision', 'accum', 'channels_last')}
+                                      'weight_decay', 'warmup', 'lr_schedule', 'p_uncond', 'seed', 'precision', 'accum', 'channels_last',
+                                      'post_hoc_ema', 'snapshot_every')}
     self.hparams['sigma_data'] = self.sigma_data
 
-# %% ../nbs/06_train.ipynb #c040
+# %% ../nbs/06_train.ipynb #c046
 @patch
 def _set_precision(self:Trainer, o:dict):
     "The autocast dtype (None: fp32), fp16's gradient scaler, and the net's memory format."
@@ -291,7 +352,7 @@ def _set_precision(self:Trainer, o:dict):
     self.accum = o['accum']
     if o['channels_last']: self.net.to(memory_format=torch.channels_last)
 
-# %% ../nbs/06_train.ipynb #c042
+# %% ../nbs/06_train.ipynb #c048
 @patch
 def _as_path(self:Trainer, path) -> Path:
     "The corruption the objective trains against: a forward path (a trainer of another objective overrides this)."
@@ -303,19 +364,19 @@ def denoiser(self:Trainer, ema:bool=True, net:nn.Module|None=None) -> Denoiser:
     net = net if net is not None else (self.ema.net if ema else self.net)
     return Denoiser(net, self.path, self.param, sigma_data=self.sigma_data, data_scale=self.data_scale, event_shape=self.event_shape)
 
-# %% ../nbs/06_train.ipynb #c043
+# %% ../nbs/06_train.ipynb #c049
 @patch
 def model(self:Trainer, ema:bool=True):
     "What training makes: here the Denoiser (a trainer of another objective returns its own model)."
     return self.denoiser(ema)
 
-# %% ../nbs/06_train.ipynb #c045
+# %% ../nbs/06_train.ipynb #c051
 @patch
 def _indices(self:Trainer) -> Tensor:
     "The data rows of the next batch."
     return torch.randint(0, self.x.shape[0], (self.batch_size,), generator=self.gen)
 
-# %% ../nbs/06_train.ipynb #c046
+# %% ../nbs/06_train.ipynb #c052
 @patch
 def _rows(self:Trainer, idx:Tensor) -> Tensor:
     "The data points at idx: uint8 images decoded to [-1, 1] and, where the data asks, flipped left-right at random (the trainer's generator)."
@@ -325,7 +386,7 @@ def _rows(self:Trainer, idx:Tensor) -> Tensor:
     flip = torch.rand(len(idx), generator=self.gen) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
-# %% ../nbs/06_train.ipynb #c047
+# %% ../nbs/06_train.ipynb #c053
 @patch
 def _batch(self:Trainer) -> tuple:
     "(x0, y, t, eps) of the next batch, drawn from the trainer's generator."
@@ -339,21 +400,21 @@ def _batch(self:Trainer) -> tuple:
     eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
     return tuple(None if v is None else v.to(self.device) for v in (x0, y, t, eps))
 
-# %% ../nbs/06_train.ipynb #c048
+# %% ../nbs/06_train.ipynb #c054
 @patch
 def loss(self:Trainer, batch:tuple) -> Tensor:
     "The objective on a batch (x0, y, t, eps): denoising score matching; a trainer of another objective overrides this and _batch."
     x0, y, t, eps = batch
     return dsm_loss(self.denoiser(net=self.fwd), x0, t, eps, y, self.weighting, self.sigma_data).mean()
 
-# %% ../nbs/06_train.ipynb #c050
+# %% ../nbs/06_train.ipynb #c056
 @patch
 def _nonfinite(self:Trainer, what:str, t:Tensor, also:str='') -> FloatingPointError:
     "The error for a non-finite loss or gradient norm: the step, the batch's times and where the last good checkpoint is."
     saved = f"; the last good checkpoint is in {self.folder}" if self.folder and self.save_every else ''
     return FloatingPointError(f"{what} at step {self.step + 1}{also} (t in [{t.min().item():.4g}, {t.max().item():.4g}]); the update was not applied{saved}")
 
-# %% ../nbs/06_train.ipynb #c051
+# %% ../nbs/06_train.ipynb #c057
 def _micro_batches(batch:tuple, k:int) -> list:
     "The batch's tensors split into k equal micro-batches along the first dimension (None stays None)."
     parts = [v.chunk(k) if isinstance(v, Tensor) else (v,) * k for v in batch]
@@ -375,7 +436,7 @@ def _backward(self:Trainer, batch:tuple) -> float:
         total += loss.item()
     return total
 
-# %% ../nbs/06_train.ipynb #c052
+# %% ../nbs/06_train.ipynb #c058
 @patch
 def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
     "One optimiser step (on `batch` when given, else on the next drawn batch)."
@@ -393,12 +454,13 @@ def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
         raise self._nonfinite(f"gradient norm is {gn}", batch[2], f" with a finite loss {loss:.4g}")
     if self.scaler is not None: self.scaler.step(self.opt); self.scaler.update()
     else: self.opt.step()
-    self.ema.update(self.net)
+    for e in [self.ema, *self.power_emas]: e.update(self.net)
     self.step += 1
     self.losses.append(loss)
+    if self.power_emas and self.step % self.snapshot_every == 0 and getattr(self, 'rank', 0) == 0: self._snapshot()
     return TrainStep(self.step, loss, lr, gn, time.perf_counter() - t0)
 
-# %% ../nbs/06_train.ipynb #c053
+# %% ../nbs/06_train.ipynb #c059
 @patch
 def steps(self:Trainer, n:int):
     "Yield a TrainStep after each of n more optimiser steps (saving checkpoints every save_every steps)."
@@ -413,7 +475,62 @@ def steps(self:Trainer, n:int):
             if getattr(self, 'rank', 0) == 0: self.save(self.folder, gens)
         yield s
 
-# %% ../nbs/06_train.ipynb #c055
+# %% ../nbs/06_train.ipynb #c061
+POWER_EMA_FILE = 'post_hoc_ema.safetensors'
+
+def _averages_state(averages:list) -> dict:
+    "A copy of the weights of several averages as one flat dict, keys 'k/name' for the k-th (a copy: on the CPU .cpu() would alias them)."
+    return {f"{k}/{n}": v.detach().to('cpu', copy=True).contiguous() for k, e in enumerate(averages) for n, v in e.net.state_dict().items()}
+
+def _average_part(sd:dict, k:int) -> dict:
+    "The k-th average's weights from a flat dict."
+    return {n[len(f'{k}/'):]: v for n, v in sd.items() if n.startswith(f'{k}/')}
+
+# %% ../nbs/06_train.ipynb #c062
+@patch
+def _snapshot(self:Trainer):
+    "Store the power averages of this step: a file in folder/post_hoc_ema/ (written atomically) when there is a folder, else in memory."
+    gammas, sd = [e.gamma for e in self.power_emas], _averages_state(self.power_emas)
+    if self.folder is None: self.snapshots.append((self.step, gammas, sd)); return
+    from safetensors.torch import save as st_save
+    d = FilePath(self.folder) / 'post_hoc_ema'; d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f'.tmp-{os.getpid()}'
+    _fsync_write(tmp, st_save(sd, metadata={'step': str(self.step), 'gammas': json.dumps(gammas)}))
+    os.replace(tmp, d / f'snapshot-{self.step:08d}.safetensors'); _fsync_dir(d)
+
+# %% ../nbs/06_train.ipynb #c063
+@patch
+def _stored_averages(self:Trainer) -> list:
+    "(step, gamma, load) of every stored average, where load() reads its weights: from memory, or from the folder's snapshot files."
+    if self.folder is None: return [(t, g, lambda sd=sd, k=k: _average_part(sd, k)) for t, gs, sd in self.snapshots for k, g in enumerate(gs)]
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    out = []
+    for f in sorted((FilePath(self.folder) / 'post_hoc_ema').glob('snapshot-*.safetensors')):
+        with safe_open(f, 'pt') as h: meta = h.metadata()
+        out += [(int(meta['step']), g, lambda f=f, k=k: _average_part(load_file(f), k)) for k, g in enumerate(json.loads(meta['gammas']))]
+    return out
+
+# %% ../nbs/06_train.ipynb #c064
+@patch
+def rebuild_ema(self:Trainer, sigma_rel:float, # the relative width wanted (Karras et al. 2024 found 0.05 to 0.15 best on images)
+                step:int|None=None,             # where the average ends (default: the last snapshot)
+               ) -> nn.Module:
+    "A copy of the network averaged post hoc with the power profile of width sigma_rel ending at `step`, from the stored snapshots."
+    stored = self._stored_averages()
+    if not stored: raise ValueError("post_hoc_ema: no snapshots are stored; train with post_hoc_ema=(0.05, 0.10) and a snapshot_every that the run reaches")
+    step = max(t for t, _, _ in stored) if step is None else step
+    stored = [s for s in stored if s[0] <= step]              # an average that ends later holds weights from after `step`
+    if not stored: raise ValueError(f"step={step}: no snapshot at or before it")
+    weights = post_hoc_weights([(t, g) for t, g, _ in stored], step, power_ema_gamma(sigma_rel)).tolist()
+    acc = {}
+    for c, (_, _, load) in zip(weights, stored):
+        for n, v in load().items(): acc[n] = acc.get(n, 0.) + c * v.double() if v.dtype.is_floating_point else v
+    net = copy.deepcopy(self.ema.net)
+    net.load_state_dict({n: v.to(dtype=net.state_dict()[n].dtype) for n, v in acc.items()})
+    return net
+
+# %% ../nbs/06_train.ipynb #c066
 def _fsync_write(path:FilePath, data:bytes):
     with open(path, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
 
@@ -422,7 +539,7 @@ def _fsync_dir(path:FilePath):
     try: os.fsync(fd)
     finally: os.close(fd)
 
-# %% ../nbs/06_train.ipynb #c056
+# %% ../nbs/06_train.ipynb #c067
 def _net_spec(net:nn.Module) -> dict|None:
     "Class and constructor arguments of a net that records them (diffnb's nets do, in .config)."
     cfg = getattr(net, 'config', None)
@@ -440,7 +557,7 @@ def _path_spec(path) -> dict:
     cfg = getattr(path, 'config', None)
     return {'name': type(path).__name__, 'params': cfg if isinstance(cfg, dict) else None, 'repr': repr(path)}
 
-# %% ../nbs/06_train.ipynb #c057
+# %% ../nbs/06_train.ipynb #c068
 @patch(cls_method=True)
 def _spec(cls:Trainer, path) -> dict:
     "The checkpoint record of the corruption this trainer class takes (a path by name or object, or another corruption's .config)."
@@ -458,7 +575,7 @@ def _rebuild(cls:Trainer, spec:dict):
 
 CKPT_FILES = ('model.safetensors', 'ema.safetensors', 'state.pt')
 
-# %% ../nbs/06_train.ipynb #c058
+# %% ../nbs/06_train.ipynb #c069
 def _sha256(data:bytes) -> str: return hashlib.sha256(data).hexdigest()
 
 @patch
@@ -471,13 +588,13 @@ def _data_digest(self:Trainer) -> str:
         self._digest = h.hexdigest()
     return self._digest
 
-# %% ../nbs/06_train.ipynb #c059
+# %% ../nbs/06_train.ipynb #c070
 @patch
 def rank_generators(self:Trainer) -> list:
     "The generator state of every process of the run (one process: this one's), for an exact resume."
     return [self.gen.get_state()]
 
-# %% ../nbs/06_train.ipynb #c060
+# %% ../nbs/06_train.ipynb #c071
 @patch
 def save(self:Trainer, folder:str,
          gens:list|None=None, # every rank's generator state (default: rank_generators(), which a data-parallel run gathers on all ranks)
@@ -494,8 +611,9 @@ def save(self:Trainer, folder:str,
     buf = io.BytesIO()
     gens = self.rank_generators() if gens is None else gens
     torch.save({'opt': self.opt.state_dict(), 'gen': self.gen.get_state(), 'gens': gens, 'step': self.step, 'ema_updates': self.ema.updates,
-                'losses': torch.tensor(self.losses, dtype=torch.float64)}, buf)
+                'power_ema_updates': [e.updates for e in self.power_emas], 'losses': torch.tensor(self.losses, dtype=torch.float64)}, buf)
     files = dict(zip(CKPT_FILES, (st_save(cpu(self.net.state_dict())), st_save(cpu(self.ema.net.state_dict())), buf.getvalue())))
+    if self.power_emas: files[POWER_EMA_FILE] = st_save(_averages_state(self.power_emas))
     for f, b in files.items(): _fsync_write(tmp / f, b)
     cfg = dict(step=self.step, trainer=type(self).__name__, path=self._spec(self.path), net=_net_spec(self.net), hparams=self.hparams, data_scale=self.data_scale,
                event_shape=list(self.event_shape), n_classes=self.n_classes, total_steps=self.total_steps, auto_total=self.auto_total,
@@ -516,7 +634,7 @@ def save(self:Trainer, folder:str,
     for stale in [*root.glob('.trash-*'), *(t for t in root.glob('.tmp-*') if t != tmp)]: shutil.rmtree(stale, ignore_errors=True)
     return final
 
-# %% ../nbs/06_train.ipynb #c061
+# %% ../nbs/06_train.ipynb #c072
 def _checkpoint_dir(folder) -> FilePath:
     "The checkpoint `latest` points to (or the folder itself if it is a checkpoint), checked."
     root = FilePath(folder)
@@ -531,7 +649,7 @@ def _checkpoint_dir(folder) -> FilePath:
     if missing: raise ValueError(f"folder={str(folder)!r}: checkpoint {name} is incomplete (missing {', '.join(missing)})")
     return ck
 
-# %% ../nbs/06_train.ipynb #c062
+# %% ../nbs/06_train.ipynb #c073
 def _build_net(spec:dict|None, net:nn.Module|None, shapes:dict|None=None) -> nn.Module:
     "The checkpoint's network, rebuilt from a registered class (NETS) and its recorded arguments; nothing else is imported or called."
     if net is not None: return net
@@ -544,7 +662,7 @@ def _build_net(spec:dict|None, net:nn.Module|None, shapes:dict|None=None) -> nn.
     if shapes is not None: _check_net_shapes(NETS[name], spec['kwargs'], shapes)
     return NETS[name](**spec['kwargs'])
 
-# %% ../nbs/06_train.ipynb #c064
+# %% ../nbs/06_train.ipynb #c075
 def _file_shapes(ck:FilePath, cfg:dict, f:str='model.safetensors') -> dict:
     "Tensor name -> shape in a checkpoint's weights file, from its header (no tensor is read), after the file's checksum."
     from safetensors import safe_open
@@ -563,7 +681,7 @@ def _check_net_shapes(cls, kwargs:dict, shapes:dict):
         raise ValueError(f"net: the checkpoint's {cls.__name__} arguments {str(kwargs)[:200]} do not match its weights file "
                          f"(first difference: {bad[0]}: {want.get(bad[0])} from the arguments, {shapes.get(bad[0])} in model.safetensors)")
 
-# %% ../nbs/06_train.ipynb #c065
+# %% ../nbs/06_train.ipynb #c076
 MAX_EVENT = 2**26   # numbers in one sample: a 3x4096x4096 image is 50M
 
 def _event_shape(shape, ck) -> tuple:
@@ -573,7 +691,7 @@ def _event_shape(shape, ck) -> tuple:
         raise ValueError(f"folder={str(ck)!r}: config.json records event_shape={str(shape)[:80]}; expected 1 to 4 positive integers with at most {MAX_EVENT:,} numbers in all")
     return tuple(shape)
 
-# %% ../nbs/06_train.ipynb #c066
+# %% ../nbs/06_train.ipynb #c077
 def _check_path(cfg:dict, want:dict|None, param:str|None, arg:str='path'):
     "Refuse to pair a checkpoint with another corruption (`want`, its record) or parametrization, saying which."
     if param is not None and param != cfg['hparams']['param']:
@@ -584,7 +702,7 @@ def _check_path(cfg:dict, want:dict|None, param:str|None, arg:str='path'):
     if tuple(want.get(k) for k in keys) != tuple(have.get(k) for k in keys):
         raise ValueError(f"{arg}={want['repr']}: the checkpoint was trained on {have['repr']}")
 
-# %% ../nbs/06_train.ipynb #c067
+# %% ../nbs/06_train.ipynb #c078
 def _load_file(ck:FilePath, f:str, cfg:dict, read):
     "read(path) of one checkpoint file, after its checksum; any failure names the file."
     want = (cfg.get('sha256') or {}).get(f)
@@ -593,7 +711,7 @@ def _load_file(ck:FilePath, f:str, cfg:dict, read):
     try: return read(ck / f)
     except Exception as e: raise ValueError(f"folder={str(ck)!r}: {f} cannot be read ({type(e).__name__}: {str(e)[:200]})") from e
 
-# %% ../nbs/06_train.ipynb #c068
+# %% ../nbs/06_train.ipynb #c079
 def _options(cls) -> set:
     "The options a trainer class takes by name: its own and, through **kw, those of the classes above it."
     names = set()
@@ -608,7 +726,7 @@ def _corruption_arg(cls) -> str:
     "The name of a trainer class's second argument, the corruption it trains against ('path' for the Trainer)."
     return list(inspect.signature(cls.__init__).parameters)[2]
 
-# %% ../nbs/06_train.ipynb #c069
+# %% ../nbs/06_train.ipynb #c080
 _SAVING = ('folder', 'save_every', 'keep')
 
 def _read_config(ck:FilePath, cls) -> dict:
@@ -619,7 +737,7 @@ def _read_config(ck:FilePath, cls) -> dict:
     if kind is not None and kind != cls.__name__: raise ValueError(f"folder={str(ck)!r}: holds a {kind} checkpoint; load it with {kind}.load")
     return cfg
 
-# %% ../nbs/06_train.ipynb #c070
+# %% ../nbs/06_train.ipynb #c081
 def _restore(tr:Trainer, ck:FilePath, cfg:dict):
     "Load the weights, EMA, optimiser, generators, step and losses of checkpoint `ck` into `tr`, each file checked."
     from safetensors.torch import load_file
@@ -631,9 +749,12 @@ def _restore(tr:Trainer, ck:FilePath, cfg:dict):
     tr.opt.load_state_dict(st['opt']); tr.gen.set_state(st['gen'].cpu())
     tr.saved_generators = [g.cpu() for g in st.get('gens', [st['gen']])]   # distribute() gives each rank its own
     tr.step, tr.ema.updates, tr.losses = int(st['step']), int(st['ema_updates']), st['losses'].tolist()
+    if tr.power_emas:
+        sd = _load_file(ck, POWER_EMA_FILE, cfg, lambda p: load_file(p, device=dev))
+        for k, (e, n) in enumerate(zip(tr.power_emas, st['power_ema_updates'])): e.net.load_state_dict(_average_part(sd, k)); e.updates = int(n)
     tr.data_scale, tr.event_shape, tr.n_classes = cfg['data_scale'], tuple(cfg['event_shape']), cfg.get('n_classes', tr.n_classes)
 
-# %% ../nbs/06_train.ipynb #c071
+# %% ../nbs/06_train.ipynb #c082
 @patch(cls_method=True)
 def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, device='auto',
          fallback:bool=False,   # a damaged or incomplete latest checkpoint: load the newest one that is intact (with a warning) instead of refusing
@@ -666,7 +787,7 @@ def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, devic
     _restore(tr, ck, cfg)
     return tr
 
-# %% ../nbs/06_train.ipynb #c072
+# %% ../nbs/06_train.ipynb #c083
 def _load_newest_intact(cls, folder, kw:dict) -> Trainer:
     "The newest checkpoint of a run folder that loads, by step; a warning names each newer one skipped and why."
     root = FilePath(folder)
@@ -680,12 +801,12 @@ def _load_newest_intact(cls, folder, kw:dict) -> Trainer:
         return tr
     raise ValueError(f"folder={str(folder)!r}: no checkpoint in it loads" + (f": {'; '.join(errors)}" if errors else " (none found)"))
 
-# %% ../nbs/06_train.ipynb #c073
+# %% ../nbs/06_train.ipynb #c084
 def load_denoiser(folder, path:Path|None=None, param:str|None=None, net:nn.Module|None=None, ema:bool=True, device='auto') -> Denoiser:
     "The Denoiser of a checkpoint; refuses a path or parametrization other than the one it was trained with."
     return Trainer.load(folder, net=net, path=path, device=device, **({'param': param} if param else {})).denoiser(ema)
 
-# %% ../nbs/06_train.ipynb #c075
+# %% ../nbs/06_train.ipynb #c086
 @patch
 def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
     "Train n more steps with a progress bar showing the loss."
@@ -697,7 +818,7 @@ def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
     bar.close()
     return self
 
-# %% ../nbs/06_train.ipynb #c076
+# %% ../nbs/06_train.ipynb #c087
 @patch
 def plot(self:Trainer, smooth:int=50) -> go.Figure:
     "The loss curve (raw and a running mean)."
@@ -712,7 +833,7 @@ def plot(self:Trainer, smooth:int=50) -> go.Figure:
 @patch
 def _repr_mimebundle_(self:Trainer, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
 
-# %% ../nbs/06_train.ipynb #c091
+# %% ../nbs/06_train.ipynb #c102
 def mismatches(trainer:Trainer,        # how the model was trained
                den:Denoiser|None=None, # the Denoiser the sampler will call
                path=None, param:str|None=None, # or the sampler's path and parametrization
@@ -735,18 +856,18 @@ def mismatches(trainer:Trainer,        # how the model was trained
             out.append("time direction: the grid does not run from noise to data (log-SNR must increase along it; samplers go from t_max down to t_min)")
     return out
 
-# %% ../nbs/06_train.ipynb #c094
+# %% ../nbs/06_train.ipynb #c105
 import torch.nn.functional as F
 from .denoisers import batch_time
 
-# %% ../nbs/06_train.ipynb #c097
+# %% ../nbs/06_train.ipynb #c108
 def _unit_variance(path:Path, x:Tensor, t:Tensor, sigma_data:float) -> Tensor:
     "x_t divided by its standard deviation sqrt(alpha^2 sigma_data^2 + sigma^2), per direction of the path's basis."
     z = path.to_basis(x)
     a, s, _, _ = path.coefs(t, z)
     return path.from_basis(z / (a * a * sigma_data**2 + s * s).sqrt(), x)
 
-# %% ../nbs/06_train.ipynb #c098
+# %% ../nbs/06_train.ipynb #c109
 class NoisyClassifier(nn.Module):
     "A classifier of x_t on a path: (x, t) -> logits of p_t(y | x), its input scaled to unit variance; for ClassifierGuidance."
     def __init__(self, net:nn.Module,        # net(x, t) -> (B, n_classes) logits
@@ -763,7 +884,7 @@ class NoisyClassifier(nn.Module):
         "log p_t(y | x) for every class, shape (B, n_classes)."
         return torch.log_softmax(self(x, t), -1)
 
-# %% ../nbs/06_train.ipynb #c102
+# %% ../nbs/06_train.ipynb #c113
 class ClassifierTrainer(Trainer):
     "Trains a classifier of noisy inputs x_t at random t on a path by cross-entropy; a Trainer whose loss is the classifier's."
     default_batch = 256   # the batch size when none is given (every point of a smaller data set)
@@ -780,7 +901,7 @@ class ClassifierTrainer(Trainer):
         if self.y is None: raise ValueError("data: a classifier needs labels; pass an (x, y) pair")
     def __repr__(self): return f"ClassifierTrainer(step={self.step}, path={self.path!r}, data={tuple(self.x.shape)}, classes={self.n_classes}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c104
+# %% ../nbs/06_train.ipynb #c115
 @patch
 def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     "Cross-entropy of the noisy classifier on x_t = alpha x0 + sigma eps."
@@ -791,7 +912,7 @@ def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     xt = P.from_basis(c.alpha * z0 + c.sigma * P.to_basis(eps), x0)
     return F.cross_entropy(NoisyClassifier(self.fwd, P, self.sigma_data)(xt, t.to(x0.dtype)), y)
 
-# %% ../nbs/06_train.ipynb #c105
+# %% ../nbs/06_train.ipynb #c116
 @patch
 def classifier(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "The trained classifier (the EMA weights by default): a callable (x, t) -> logits for ClassifierGuidance."
@@ -802,7 +923,7 @@ def model(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "What training makes: the noisy classifier."
     return self.classifier(ema)
 
-# %% ../nbs/06_train.ipynb #c106
+# %% ../nbs/06_train.ipynb #c117
 def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
                      path:Path|str,   # the forward path
                      data,            # an (x, y) pair
@@ -814,7 +935,36 @@ def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
     for _ in tr.steps(steps): pass
     return tr.classifier()
 
-# %% ../nbs/06_train.ipynb #c120
+# %% ../nbs/06_train.ipynb #c124
+class DigitFeatures:
+    "Features of 8x8 digit images for FD-digits: a digit classifier's first and last hidden layers, read at the path's t_min."
+    def __init__(self, clf:NoisyClassifier, accuracy:float):
+        self.clf, self.accuracy = clf.eval(), float(accuracy)
+    @torch.no_grad()
+    def __call__(self, x:Tensor) -> Tensor:
+        "(n, 2 hidden) float64 features of images x (n, 1, 8, 8) in [-1, 1]."
+        got = {}
+        hooks = [self.clf.net.inp.register_forward_hook(lambda m, inp, out: got.__setitem__('first', out)),
+                 self.clf.net.out[-1].register_forward_hook(lambda m, inp, out: got.__setitem__('last', inp[0]))]
+        try: self.clf(x.to(torch.float32), self.clf.path.t_min)
+        finally:
+            for h in hooks: h.remove()
+        return torch.cat([got['first'], got['last']], 1).double()
+    def __repr__(self): return f"DigitFeatures({2 * self.clf.net.inp.out_features} features, held-out accuracy {self.accuracy:.3f})"
+
+# %% ../nbs/06_train.ipynb #c125
+def digit_features(n:int=1000, # optimiser steps of the classifier (seconds on a CPU)
+                   seed:int=0) -> DigitFeatures:
+    "The FD-digits feature network: a noisy digit classifier trained on the first 1500 digits; its accuracy is measured on the other 297."
+    x, y = digits()
+    torch.manual_seed(seed)
+    tr = ClassifierTrainer(MLP(64, out_dim=10, hidden=128, depth=2), 'vp', (x[:1500], y[:1500]), batch_size=256, lr=3e-3, seed=seed, device='cpu')
+    for _ in tr.steps(n): pass
+    clf = tr.classifier().cpu()
+    with torch.no_grad(): acc = (clf(x[1500:], clf.path.t_min).argmax(1) == y[1500:]).float().mean().item()
+    return DigitFeatures(clf, acc)
+
+# %% ../nbs/06_train.ipynb #c136
 from .samplers import VarianceHead, VARIANCE_ESTIMATORS
 
 def _variance_target(estimator:str, # 'npr' or 'sn'
@@ -823,7 +973,7 @@ def _variance_target(estimator:str, # 'npr' or 'sn'
     "The regression target for the head's Var[eps | x_t]: NPR's (eps - eps_hat)^2 or SN's eps^2 - eps_hat^2."
     return (eps - eps_hat)**2 if estimator == 'npr' else eps**2 - eps_hat**2
 
-# %% ../nbs/06_train.ipynb #c121
+# %% ../nbs/06_train.ipynb #c137
 def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
     "The head's regression loss at (x0, t, eps), per sample."
     P = head.den.path
@@ -834,7 +984,7 @@ def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor
     if head.estimator == 'npr': err = err * (c.alpha**2 + c.sigma**2) / c.alpha**2     # relative to alpha^2 / (alpha^2 + sigma^2)
     return err.pow(2).flatten(1).mean(1)
 
-# %% ../nbs/06_train.ipynb #c123
+# %% ../nbs/06_train.ipynb #c139
 class VarianceTrainer(Trainer):
     "Trains a VarianceHead on a frozen Denoiser by NPR or SN regression; a Trainer whose loss is the head's."
     renamed = {'kind': 'estimator'}
@@ -853,7 +1003,7 @@ class VarianceTrainer(Trainer):
         self.hparams.update(estimator=self.estimator, data_var=self.data_var.tolist())
     def __repr__(self): return f"VarianceTrainer(step={self.step}, estimator={self.estimator!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c124
+# %% ../nbs/06_train.ipynb #c140
 @patch
 def _as_path(self:VarianceTrainer, den:Denoiser) -> Path:
     "The mean model's path; the mean model itself is kept, frozen."
@@ -868,7 +1018,7 @@ def head(self:VarianceTrainer, ema:bool=True, net:nn.Module|None=None) -> Varian
     net = net if net is not None else (self.ema.net if ema else self.net)
     return VarianceHead(net, self.den, self.estimator, self.data_var).eval()
 
-# %% ../nbs/06_train.ipynb #c125
+# %% ../nbs/06_train.ipynb #c141
 @patch
 def model(self:VarianceTrainer, ema:bool=True) -> VarianceHead:
     "What training makes: the variance head."
@@ -880,7 +1030,7 @@ def loss(self:VarianceTrainer, batch:tuple) -> Tensor:
     x0, _, t, eps = batch
     return _variance_loss(self.head(net=self.fwd).train(), x0, t, eps).mean()
 
-# %% ../nbs/06_train.ipynb #c126
+# %% ../nbs/06_train.ipynb #c142
 @patch(cls_method=True)
 def _spec(cls:VarianceTrainer, den) -> dict:
     "The checkpoint record of the mean model's path."
@@ -890,7 +1040,7 @@ def _spec(cls:VarianceTrainer, den) -> dict:
 def _rebuild(cls:VarianceTrainer, spec:dict):
     raise ValueError(f"den: a variance head's checkpoint holds the head alone; pass den= (the mean model it was trained on, on {spec['repr']})")
 
-# %% ../nbs/06_train.ipynb #c127
+# %% ../nbs/06_train.ipynb #c143
 def fit_variance(den:Denoiser,        # the trained mean model (kept frozen)
                  data,                # training points (n, *event)
                  net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)

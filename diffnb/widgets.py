@@ -14,12 +14,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from .paths import Path, get_path, time_grid, figure_bundle, check_choice, TIME_GRIDS, PATHS, as_generator
 from .denoisers import Denoiser
-from .data import GaussianMixture, density_map
+from .data import GaussianMixture, density_map, image_grid
 
 # %% auto #0
-__all__ = ['DOCS_BASE', 'PREVIEW_METHODS', 'static_file', 'points2d', 'image_grid', 'encode_panel', 'SamplerPreview',
-           'widget_snapshot_html', 'integrate_paths', 'TrajectoryExplorer', 'paths_figure', 'PathExplorer',
-           'TrainingMonitor', 'load_ipython_extension']
+__all__ = ['DOCS_BASE', 'PREVIEW_METHODS', 'static_file', 'points2d', 'encode_panel', 'SamplerPreview', 'widget_snapshot_html',
+           'integrate_paths', 'TrajectoryExplorer', 'paths_figure', 'PathExplorer', 'TrainingMonitor',
+           'load_ipython_extension']
 
 # %% ../nbs/11_widgets.ipynb #c003
 from .samplers import SAMPLERS, SAMPLER_ALIASES, sample_iter, sample, fit_grid, initial_state, odeint
@@ -46,37 +46,21 @@ def points2d(x:Tensor) -> Tensor:
     return x[:, :2].contiguous()
 
 # %% ../nbs/11_widgets.ipynb #c011
-def image_grid(x:Tensor,  # (n, C, H, W) or (n, H, W) images, data in [-1, 1]
-               k:int=16,   # how many to show
-              ) -> Tensor:
-    "The first k images as one (h, w, 4) uint8 RGBA grid; states beyond [-1, 1] (noise) are scaled into it."
-    x = x.detach()[:k].to('cpu', torch.float32)
-    if x.dim() == 3: x = x[:, None]
-    n, C, H, Wd = x.shape
-    cols = math.ceil(math.sqrt(n)); rows = math.ceil(n / cols)
-    v = ((x / max(1., x.abs().amax().item())).clamp(-1, 1) + 1) * 127.5
-    v = v.expand(n, 3, H, Wd) if C == 1 else v[:, :3] if C >= 3 else v[:, :1].expand(n, 3, H, Wd)
-    out = torch.full((rows * (H + 1) + 1, cols * (Wd + 1) + 1, 4), 255, dtype=torch.uint8)
-    for j in range(n):
-        r, c = divmod(j, cols)
-        out[1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (Wd + 1):1 + c * (Wd + 1) + Wd, :3] = v[j].permute(1, 2, 0).round().to(torch.uint8)
-    return out
-
-# %% ../nbs/11_widgets.ipynb #c012
-def encode_panel(x:Tensor, label:str, image:bool=False) -> tuple:
-    "(spec, bytes) of one panel of a frame: its label and kind, and its binary buffer."
+def encode_panel(x:Tensor, label:str, image:bool=False, k:int=16) -> tuple:
+    "(spec, bytes) of one panel of a frame: its label and kind, and its binary buffer (images: an RGBA grid of the first k)."
     if image:
-        g = image_grid(x)
+        g = image_grid(x, k)
+        g = torch.cat([g, torch.full(g.shape[:2] + (1,), 255, dtype=torch.uint8)], 2)     # opaque RGBA, as a canvas takes it
         return dict(label=label, kind='image', h=g.shape[0], w=g.shape[1]), g.numpy().tobytes()
     p = points2d(x)
     return dict(label=label, kind='points', n=p.shape[0]), p.numpy().tobytes()
 
-# %% ../nbs/11_widgets.ipynb #c015
+# %% ../nbs/11_widgets.ipynb #c014
 def _noise_option(method:str) -> str:
     "The option of `method` that sets its noise level ('' for deterministic methods)."
     return next((k for k in ('gamma', 'eta', 'S_churn') if k in SAMPLERS[method].options), '')
 
-# %% ../nbs/11_widgets.ipynb #c016
+# %% ../nbs/11_widgets.ipynb #c015
 class SamplerPreview(anywidget.AnyWidget):
     "Watch a sampler: x_t and x0-hat after each step of `dn.sample_iter`, streamed to the browser as binary frames."
     _esm = static_file('sampler_preview.js') + '\nexport default { render: diffnbSamplerRender };\n'
@@ -101,8 +85,13 @@ class SamplerPreview(anywidget.AnyWidget):
     canvas_size = traitlets.Int(260).tag(sync=True)
     ack_ms = traitlets.Int(250).tag(sync=True)             # the browser acknowledges at most this often (cumulatively; the final frame at once)
 
-# %% ../nbs/11_widgets.ipynb #c018
+# %% ../nbs/11_widgets.ipynb #c017
 PREVIEW_METHODS = tuple(m for m, info in SAMPLERS.items() if not info.extra_inputs)   # not those that need data= or head=
+
+def _check_images(images) -> int:
+    "The number of images a grid shows, checked."
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1: raise ValueError(f"images={images!r}: must be an integer >= 1")
+    return images
 
 def _check_preview(den, n, steps, max_fps, max_inflight):
     "Check SamplerPreview's arguments."
@@ -112,7 +101,7 @@ def _check_preview(den, n, steps, max_fps, max_inflight):
     if not max_fps > 0: raise ValueError(f"max_fps={max_fps}: must be > 0")
     if isinstance(max_inflight, bool) or not isinstance(max_inflight, int) or max_inflight < 1: raise ValueError(f"max_inflight={max_inflight!r}: must be an integer >= 1")
 
-# %% ../nbs/11_widgets.ipynb #c019
+# %% ../nbs/11_widgets.ipynb #c018
 @patch
 def __init__(self:SamplerPreview, den:Denoiser,      # what to sample (network, oracle or guided Denoiser)
              n:int=4096,               # samples per run
@@ -121,6 +110,7 @@ def __init__(self:SamplerPreview, den:Denoiser,      # what to sample (network, 
              max_inflight:int=12,      # most frames awaiting the browser's acknowledgement (0.4 s at 30 a second: > ack_ms + latency)
              ack_timeout:float=2.,     # seconds after which an unacknowledged frame counts as lost (a closed view)
              device=None, fit_kw:dict|None=None, # device of the state; options of fit_grid for grid_kind='fitted'
+             images:int=16,            # images shown in each panel's grid (image Denoisers)
              **traits):
     _check_preview(den, n, steps, max_fps, max_inflight)
     method = check_choice('method', method, PREVIEW_METHODS, SAMPLER_ALIASES)
@@ -128,7 +118,7 @@ def __init__(self:SamplerPreview, den:Denoiser,      # what to sample (network, 
     self.den, self.max_fps, self.max_inflight, self.ack_timeout, self.device = den, float(max_fps), max_inflight, float(ack_timeout), device
     self.clock = time.perf_counter   # time source of the throttle, the ack timeout and the elapsed time (a test may replace it)
     self.final_wait = 1.             # real seconds the final frame waits for a free slot before it goes anyway
-    self.fit_kw = dict(fit_kw or {})
+    self.fit_kw, self.images = dict(fit_kw or {}), _check_images(images)
     self.conditional = getattr(getattr(den, 'net', None), 'null_label', None) is not None
     self.grids, self.result, self.last_run, self.views = {}, None, {}, 0
     self._stop, self._cv, self._thread = threading.Event(), threading.Condition(), None
@@ -138,14 +128,14 @@ def __init__(self:SamplerPreview, den:Denoiser,      # what to sample (network, 
     self.observe(lambda ch: self._on_method(), 'method')
     self._on_method(reset=False)
 
-# %% ../nbs/11_widgets.ipynb #c020
+# %% ../nbs/11_widgets.ipynb #c019
 @patch
 def _on_method(self:SamplerPreview, reset=True):
     "Show the new method's noise option at its default."
     self.noise_name = _noise_option(self.method) if self.method in SAMPLERS else ''
     if self.noise_name and (reset or not self.noise): self.noise = float(SAMPLERS[self.method].options[self.noise_name])
 
-# %% ../nbs/11_widgets.ipynb #c021
+# %% ../nbs/11_widgets.ipynb #c020
 @patch
 def _on_msg(self:SamplerPreview, _, content, buffers):
     "A message from a view: hello, ack, run or stop."
@@ -159,7 +149,7 @@ def _on_msg(self:SamplerPreview, _, content, buffers):
     elif kind == 'run' and not self.running: self.run()
     elif kind == 'stop': self.stop()
 
-# %% ../nbs/11_widgets.ipynb #c024
+# %% ../nbs/11_widgets.ipynb #c023
 @patch
 def _config(self:SamplerPreview, method:str, steps:int, noise:bool) -> dict:
     "sample_iter arguments of one sampler from the traits, checked."
@@ -177,7 +167,7 @@ def _config(self:SamplerPreview, method:str, steps:int, noise:bool) -> dict:
         if grid is None: grid = self.fit_grid(method, steps)
     return dict(method=method, steps=steps, grid=grid, kind='auto' if self.grid_kind == 'fitted' else self.grid_kind, kw=kw)
 
-# %% ../nbs/11_widgets.ipynb #c025
+# %% ../nbs/11_widgets.ipynb #c024
 @patch
 def fit_grid(self:SamplerPreview, method:str|None=None, steps:int|None=None, **kw) -> Tensor:
     "Fit a time grid to the Denoiser for (method, steps) with dn.fit_grid, keep it and select grid_kind='fitted'."
@@ -189,7 +179,7 @@ def fit_grid(self:SamplerPreview, method:str|None=None, steps:int|None=None, **k
     self.grid_kind = 'fitted'; self.status = 'ready'
     return g
 
-# %% ../nbs/11_widgets.ipynb #c026
+# %% ../nbs/11_widgets.ipynb #c025
 @patch
 def use_grid(self:SamplerPreview, grid, method:str|None=None):
     "Sample with this explicit descending grid (for `method`, default the current one); sets steps and grid_kind='fitted'."
@@ -199,7 +189,7 @@ def use_grid(self:SamplerPreview, grid, method:str|None=None):
     self.grid_kind = 'fitted'
     return self
 
-# %% ../nbs/11_widgets.ipynb #c029
+# %% ../nbs/11_widgets.ipynb #c028
 @patch
 def _room(self:SamplerPreview) -> bool:
     "May a frame go now? Always with no view; else while fewer than max_inflight await acknowledgement (lost ones time out)."
@@ -212,7 +202,7 @@ def _room(self:SamplerPreview) -> bool:
             self._acked += 1; self._lost += 1; return True
         return False
 
-# %% ../nbs/11_widgets.ipynb #c030
+# %% ../nbs/11_widgets.ipynb #c029
 @patch
 def _send_frame(self:SamplerPreview, latest, cfgs, final:bool, elapsed:float, status:str):
     "Encode and send one frame: x_t and x0-hat of each sampler."
@@ -221,7 +211,7 @@ def _send_frame(self:SamplerPreview, latest, cfgs, final:bool, elapsed:float, st
     for c, s in zip(cfgs, latest):
         tag = f"{c['method']} " if len(cfgs) > 1 else ''
         for name, x in ((f't={s.t:.3g}: x_t', s.x), ('x0-hat', s.x0)):
-            spec, b = encode_panel(x, tag + name, image)
+            spec, b = encode_panel(x, tag + name, image, self.images)
             panels.append(spec); bufs.append(b)
     with self._cv:
         self._seq += 1; self._sent_at[self._seq] = self.clock()
@@ -231,10 +221,10 @@ def _send_frame(self:SamplerPreview, latest, cfgs, final:bool, elapsed:float, st
     self.send(msg, bufs)
     self._frame_bytes.append(sum(len(b) for b in bufs))
 
-# %% ../nbs/11_widgets.ipynb #c031
+# %% ../nbs/11_widgets.ipynb #c030
 #| export
 
-# %% ../nbs/11_widgets.ipynb #c032
+# %% ../nbs/11_widgets.ipynb #c031
 @patch
 def _stream(self:SamplerPreview, cfgs:list):
     "The sampling loop: steps, throttled frames, the final frame, the record of the run."
@@ -242,7 +232,7 @@ def _stream(self:SamplerPreview, cfgs:list):
     try: self._stream_(cfgs)
     finally: torch.set_grad_enabled(grad)
 
-# %% ../nbs/11_widgets.ipynb #c033
+# %% ../nbs/11_widgets.ipynb #c032
 @patch
 def _stream_(self:SamplerPreview, cfgs:list):
     clock, den = self.clock, self.den
@@ -282,10 +272,10 @@ def _stream_(self:SamplerPreview, cfgs:list):
                          ack_latency=sorted(self._latency)[len(self._latency) // 2] if self._latency else None)
     self.status = status
 
-# %% ../nbs/11_widgets.ipynb #c034
+# %% ../nbs/11_widgets.ipynb #c033
 #| export
 
-# %% ../nbs/11_widgets.ipynb #c035
+# %% ../nbs/11_widgets.ipynb #c034
 @patch
 def run(self:SamplerPreview, wait:bool=False, # sample in this thread (True) or a background one (False: the kernel stays responsive)
         ) -> SamplerPreview:
@@ -304,7 +294,7 @@ def run(self:SamplerPreview, wait:bool=False, # sample in this thread (True) or 
     else: self._thread = threading.Thread(target=go_, daemon=True, name='diffnb-preview'); self._thread.start()
     return self
 
-# %% ../nbs/11_widgets.ipynb #c036
+# %% ../nbs/11_widgets.ipynb #c035
 @patch
 def stop(self:SamplerPreview):
     "Stop the run in progress after its current step (its last state is still sent, as the final frame)."
@@ -316,7 +306,7 @@ def join(self:SamplerPreview, timeout:float|None=None) -> SamplerPreview:
     if self._thread is not None: self._thread.join(timeout)
     return self
 
-# %% ../nbs/11_widgets.ipynb #c040
+# %% ../nbs/11_widgets.ipynb #c039
 @patch
 def figure(self:SamplerPreview) -> go.Figure:
     "The last frame of the latest run as a plotly figure (x_t and x0-hat of each sampler)."
@@ -324,17 +314,17 @@ def figure(self:SamplerPreview) -> go.Figure:
     cols = [(c['method'], name, x) for c, s in zip(self._cfgs, self._latest) for name, x in (('x_t', s.x), ('x0-hat', s.x0))]
     fig = make_subplots(rows=1, cols=len(cols), subplot_titles=[f"{m}: {name}" for m, name, _ in cols])
     for k, (m, name, x) in enumerate(cols, 1):
-        if len(x.shape) >= 3: fig.add_trace(go.Image(z=image_grid(x)[..., :3].numpy()), row=1, col=k)
+        if len(x.shape) >= 3: fig.add_trace(go.Image(z=image_grid(x, self.images).numpy()), row=1, col=k)
         else:
             p = points2d(x)[:3000]
             fig.add_trace(go.Scattergl(x=p[:, 0].numpy(), y=p[:, 1].numpy(), mode='markers', marker=dict(size=2), showlegend=False), row=1, col=k)
     fig.update_layout(height=320, width=320 * len(cols), margin=dict(l=30, r=10, t=40, b=30))
     return fig
 
-# %% ../nbs/11_widgets.ipynb #c041
+# %% ../nbs/11_widgets.ipynb #c040
 #| export
 
-# %% ../nbs/11_widgets.ipynb #c044
+# %% ../nbs/11_widgets.ipynb #c043
 @patch
 def snapshot_state(self:SamplerPreview, max_points:int=2000) -> dict:
     "The traits, and the last frame (at most max_points per panel, base64), for a static snapshot."
@@ -345,14 +335,14 @@ def snapshot_state(self:SamplerPreview, max_points:int=2000) -> dict:
         for c, s in zip(self._cfgs, self._latest):
             tag = f"{c['method']} " if len(self._cfgs) > 1 else ''
             for name, x in ((f't={s.t:.3g}: x_t', s.x), ('x0-hat', s.x0)):
-                spec, b = encode_panel(x if image else x[:max_points], tag + name, image)
+                spec, b = encode_panel(x if image else x[:max_points], tag + name, image, self.images)
                 panels.append(spec); bufs.append(base64.b64encode(b).decode())
         s0 = self._latest[0]
         st['snapshot_frame'] = dict(msg=dict(type='frame', seq=self.last_run.get('frames', 0), final=True, status=self.status, step=s0.i, total=self._cfgs[0]['steps'],
                                              t=s0.t, nfe=s0.nfe, elapsed=self.last_run.get('elapsed', 0.), panels=panels), buffers=bufs)
     return st
 
-# %% ../nbs/11_widgets.ipynb #c045
+# %% ../nbs/11_widgets.ipynb #c044
 def widget_snapshot_html(state:dict, script:str='sampler_preview.js', render:str='diffnbSamplerRender') -> str:
     "HTML that draws a widget from embedded state with diffnb's script (served from the docs' static folder)."
     uid = f"diffnb-{uuid.uuid4().hex[:10]}"
@@ -361,14 +351,14 @@ def widget_snapshot_html(state:dict, script:str='sampler_preview.js', render:str
             f'<script src="{DOCS_BASE}static/{script}"></script>'
             f'<script>(function(){{ if (window.{render}) {render}({{model: diffnbStaticModel({data}), el: document.getElementById("{uid}")}}); }})();</script>')
 
-# %% ../nbs/11_widgets.ipynb #c046
+# %% ../nbs/11_widgets.ipynb #c045
 @patch
 def _repr_mimebundle_(self:SamplerPreview, **kw):
     b = anywidget.AnyWidget._repr_mimebundle_(self, **kw)
     data, meta = b if isinstance(b, tuple) else (b, {})
     return {**data, 'text/html': widget_snapshot_html(self.snapshot_state())}, meta
 
-# %% ../nbs/11_widgets.ipynb #c053
+# %% ../nbs/11_widgets.ipynb #c052
 def integrate_paths(den:Denoiser,      # the model whose flow is followed
                     x:Tensor,          # (n, d) start: prior draws (reverse) or data (forward)
                     direction:str='reverse', # 'reverse' (t_max to t_min) or 'forward' (t_min to t_max)
@@ -396,7 +386,7 @@ def integrate_paths(den:Denoiser,      # the model whose flow is followed
                 out.append(out[-1] + (u - t) * drift(t, (out[-1],))[0] + gamma * math.sqrt(P.g2(t if sgn > 0 else u).item() * abs(u - t)) * xi)
     return ts, torch.stack(out)
 
-# %% ../nbs/11_widgets.ipynb #c058
+# %% ../nbs/11_widgets.ipynb #c057
 class TrajectoryExplorer(W.VBox):
     "p_t(x) over (t, x) with probability-flow ODE paths (white) and SDE paths over it, in either direction."
     def __init__(self, model,             # a GaussianMixture (exact, any path) or a Denoiser (a trained 1-D or 2-D model)
@@ -421,12 +411,12 @@ class TrajectoryExplorer(W.VBox):
         self._hold = False
         for w in (self.w_path, self.w_n, self.w_gamma, self.w_dir, self.w_axis): w.observe(lambda ch: self._hold or self.update(), 'value')
 
-# %% ../nbs/11_widgets.ipynb #c059
+# %% ../nbs/11_widgets.ipynb #c058
 @patch
 def _den(self:TrajectoryExplorer) -> Denoiser:
     return self.model.denoiser(self.w_path.value) if isinstance(self.model, GaussianMixture) else self.model
 
-# %% ../nbs/11_widgets.ipynb #c060
+# %% ../nbs/11_widgets.ipynb #c059
 @patch
 def compute(self:TrajectoryExplorer) -> dict:
     "Density map, ODE and SDE paths for the current settings."
@@ -446,14 +436,14 @@ def compute(self:TrajectoryExplorer) -> dict:
     if self.normalize: d = d / d.amax(0, keepdim=True)
     return dict(ts=ts, ode=ode[..., ax], sde=sdep[..., ax], tt=tt, xs=xs, d=d, lim=lim, path=P)
 
-# %% ../nbs/11_widgets.ipynb #c061
+# %% ../nbs/11_widgets.ipynb #c060
 def _lines(ts, paths):
     "One trace's x, y: paths separated by None."
     X, Y = [], []
     for k in range(paths.shape[1]): X += ts.tolist() + [None]; Y += paths[:, k].tolist() + [None]
     return X, Y
 
-# %% ../nbs/11_widgets.ipynb #c062
+# %% ../nbs/11_widgets.ipynb #c061
 @patch
 def figure(self:TrajectoryExplorer, c:dict|None=None) -> go.Figure:
     "The explorer's figure for the current settings."
@@ -467,7 +457,7 @@ def figure(self:TrajectoryExplorer, c:dict|None=None) -> go.Figure:
     fig.update_xaxes(title_text='t'); fig.update_yaxes(title_text=f'x[{self.w_axis.value}]', range=[-c['lim'], c['lim']])
     return fig
 
-# %% ../nbs/11_widgets.ipynb #c063
+# %% ../nbs/11_widgets.ipynb #c062
 @patch
 def update(self:TrajectoryExplorer):
     "Recompute and update the figure widget in place."
@@ -478,7 +468,7 @@ def update(self:TrajectoryExplorer):
             for old, new in zip(self.fig.data, f.data): old.update(x=new.x, y=new.y, **({'z': new.z} if hasattr(new, 'z') else {}), name=new.name)
         self.fig.layout = f.layout
 
-# %% ../nbs/11_widgets.ipynb #c064
+# %% ../nbs/11_widgets.ipynb #c063
 @patch
 def set(self:TrajectoryExplorer, path=None, n_paths=None, gamma=None, direction=None, axis=None):
     "Set several controls and redraw once."
@@ -490,16 +480,16 @@ def set(self:TrajectoryExplorer, path=None, n_paths=None, gamma=None, direction=
     self.update()
     return self
 
-# %% ../nbs/11_widgets.ipynb #c065
+# %% ../nbs/11_widgets.ipynb #c064
 @patch
 def _repr_mimebundle_(self:TrajectoryExplorer, **kw):
     "The live widget, with the figure as a static fallback (the docs)."
     return {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'TrajectoryExplorer')}
 
-# %% ../nbs/11_widgets.ipynb #c071
+# %% ../nbs/11_widgets.ipynb #c070
 _CURVES = (('alpha', 1, 1), ('sigma', 1, 1), ('log_snr', 1, 2), ('f', 2, 1), ('g2', 2, 2))
 
-# %% ../nbs/11_widgets.ipynb #c072
+# %% ../nbs/11_widgets.ipynb #c071
 def paths_figure(paths=('vp', 'vp_cosine', 'subvp', 'linear'), # path names or Paths
                  steps:int=10, kind:str|None='log_snr', # the time grid marked on each path (kind None: none)
                 ) -> go.Figure:
@@ -521,7 +511,7 @@ def paths_figure(paths=('vp', 'vp_cosine', 'subvp', 'linear'), # path names or P
     fig.update_layout(height=520, width=820, margin=dict(l=40, r=10, t=40, b=30))
     return fig
 
-# %% ../nbs/11_widgets.ipynb #c075
+# %% ../nbs/11_widgets.ipynb #c074
 class PathExplorer(W.VBox):
     "Schedules of several paths with their sampler grids marked, and train/sample mismatch flags."
     def __init__(self, paths=('vp', 'vp_cosine', 'subvp', 'linear'), steps:int=10, kind:str='log_snr',
@@ -552,7 +542,7 @@ class PathExplorer(W.VBox):
         return found
     def _repr_mimebundle_(self, **kw): return {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'PathExplorer')}
 
-# %% ../nbs/11_widgets.ipynb #c079
+# %% ../nbs/11_widgets.ipynb #c078
 class TrainingMonitor(W.VBox):
     "Live loss and periodic EMA samples while a Trainer trains; Stop leaves a saved checkpoint."
     def __init__(self, trainer:Trainer,
@@ -561,13 +551,14 @@ class TrainingMonitor(W.VBox):
                  folder:str|None=None,     # checkpoint folder (default: the trainer's, else a new temporary one)
                  smooth:int=50,            # running-mean window of the loss
                  min_interval:float=0.25,  # seconds between loss-curve updates
+                 images:int=16,            # images shown in the sample grid (image models)
                 ):
         if not isinstance(trainer, Trainer): raise TypeError(f"trainer: a dn.Trainer, got {type(trainer).__name__}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1: raise ValueError(f"every={every!r}: must be an integer >= 1")
         if method not in SAMPLERS: raise ValueError(f"method={method!r} is unknown; known samplers: {', '.join(SAMPLERS)}")
         self.trainer, self.every, self.n_samples, self.method, self.sample_steps = trainer, every, n_samples, method, steps
         self.folder = folder or trainer.folder or tempfile.mkdtemp(prefix='diffnb-monitor-')
-        self.smooth, self.min_interval, self.clock = smooth, min_interval, time.perf_counter   # a test may replace the clock
+        self.smooth, self.min_interval, self.clock, self.images = smooth, min_interval, time.perf_counter, _check_images(images)   # a test may replace the clock
         self.loss_fig = go.FigureWidget(go.Scattergl(x=[], y=[], mode='lines', name='loss', line=dict(width=1), opacity=0.5))
         self.loss_fig.add_trace(go.Scatter(x=[], y=[], mode='lines', name=f'mean of {smooth}'))
         self.loss_fig.update_layout(height=280, width=420, yaxis_type='log', xaxis_title='step', margin=dict(l=40, r=10, t=30, b=40), title='loss')
@@ -578,7 +569,7 @@ class TrainingMonitor(W.VBox):
         self._stop, self._thread, self.checkpoint, self.sample_log, self.running = threading.Event(), None, None, [], False
         super().__init__([W.HBox([self.w_n, self.b_train, self.b_stop, self.label]), W.HBox([self.loss_fig, self.sample_fig])])
 
-# %% ../nbs/11_widgets.ipynb #c080
+# %% ../nbs/11_widgets.ipynb #c079
 @patch
 def _draw_loss(self:TrainingMonitor):
     l = torch.tensor(self.trainer.losses, dtype=torch.float64)
@@ -588,7 +579,7 @@ def _draw_loss(self:TrainingMonitor):
             run = torch.nn.functional.avg_pool1d(l[None, None], self.smooth, 1)[0, 0]
             self.loss_fig.data[1].update(x=list(range(self.smooth, len(l) + 1)), y=run.tolist())
 
-# %% ../nbs/11_widgets.ipynb #c081
+# %% ../nbs/11_widgets.ipynb #c080
 @patch
 def _draw_samples(self:TrainingMonitor):
     "Sample the EMA model (fixed noise, so previews are comparable) and show them; a model that is not a Denoiser shows its loss alone."
@@ -597,14 +588,14 @@ def _draw_samples(self:TrainingMonitor):
     if not isinstance(model, Denoiser): self.sample_fig.layout.title = f'{type(model).__name__}: no samples to draw (loss only)'; return
     x = sample(model, self.n_samples, self.method, self.sample_steps, generator=torch.Generator(device=tr.device).manual_seed(0)).cpu()
     self.sample_log.append((tr.step, x))
-    if x.dim() >= 3: tr_ = go.Image(z=image_grid(x)[..., :3].numpy())
+    if x.dim() >= 3: tr_ = go.Image(z=image_grid(x, self.images).numpy())
     else:
         p = points2d(x)
         tr_ = go.Scattergl(x=p[:, 0].numpy(), y=p[:, 1].numpy(), mode='markers', marker=dict(size=3, opacity=0.5), name=f'step {tr.step}')
     with self.sample_fig.batch_update():
         self.sample_fig.data = []; self.sample_fig.add_trace(tr_); self.sample_fig.layout.title = f'EMA samples at step {tr.step}'
 
-# %% ../nbs/11_widgets.ipynb #c082
+# %% ../nbs/11_widgets.ipynb #c081
 @patch
 def _loop(self:TrainingMonitor, n:int):
     tr, last = self.trainer, -float('inf')
@@ -619,7 +610,7 @@ def _loop(self:TrainingMonitor, n:int):
         self._draw_loss(); self.running = False
         self.label.value = f"{'stopped' if self.stopped else 'done'} at step {tr.step}; checkpoint {self.checkpoint}"
 
-# %% ../nbs/11_widgets.ipynb #c083
+# %% ../nbs/11_widgets.ipynb #c082
 @patch
 def train(self:TrainingMonitor, n:int, wait:bool=False) -> TrainingMonitor:
     "Train n more steps (in a background thread unless wait), updating the views."
@@ -630,13 +621,13 @@ def train(self:TrainingMonitor, n:int, wait:bool=False) -> TrainingMonitor:
     else: self._thread = threading.Thread(target=self._loop, args=(n,), daemon=True, name='diffnb-monitor'); self._thread.start()
     return self
 
-# %% ../nbs/11_widgets.ipynb #c084
+# %% ../nbs/11_widgets.ipynb #c083
 @patch
 def stop(self:TrainingMonitor):
     "Stop after the current step; a checkpoint is saved."
     self._stop.set()
 
-# %% ../nbs/11_widgets.ipynb #c085
+# %% ../nbs/11_widgets.ipynb #c084
 @patch
 def join(self:TrainingMonitor, timeout:float|None=None) -> TrainingMonitor:
     "Wait for background training to finish (at most `timeout` seconds)."
@@ -648,7 +639,7 @@ def _repr_mimebundle_(self:TrainingMonitor, **kw):
     "The live widget, with the loss curve as a static fallback (the docs)."
     return {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.trainer.plot(), repr(self.trainer))}
 
-# %% ../nbs/11_widgets.ipynb #c089
+# %% ../nbs/11_widgets.ipynb #c088
 def load_ipython_extension(ip):
     "`%load_ext diffnb`: Paths, GaussianMixtures and Trainers display as their plotly figures."
     f = ip.display_formatter.mimebundle_formatter

@@ -46,6 +46,25 @@ def test_one_ddp_step_equals_one_step_on_the_concatenated_batch(tmp_path, object
         changed += int(not torch.equal(v, before[k]))
     assert changed > 0, "the step changed no weight: the comparison would be empty"
 
+def test_two_nodes_of_one_process_each_rendezvous_over_c10d(tmp_path):
+    "A multi-node launch (torchrun --nnodes 2 --rdzv-backend c10d) as two 'nodes' on 127.0.0.1: one step equals one step on the whole batch."
+    import socket
+    with socket.socket() as sock: sock.bind(('127.0.0.1', 0)); port = sock.getsockname()[1]
+    single = _make('dsm')[0]
+    batch = single._batch()
+    torch.save(batch, tmp_path / 'batch.pt'); (tmp_path / 'step.py').write_text(STEP)
+    node = lambda: subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--nnodes=2', '--nproc_per_node=1', '--rdzv-backend=c10d',
+                                     f'--rdzv-endpoint=127.0.0.1:{port}', '--rdzv-id=diffnb-test', str(tmp_path / 'step.py'),
+                                     'dsm', str(tmp_path / 'batch.pt'), str(tmp_path / 'ddp.pt'), str(Path(__file__).parent)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    nodes = [node(), node()]
+    outs = [n.communicate(timeout=300) for n in nodes]
+    assert all(n.returncode == 0 for n in nodes), '\n'.join(err[-2000:] for _, err in outs)
+    ddp = torch.load(tmp_path / 'ddp.pt', weights_only=True)
+    assert ddp.pop('world') == 2
+    single.train_step(batch)
+    for k, v in single.net.state_dict().items(): torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-6)
+
 RESUME = textwrap.dedent('''
     import os, sys, torch, torch.distributed as dist, diffnb as dn
     from diffnb.distributed import init_distributed

@@ -233,3 +233,25 @@ def test_channels_last_image_training_matches():
         torch.manual_seed(0)
         return [s.loss for s in dn.Trainer(dn.default_net(x), 'vp', x, batch_size=32, channels_last=cl).steps(3)]
     assert run(True) == pytest.approx(run(False), rel=1e-4)
+
+def test_post_hoc_ema_rebuilds_an_average_that_was_not_kept(tmp_path):
+    "Averages of width 0.05 and 0.10 snapshotted every 20 steps rebuild the width-0.08 average a third PowerEMA kept all along; from disk after a resume too."
+    from diffnb.train import PowerEMA
+    def run(**kw):
+        torch.manual_seed(0)
+        return dn.Trainer(dn.MLP(2, hidden=32, depth=1), 'vp', dn.toy('ring8', 2048), batch_size=128, seed=1, total_steps=300, lr=5e-3,
+                          post_hoc_ema=(0.05, 0.10), snapshot_every=20, **kw)
+    tr = run()
+    direct = PowerEMA(tr.net, 0.08)
+    for _ in tr.steps(300): direct.update(tr.net)
+    rebuilt = tr.rebuild_ema(0.08)
+    scale = max(p.abs().max().item() for p in direct.net.parameters())
+    gap = max((p - q).abs().max().item() for p, q in zip(rebuilt.parameters(), direct.net.parameters()))
+    moved = max((p - q).abs().max().item() for p, q in zip(tr.rebuild_ema(0.05).parameters(), direct.net.parameters()))
+    assert gap < 1e-3 * scale and gap < 0.05 * moved, (gap, moved, scale)          # far closer to the kept 0.08 than the 0.05 average is
+    first = run(folder=tmp_path / 'run', save_every=150); list(first.steps(150))
+    back = dn.Trainer.load(tmp_path / 'run', data=dn.toy('ring8', 2048)); list(back.steps(150))
+    assert len(list((tmp_path / 'run' / 'post_hoc_ema').glob('snapshot-*.safetensors'))) == 15
+    for p, q in zip(back.rebuild_ema(0.08).parameters(), rebuilt.parameters()): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match='sigma_rel=0.5: must be in'): _ring_trainer(post_hoc_ema=(0.5,))
+    with pytest.raises(ValueError, match='no snapshots are stored'): _ring_trainer().rebuild_ema(0.1)

@@ -2,9 +2,9 @@
 import math, threading, time
 import numpy as np, pytest, torch
 import diffnb as dn
-from diffnb.data import density_map
+from diffnb.data import density_map, image_grid
 from diffnb.widgets import (SamplerPreview, TrajectoryExplorer, PathExplorer, TrainingMonitor, integrate_paths,
-                            paths_figure, points2d, image_grid, encode_panel, load_ipython_extension)
+                            paths_figure, points2d, encode_panel, load_ipython_extension)
 from diffnb.train import mismatches
 
 class Clock:
@@ -186,7 +186,12 @@ def test_images():
     c, bufs = b.frames[-1]
     assert c['panels'][0]['kind'] == 'image' and (c['panels'][0]['h'], c['panels'][0]['w']) == (37, 37) and len(bufs[0]) == 37 * 37 * 4
     g = image_grid(-torch.ones(4, 1, 2, 2))
-    assert g.shape == (7, 7, 4) and g[1, 1, 0] == 0 and g[0, 0, 0] == 255
+    assert g.shape == (7, 7, 3) and g[1, 1, 0] == 0 and g[0, 0, 0] == 255
+    w9 = SamplerPreview(dn.EmpiricalOracle(x[:200]).denoiser('vp'), n=16, method='ddim', steps=5, images=9)
+    b9 = Browser(w9); w9.run(wait=True)
+    c9, bufs9 = b9.frames[-1]
+    assert (c9['panels'][0]['h'], c9['panels'][0]['w']) == (28, 28) and len(bufs9[0]) == 28 * 28 * 4     # a 3x3 grid of 8x8 images
+    with pytest.raises(ValueError, match='images=0: must be an integer >= 1'): SamplerPreview(w9.den, n=16, images=0)
 
 def test_points2d_and_panels():
     x = torch.randn(100, 3)
