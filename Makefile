@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.diffnb-installed
 TORCH ?= torch==2.13.0
 
-.PHONY: install test demo checks pytest docs readme export clean-nbs clean
+.PHONY: install test demo checks pytest docs readme export clean-nbs clean bench-gpu
 
 $(STAMP): setup.py settings.ini
 	@command -v python3 >/dev/null || { echo "make: python3 (3.10+) is needed to create $(VENV)"; exit 1; }
@@ -27,6 +27,10 @@ test: install
 # The main job: train on the 8-Gaussian ring (GPU if present, else CPU), compare samplers, write demo/report.html.
 demo: install
 	@$(PY) -m diffnb demo --out demo
+
+# Image training throughput (benchmarks/gpu_train.py): the 'cifar10' U-Net on a GPU, the 'tiny' one on the CPU in seconds.
+bench-gpu: install
+	@$(PY) benchmarks/gpu_train.py
 
 checks: install
 	@$(PY) tools/checks.py
