@@ -491,9 +491,11 @@ def image_data(source,                 # a folder of images, an array (uint8, or
                labels=None,            # labels for an array (a folder's come from its sub-folders)
                size:int|tuple|None=None, # resize and centre-crop every image to size (h, w) or size x size
                hflip:bool=True,        # random horizontal flips when training
+               cache:str|None=None,    # a .npy file: a folder is decoded into it once and memory-mapped after (data larger than memory)
               ) -> ImageData:
     "Images from a folder, an array or a dataset as one ImageData (uint8 storage, float in [-1, 1] when drawn)."
     if isinstance(source, ImageData): return source
+    if cache is not None: return _cached(source, labels, size, hflip, FilePath(cache))
     classes = None
     if isinstance(source, (str, os.PathLike)):
         root = FilePath(source)
@@ -527,3 +529,21 @@ def image_grid(x:Tensor,           # (n, C, H, W) or (n, H, W) images, data in [
         r, c = divmod(j, cols)
         out[1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (W + 1):1 + c * (W + 1) + W] = v[j].permute(1, 2, 0).round().to(torch.uint8)
     return out
+
+# %% ../nbs/02_data.ipynb #c073
+def _cached(source, labels, size, hflip:bool, cache:FilePath) -> ImageData:
+    "The ImageData of `source` through the uint8 .npy cache file (written on first use, memory-mapped after)."
+    import json
+    if cache.suffix != '.npy': raise ValueError(f"cache={str(cache)!r}: must name a .npy file")
+    meta = cache.with_suffix('.json')
+    listing = sorted(str(f.relative_to(source)) for f in _image_files(FilePath(source))[0]) if isinstance(source, (str, os.PathLike)) else None
+    if not cache.exists():
+        d = image_data(source, labels, size, hflip)
+        np.save(cache, d.images.numpy())
+        meta.write_text(json.dumps(dict(labels=None if d.labels is None else d.labels.tolist(), classes=d.classes, files=listing, size=size)))
+    info = json.loads(meta.read_text()) if meta.exists() else {}
+    if info.get('files') != listing or info.get('size') != size:
+        raise ValueError(f"cache={str(cache)!r}: was made from other files or another size; delete it (and {meta.name}) to rebuild it")
+    images = torch.from_numpy(np.load(cache, mmap_mode='c'))     # copy-on-write: the file is never written through the tensor
+    lab = info.get('labels')
+    return ImageData(images, None if lab is None else torch.tensor(lab), info.get('classes'), hflip)

@@ -398,7 +398,8 @@ def _batch(self:Trainer) -> tuple:
         y = torch.where(torch.rand(self.batch_size, generator=g) < self.p_uncond, torch.full_like(y, null), y)
     t = sample_t(self.path, self.batch_size, self.t_density, g, self.sigma_data, self.t_loc, self.t_scale)
     eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
-    return tuple(None if v is None else v.to(self.device) for v in (x0, y, t, eps))
+    pin = self.device.type == 'cuda'                                 # pinned host memory: the copy to the GPU overlaps the next step
+    return tuple(None if v is None else (v.pin_memory() if pin else v).to(self.device, non_blocking=pin) for v in (x0, y, t, eps))
 
 # %% ../nbs/06_train.ipynb #c054
 @patch
@@ -583,7 +584,8 @@ def _data_digest(self:Trainer) -> str:
     "SHA-256 of the training data (and labels), computed once: a resumed run can tell whether it got the same data."
     if getattr(self, '_digest', None) is None:
         x = self.x if isinstance(self.x, Tensor) else self.x.images
-        h = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
+        h = hashlib.sha256()
+        for i in range(0, len(x), 65536): h.update(x[i:i + 65536].detach().cpu().contiguous().numpy().tobytes())   # in chunks: a memory-mapped set stays on disk
         if self.y is not None: h.update(self.y.cpu().contiguous().numpy().tobytes())
         self._digest = h.hexdigest()
     return self._digest

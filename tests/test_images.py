@@ -86,3 +86,30 @@ def test_the_cli_trains_on_a_folder(tmp_path):
     tr = dn.Trainer.load(tmp_path / 'run')
     assert tr.step == 2 and tr.event_shape == (3, 8, 8) and type(tr.net).__name__ == 'UNet' and tr.hparams['accum'] == 2
     assert tr.net.config['attention'] == [1] and tr.net.config['scale_shift'] and tr.n_classes == 2   # the preset, rebuilt from the checkpoint
+
+def test_a_memory_mapped_cache_trains_like_the_folder(tmp_path):
+    "cache= decodes a folder into a .npy once and memory-maps it after; training on it takes the folder's steps; a stale cache is refused."
+    root = _folder(tmp_path / 'imgs', per=6)
+    def losses(data):
+        torch.manual_seed(0)
+        return [s.loss for s in dn.Trainer(dn.default_net(data, 'tiny'), 'vp', data, batch_size=8, seed=3).steps(4)]
+    cached = image_data(root, cache=tmp_path / 'c.npy')
+    mapped = image_data(root, cache=tmp_path / 'c.npy')
+    assert isinstance(np.load(tmp_path / 'c.npy', mmap_mode='r'), np.memmap) and torch.equal(mapped.images, cached.images)
+    assert losses(mapped) == losses(image_data(root))
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / 'a' / 'new.png')
+    with pytest.raises(ValueError, match='was made from other files'): image_data(root, cache=tmp_path / 'c.npy')
+
+def test_the_cli_samples_an_image_model_as_a_png_grid_and_names_bad_options(tmp_path, capsys):
+    "diffnb sample on an image run writes a colour PNG grid; fp16 without CUDA and an accumulation that does not divide the batch are one-line errors."
+    from diffnb.cli import main
+    root = _folder(tmp_path / 'imgs', per=4)
+    assert main(['train', '--data', str(root), '--net', 'tiny', '--steps', '2', '--batch-size', '4', '--out', str(tmp_path / 'run'), '--quiet']) == 0
+    assert main(['sample', str(tmp_path / 'run'), '-n', '9', '--steps', '3', '--out', str(tmp_path / 'grid.png'), '--quiet']) == 0
+    im = Image.open(tmp_path / 'grid.png')
+    assert im.mode == 'RGB' and min(im.size) >= 28 and np.load(tmp_path / 'grid.npz')['samples'].shape == (9, 3, 8, 8)
+    capsys.readouterr()
+    assert main(['train', '--data', str(root), '--precision', 'fp16', '--steps', '1', '--out', str(tmp_path / 'r2'), '--quiet', '--device', 'cpu']) == 2
+    assert "precision='fp16': needs CUDA" in capsys.readouterr().err
+    assert main(['train', '--data', str(root), '--accum', '3', '--batch-size', '4', '--steps', '1', '--out', str(tmp_path / 'r3'), '--quiet']) == 2
+    assert 'accum=3: must divide batch_size=4' in capsys.readouterr().err
