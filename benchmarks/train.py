@@ -45,33 +45,35 @@ def throughput(data, batch=4096, steps=20, repeats=3):
     print("| loop | steps/s (median of %d) | ratio to plain |\n|---|---:|---:|" % repeats)
     for k, v in med.items(): print(f"| {k} | {v:.1f} | {v / med['plain loop']:.2f} |")
 
-def plain_ddpm(data, steps, batch=4096, seed=0):
-    "Plain DDPM: eps-prediction at integer timesteps of diffusers' linear-beta schedule (T=1000), Adam 1e-3."
+def plain_ddpm(data, steps, batch=4096, seed=0, net=None):
+    "Plain DDPM: eps-prediction at integer timesteps of diffusers' linear-beta schedule (T=1000), Adam 1e-3 (net: default dn.MLP(2))."
     from diffusers import DDPMScheduler
     ac = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
-    torch.manual_seed(seed); net = dn.MLP(2)
+    torch.manual_seed(seed); net = dn.MLP(2) if net is None else net
     g = torch.Generator().manual_seed(seed); opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(steps):
         x0 = data[torch.randint(0, len(data), (batch,), generator=g)]
-        k = torch.randint(0, 1000, (batch,), generator=g); a = ac[k].sqrt()[:, None]; s = (1 - ac[k]).sqrt()[:, None]
+        k = torch.randint(0, 1000, (batch,), generator=g)
+        a, s = (v.reshape(-1, *[1] * (x0.dim() - 1)) for v in (ac[k].sqrt(), (1 - ac[k]).sqrt()))
         eps = torch.randn(x0.shape, generator=g)
         loss = (net(a * x0 + s * eps, (k + 1).float() / 1000) - eps).pow(2).mean()
         opt.zero_grad(); loss.backward(); opt.step()
     return net
 
-def sample_diffusers_dpm(net, n, seed=0, nfe=20):
+def sample_diffusers_dpm(net, n, seed=0, nfe=20, shape=(2,)):
+    "diffusers' DPM-Solver++(2M) at nfe steps on the plain loop's eps-net."
     from diffusers import DPMSolverMultistepScheduler
     sch = DPMSolverMultistepScheduler(num_train_timesteps=1000); sch.set_timesteps(nfe)
-    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed)) * sch.init_noise_sigma
+    x = torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed)) * sch.init_noise_sigma
     with torch.no_grad():
         for k in sch.timesteps: x = sch.step(net(x, (k.float() + 1).expand(n) / 1000), k, x).prev_sample
     return x
 
-def sample_diffusers_ddpm(net, n, seed=0):
+def sample_diffusers_ddpm(net, n, seed=0, shape=(2,), clip=False):
     "diffusers' DDPM ancestral sampler at all 1000 steps: the baseline net without a few-step solver's error."
     from diffusers import DDPMScheduler
-    sch = DDPMScheduler(num_train_timesteps=1000, clip_sample=False); sch.set_timesteps(1000)   # diffusers clips x0-hat to [-1, 1] by default: the ring has radius 4
-    g = torch.Generator().manual_seed(seed); x = torch.randn(n, 2, generator=g)
+    sch = DDPMScheduler(num_train_timesteps=1000, clip_sample=clip); sch.set_timesteps(1000)   # diffusers clips x0-hat to [-1, 1] by default: the ring has radius 4
+    g = torch.Generator().manual_seed(seed); x = torch.randn(n, *shape, generator=g)
     with torch.no_grad():
         for k in sch.timesteps: x = sch.step(net(x, (k.float() + 1).expand(n) / 1000), k, x, generator=g).prev_sample
     return x

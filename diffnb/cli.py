@@ -149,14 +149,8 @@ def _demo(args) -> int:
 CLI_METHODS = tuple(m for m, info in SAMPLERS.items() if not info.extra_inputs)   # analytic_dpm, npr_dpm, sn_dpm need data= or head=
 
 # %% ../nbs/12_cli.ipynb #c021
-def build_parser() -> argparse.ArgumentParser:
-    "The `diffnb` argument parser."
-    from diffnb import __version__
-    ap = argparse.ArgumentParser(prog='diffnb', description='Diffusion, score-based and flow generative models.')
-    ap.add_argument('--version', action='version', version=f'diffnb {__version__}')
-    sub = ap.add_subparsers(dest='command', metavar='COMMAND')
-    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sub.add_parser('info', help='versions, the device "auto" picks, and the known paths').set_defaults(func=_info)
+def _train_parser(sub, fmt:dict) -> argparse.ArgumentParser:
+    "The options of `diffnb train`."
     t = sub.add_parser('train', help='train the default recipe on a data set', **fmt)
     t.add_argument('--data', default='ring8', help=f"a toy ({', '.join(TOYS)}), 'digits', a folder of images (class sub-folders give labels), or a .npy/.pt file")
     t.add_argument('--net', default=None, choices=list(UNET_PRESETS), help="a U-Net preset for images (default: the recipe's network for the data)")
@@ -171,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--accum', type=int, default=1, help='micro-batches per optimiser step (gradient accumulation; must divide the batch size)')
     t.add_argument('--precision', default='auto', choices=PRECISIONS, help="'auto': bf16 on CUDA, fp32 on the CPU; fp16 needs CUDA")
     t.set_defaults(func=_train)
+    return t
+
+# %% ../nbs/12_cli.ipynb #c022
+def build_parser() -> argparse.ArgumentParser:
+    "The `diffnb` argument parser."
+    from diffnb import __version__
+    ap = argparse.ArgumentParser(prog='diffnb', description='Diffusion, score-based and flow generative models.')
+    ap.add_argument('--version', action='version', version=f'diffnb {__version__}')
+    sub = ap.add_subparsers(dest='command', metavar='COMMAND')
+    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub.add_parser('info', help='versions, the device "auto" picks, and the known paths').set_defaults(func=_info)
+    t = _train_parser(sub, fmt)
     s = sub.add_parser('sample', help='sample a trained run', **fmt)
     s.add_argument('run', help='checkpoint folder written by diffnb train')
     s.add_argument('--method', default='dpmpp_2m', choices=CLI_METHODS, help='the sampler (those that need no extra input)')
@@ -191,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         p_.add_argument('--threads', type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small nets)")
     return ap
 
-# %% ../nbs/12_cli.ipynb #c022
+# %% ../nbs/12_cli.ipynb #c023
 def main(argv:list|None=None) -> int:
     "Entry point of the `diffnb` command: bad input ends with one line naming it, not a traceback."
     ap = build_parser()

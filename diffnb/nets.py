@@ -259,23 +259,29 @@ class UNet(nn.Module):
         self.in_channels, self.levels = in_channels, len(mults)
         self.cond = Conditioning(emb_dim, n_classes, time_emb, log_time, time_dim=base)
         self.stem = nn.Conv2d(in_channels, base, 3, padding=1)
-        res = lambda c_in, c_out: _ResBlock(c_in, c_out, emb_dim, groups, dropout, scale_shift)
-        level = lambda i, c_in, ch: nn.ModuleList(m for j in range(blocks) for m in (res(c_in if j == 0 else ch, ch),) + ((_Attention(ch, groups, heads),) if i in attention else ()))
-        self.down, self.downsample, c = nn.ModuleList(), nn.ModuleList(), base
-        for i, ch in enumerate(chans):
-            self.down.append(level(i, c, ch)); c = ch
-            self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1) if i < len(chans) - 1 else nn.Identity())
-        self.mid = res(c, c)
-        if attention: self.mid_attention, self.mid2 = _Attention(c, groups, heads), res(c, c)    # DDPM's middle: block, attention, block
-        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
-        for i, ch in reversed(list(enumerate(chans))):
-            self.upsample.append(_Up(c) if i < len(chans) - 1 else nn.Identity())
-            self.up.append(level(i, c + ch, ch)); c = ch
-        self.out = nn.Sequential(nn.GroupNorm(groups, c), nn.SiLU(), _zero(nn.Conv2d(c, in_channels, 3, padding=1)))
+        self._build(base, chans, lambda c_in, c_out: _ResBlock(c_in, c_out, emb_dim, groups, dropout, scale_shift), blocks, attention,
+                    lambda c: _Attention(c, groups, heads))
+        self.out = nn.Sequential(nn.GroupNorm(groups, chans[0]), nn.SiLU(), _zero(nn.Conv2d(chans[0], in_channels, 3, padding=1)))
     @property
     def null_label(self) -> int|None: return self.cond.null_label
 
 # %% ../nbs/05_nets.ipynb #c045
+@patch
+def _build(self:UNet, base:int, chans:list, res, blocks:int, attention:tuple, attend):
+    "The down path, the middle and the up path: res(c_in, c_out) makes a residual block, attend(c) an attention block."
+    level = lambda i, c_in, ch: nn.ModuleList(m for j in range(blocks) for m in (res(c_in if j == 0 else ch, ch),) + ((attend(ch),) if i in attention else ()))
+    self.down, self.downsample, c = nn.ModuleList(), nn.ModuleList(), base
+    for i, ch in enumerate(chans):
+        self.down.append(level(i, c, ch)); c = ch
+        self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1) if i < len(chans) - 1 else nn.Identity())
+    self.mid = res(c, c)
+    if attention: self.mid_attention, self.mid2 = attend(c), res(c, c)    # DDPM's middle: block, attention, block
+    self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+    for i, ch in reversed(list(enumerate(chans))):
+        self.upsample.append(_Up(c) if i < len(chans) - 1 else nn.Identity())
+        self.up.append(level(i, c + ch, ch)); c = ch
+
+# %% ../nbs/05_nets.ipynb #c047
 @patch
 def forward(self:UNet, x:Tensor, t, y=None) -> Tensor:
     "net(x, t[, y]): x (B, C, H, W), t a number or (B,) times, y labels or None."
@@ -294,7 +300,7 @@ def forward(self:UNet, x:Tensor, t, y=None) -> Tensor:
         for block in blocks: h = block(h, e)
     return self.out(h)
 
-# %% ../nbs/05_nets.ipynb #c047
+# %% ../nbs/05_nets.ipynb #c049
 UNET_PRESETS = {
     'tiny':    dict(in_channels=1, base=8, mults=(1, 2), blocks=1, groups=4, attention=(1,), scale_shift=True),    # CPU tests: seconds
     'digits':  dict(in_channels=1, base=32, mults=(1, 2), blocks=2, attention=(1,), scale_shift=True),            # the 8x8 digits on a CPU
@@ -310,7 +316,7 @@ def preset(cls:UNet, name:str, # one of UNET_PRESETS
     if name not in UNET_PRESETS: raise ValueError(f"name={name!r}: known U-Net presets are {', '.join(UNET_PRESETS)}")
     return cls(**{**UNET_PRESETS[name], **overrides})
 
-# %% ../nbs/05_nets.ipynb #c054
+# %% ../nbs/05_nets.ipynb #c056
 DIFFUSERS_SCHEDULES = {'linear': 'linear', 'scaled_linear': 'scaled_linear', 'squaredcos_cap_v2': 'cosine'}
 DIFFUSERS_PREDICTIONS = {'epsilon': 'eps', 'sample': 'x0', 'v_prediction': 'v'}
 
@@ -325,7 +331,7 @@ class DiffusersNet(nn.Module):
         kw = {} if y is None else {'class_labels': torch.as_tensor(y, device=x.device).long().expand(len(x))}
         return self.unet(x, k.to(x.dtype), **kw).sample[:, :self.channels]   # a learned variance's extra channels are dropped
 
-# %% ../nbs/05_nets.ipynb #c055
+# %% ../nbs/05_nets.ipynb #c057
 def _ddpm_path(cfg:dict) -> DDPM:
     "The DDPM path of a diffusers scheduler config."
     if cfg.get('rescale_betas_zero_snr'): raise ValueError("scheduler_config: rescale_betas_zero_snr=True gives alpha = 0 at the last step, which a DDPM path cannot hold")
@@ -334,7 +340,7 @@ def _ddpm_path(cfg:dict) -> DDPM:
     if sched not in DIFFUSERS_SCHEDULES: raise ValueError(f"beta_schedule={sched!r} is unknown; known schedules: {', '.join(DIFFUSERS_SCHEDULES)} (or trained_betas)")
     return DDPM(DIFFUSERS_SCHEDULES[sched], int(cfg.get('num_train_timesteps', 1000)), float(cfg.get('beta_start', 1e-4)), float(cfg.get('beta_end', 0.02)))
 
-# %% ../nbs/05_nets.ipynb #c056
+# %% ../nbs/05_nets.ipynb #c058
 def from_diffusers(unet:nn.Module,      # a diffusers UNet2DModel (or a module with its .config and call)
                    scheduler_config,    # its scheduler's .config, a dict, or the scheduler itself
                   ) -> Denoiser:

@@ -253,8 +253,7 @@ class Trainer:
                  precision:str='auto',       # 'auto' (bf16 on CUDA, fp32 on the CPU), 'bf16' (autocast on either), 'fp16' (CUDA, loss scaling) or 'fp32'
                  accum:int=1,                # micro-batches per optimiser step: batch_size / accum points each, the same step as one large batch
                  channels_last:bool=False,   # keep an image net's weights in channels-last memory format (faster convolutions on GPUs)
-                 post_hoc_ema:tuple=(),      # relative widths of power-function averages to keep for post-hoc EMA (e.g. (0.05, 0.10))
-                 snapshot_every:int=500,     # steps between their snapshots (in folder/post_hoc_ema/ when there is a folder)
+                 post_hoc_ema:tuple=(), snapshot_every:int=500, # widths of power averages kept for post-hoc EMA, e.g. (0.05, 0.10); steps between snapshots
                  folder:str|None=None,       # checkpoint folder for save_every (a new one: Trainer.load resumes a run)
                  save_every:int|None=None,   # save a checkpoint every this many steps (needs folder)
                  keep:int=3,                 # checkpoints kept in the folder (0: all)
