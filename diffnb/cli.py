@@ -33,7 +33,8 @@ def _train(args) -> int:
                        seed=args.seed, folder=args.out, save_every=max(1, args.steps // 10), accum=args.accum, precision=args.precision,
                        lr_schedule=args.lr_schedule)
     print(f"training {type(tr.net).__name__} on {args.data} {tuple(tr.x.shape)} for {max(0, args.steps - tr.step)} steps on {tr.device}", flush=True)
-    tr.fit(max(0, args.steps - tr.step), progress=not args.quiet)
+    grids = _sample_grids(args.out, args.seed) if args.sample_every else None
+    tr.fit(max(0, args.steps - tr.step), progress=not args.quiet, every=args.sample_every, callback=grids)
     out = tr.save(args.out)
     print(f"saved {out} (loss {sum(tr.losses[-100:]) / len(tr.losses[-100:]):.4f})")
     return 0
@@ -62,6 +63,14 @@ def picture(x:torch.Tensor, size:int=256):
     return grid.repeat_interleave(max(1, size // grid.shape[0]), 0).repeat_interleave(max(1, size // grid.shape[1]), 1)
 
 # %% ../nbs/12_cli.ipynb #c012
+def _sample_grids(out:str, seed:int):
+    "A fit callback writing OUT/samples-STEP.png of EMA samples (the same noise each time): 64 images as a grid, or 5000 points' density."
+    def write(tr):
+        x = sample(tr.denoiser(), 64 if len(tr.event_shape) >= 2 else 5000, generator=torch.Generator().manual_seed(seed))
+        write_png(FilePath(out) / f'samples-{tr.step:08d}.png', picture(x))
+    return write
+
+# %% ../nbs/12_cli.ipynb #c013
 def _outputs(out:str) -> tuple:
     "(.npz, .png) paths for --out, which may name either file (or neither suffix); its folder must exist."
     out = FilePath(out)
@@ -70,7 +79,7 @@ def _outputs(out:str) -> tuple:
     if not npz.parent.is_dir(): raise ValueError(f"--out {str(out)!r}: the folder {str(npz.parent)!r} does not exist")
     return npz, npz.with_suffix('.png')
 
-# %% ../nbs/12_cli.ipynb #c013
+# %% ../nbs/12_cli.ipynb #c014
 def _sample(args) -> int:
     if args.guidance != 1. and args.label is None: raise ValueError(f"--guidance {args.guidance}: classifier-free guidance needs --label")
     npz, png = _outputs(args.out)
@@ -87,11 +96,11 @@ def _sample(args) -> int:
     print(f"{args.n} samples with {args.method} ({den.nfe} NFE{note}, {time.perf_counter() - t0:.1f} s): {npz} and {png}")
     return 0
 
-# %% ../nbs/12_cli.ipynb #c015
+# %% ../nbs/12_cli.ipynb #c016
 DEMO_SAMPLERS = (('dpmpp_2m_sde', 50, 'reverse SDE', {}), ('heun', 25, 'pfODE, 2nd order', dict(kind='karras')), ('dpmpp_2m', 10, 'few-step', {}),
                  ('dopri5', 20, 'adaptive pfODE', dict(rtol=1e-3, atol=1e-3)))
 
-# %% ../nbs/12_cli.ipynb #c016
+# %% ../nbs/12_cli.ipynb #c017
 def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, progress:bool=True) -> dict:
     "Train on the 8-Gaussian ring, sample with several samplers, write out/report.html; returns the report's numbers."
     out = FilePath(out); out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +126,7 @@ def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, 
     if progress: print(f"wrote {out / 'report.html'}")
     return report
 
-# %% ../nbs/12_cli.ipynb #c017
+# %% ../nbs/12_cli.ipynb #c018
 def write_report(path, report:dict, tr:Trainer, data, clouds:dict) -> None:
     "A self-contained HTML report: the samplers' table, data against samples, the loss curve (plotly.js inlined once)."
     import plotly.graph_objects as go
@@ -140,15 +149,15 @@ def write_report(path, report:dict, tr:Trainer, data, clouds:dict) -> None:
     css = "body{font-family:sans-serif;max-width:1200px;margin:20px auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:4px 10px}"
     FilePath(path).write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>diffnb demo</title><style>{css}</style></head><body>{body}</body></html>")
 
-# %% ../nbs/12_cli.ipynb #c018
+# %% ../nbs/12_cli.ipynb #c019
 def _demo(args) -> int:
     run_demo(args.out, args.steps, args.n, args.device, args.seed, progress=not args.quiet)
     return 0
 
-# %% ../nbs/12_cli.ipynb #c020
+# %% ../nbs/12_cli.ipynb #c021
 CLI_METHODS = tuple(m for m, info in SAMPLERS.items() if not info.extra_inputs)   # analytic_dpm, npr_dpm, sn_dpm need data= or head=
 
-# %% ../nbs/12_cli.ipynb #c021
+# %% ../nbs/12_cli.ipynb #c022
 def _train_parser(sub, fmt:dict) -> argparse.ArgumentParser:
     "The options of `diffnb train`."
     t = sub.add_parser('train', help='train the default recipe on a data set', **fmt)
@@ -164,10 +173,11 @@ def _train_parser(sub, fmt:dict) -> argparse.ArgumentParser:
     t.add_argument('--lr-schedule', default=RECIPE['lr_schedule'], choices=LR_SCHEDULES, help='the learning rate after warm-up')
     t.add_argument('--accum', type=int, default=1, help='micro-batches per optimiser step (gradient accumulation; must divide the batch size)')
     t.add_argument('--precision', default='auto', choices=PRECISIONS, help="'auto': bf16 on CUDA, fp32 on the CPU; fp16 needs CUDA")
+    t.add_argument('--sample-every', type=int, default=None, help='write OUT/samples-STEP.png (EMA samples: a grid for images) every this many steps')
     t.set_defaults(func=_train)
     return t
 
-# %% ../nbs/12_cli.ipynb #c022
+# %% ../nbs/12_cli.ipynb #c023
 def build_parser() -> argparse.ArgumentParser:
     "The `diffnb` argument parser."
     from diffnb import __version__
@@ -197,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         p_.add_argument('--threads', type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small nets)")
     return ap
 
-# %% ../nbs/12_cli.ipynb #c023
+# %% ../nbs/12_cli.ipynb #c024
 def main(argv:list|None=None) -> int:
     "Entry point of the `diffnb` command: bad input ends with one line naming it, not a traceback."
     ap = build_parser()

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math, warnings
 from dataclasses import dataclass, fields
+from pathlib import Path as FilePath
 import torch
 from torch import Tensor
 from .paths import as_generator
@@ -13,9 +14,9 @@ from .data import GaussianMixture
 import numpy as np
 
 # %% auto #0
-__all__ = ['sliced_wasserstein', 'mmd', 'energy_distance', 'gaussian_w2', 'ModeReport', 'mode_coverage', 'noise_floor',
-           'distance_correlation', 'LatentReport', 'latent_report', 'amari_distance', 'compare_ica', 'frechet_distance',
-           'Estimate', 'kid', 'PrecisionRecall', 'precision_recall']
+__all__ = ['INCEPTION_WEIGHTS', 'sliced_wasserstein', 'mmd', 'energy_distance', 'gaussian_w2', 'ModeReport', 'mode_coverage',
+           'noise_floor', 'distance_correlation', 'LatentReport', 'latent_report', 'amari_distance', 'compare_ica',
+           'frechet_distance', 'Estimate', 'kid', 'PrecisionRecall', 'precision_recall', 'inception_features']
 
 # %% ../nbs/03_metrics.ipynb #c006
 def _flat(x, name) -> Tensor:
@@ -313,3 +314,22 @@ def precision_recall(real:Tensor, fake:Tensor, # real and generated features (n,
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < min(r.shape[0], f.shape[0]):
         raise ValueError(f"k={k!r}: must be an integer in [1, {min(r.shape[0], f.shape[0]) - 1}]")
     return PrecisionRecall(_inside(f, r, _knn_radius(r, k)), _inside(r, f, _knn_radius(f, k)))
+
+# %% ../nbs/03_metrics.ipynb #c054
+INCEPTION_WEIGHTS = 'pt_inception-2015-12-05-6726825d.pth'   # torch-fidelity's port of the TensorFlow Inception-v3 used for FID
+
+def inception_features(images:Tensor,       # (n, C, H, W) images in [-1, 1], C = 1 or 3
+                       weights:str,         # the local weights file (INCEPTION_WEIGHTS)
+                       batch_size:int=100, device='cpu') -> Tensor:
+    "(n, 2048) float64 Inception-v3 pool features through torch-fidelity, from a local weights file (nothing is downloaded)."
+    if not FilePath(weights).is_file():
+        raise ValueError(f"weights={str(weights)!r}: no such file; FID needs Inception-v3's weights as a local file ({INCEPTION_WEIGHTS}, from torch-fidelity's releases)")
+    try: from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except ImportError as e: raise ImportError("inception_features: needs torch-fidelity (pip install torch-fidelity, which brings torchvision)") from e
+    fe = FeatureExtractorInceptionV3('inception-v3-compat', ['2048'], feature_extractor_weights_path=str(weights)).eval().to(device)
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size]
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        with torch.no_grad(): out.append(fe(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).to(device))[0].double().cpu())
+    return torch.cat(out)

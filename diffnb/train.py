@@ -323,6 +323,9 @@ def _set_data(self:Trainer, data, o:dict):
 def _set_optimiser(self:Trainer, net:nn.Module, o:dict):
     "The network on the device, AdamW, the EMA, the generator, precision, compile; `hparams` records the options a checkpoint keeps."
     self.device = resolve_device(o['device'])
+    null = getattr(net, 'null_label', None)                           # a conditional net's class count
+    if self.y is not None and null is not None and self.n_classes > null:
+        raise ValueError(f"labels: go up to {self.n_classes - 1}, but the net conditions on {null} classes; build it with n_classes={self.n_classes} (dn.default_net(data) does)")
     self.net = net.to(self.device)
     for k in ('param', 'batch_size', 'lr', 'weighting', 't_density', 't_loc', 't_scale', 'grad_clip', 'warmup', 'p_uncond', 'seed',
               'lr_schedule', 'total_steps', 'folder', 'save_every', 'keep'): setattr(self, k, o[k])
@@ -809,13 +812,18 @@ def load_denoiser(folder, path:Path|None=None, param:str|None=None, net:nn.Modul
 
 # %% ../nbs/06_train.ipynb #c086
 @patch
-def fit(self:Trainer, n:int, progress:bool=True) -> Trainer:
+def fit(self:Trainer, n:int, progress:bool=True,
+        every:int|None=None, # call `callback` every this many steps (counted in the run, e.g. 1000)
+        callback=None,       # callback(trainer): write a sample grid, log, evaluate
+       ) -> Trainer:
     "Train n more steps with a progress bar showing the loss."
     from tqdm.auto import tqdm
+    if (every is None) != (callback is None): raise ValueError(f"every={every!r}, callback={callback!r}: give both or neither")
     bar = tqdm(total=n, disable=not progress, desc='training')
     for k, s in enumerate(self.steps(n), 1):
         bar.update(1)
         if k % 10 == 0 or k == n: bar.set_postfix(loss=f"{sum(self.losses[-50:]) / len(self.losses[-50:]):.4f}")
+        if every and self.step % every == 0: callback(self)
     bar.close()
     return self
 
@@ -1045,7 +1053,7 @@ def _rebuild(cls:VarianceTrainer, spec:dict):
 def fit_variance(den:Denoiser,        # the trained mean model (kept frozen)
                  data,                # training points (n, *event)
                  net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)
-                 estimator:str='npr',      # 'npr' (NPR-DPM) or 'sn' (SN-DPM)
+                 estimator:str='npr', # 'npr' (NPR-DPM) or 'sn' (SN-DPM)
                  n:int=400,           # optimiser steps (as in Trainer.fit(n); `steps` counts grid intervals elsewhere)
                  **kw,                # VarianceTrainer's options (batch_size, lr, seed, device, ...)
                 ) -> VarianceHead:

@@ -104,7 +104,8 @@ def test_the_cli_samples_an_image_model_as_a_png_grid_and_names_bad_options(tmp_
     "diffnb sample on an image run writes a colour PNG grid; fp16 without CUDA and an accumulation that does not divide the batch are one-line errors."
     from diffnb.cli import main
     root = _folder(tmp_path / 'imgs', per=4)
-    assert main(['train', '--data', str(root), '--net', 'tiny', '--steps', '2', '--batch-size', '4', '--out', str(tmp_path / 'run'), '--quiet']) == 0
+    assert main(['train', '--data', str(root), '--net', 'tiny', '--steps', '2', '--batch-size', '4', '--out', str(tmp_path / 'run'), '--quiet', '--sample-every', '1']) == 0
+    assert sorted(f.name for f in (tmp_path / 'run').glob('samples-*.png')) == ['samples-00000001.png', 'samples-00000002.png']
     assert main(['sample', str(tmp_path / 'run'), '-n', '9', '--steps', '3', '--out', str(tmp_path / 'grid.png'), '--quiet']) == 0
     im = Image.open(tmp_path / 'grid.png')
     assert im.mode == 'RGB' and min(im.size) >= 28 and np.load(tmp_path / 'grid.npz')['samples'].shape == (9, 3, 8, 8)
@@ -113,3 +114,9 @@ def test_the_cli_samples_an_image_model_as_a_png_grid_and_names_bad_options(tmp_
     assert "precision='fp16': needs CUDA" in capsys.readouterr().err
     assert main(['train', '--data', str(root), '--accum', '3', '--batch-size', '4', '--steps', '1', '--out', str(tmp_path / 'r3'), '--quiet']) == 2
     assert 'accum=3: must divide batch_size=4' in capsys.readouterr().err
+
+def test_labels_beyond_the_nets_classes_are_named():
+    "A folder of three classes and a U-Net built for two: the error names the labels and the fix, before any step."
+    x = torch.zeros(6, 1, 8, 8)
+    with pytest.raises(ValueError, match=r'labels: go up to 2, but the net conditions on 2 classes; build it with n_classes=3'):
+        dn.Trainer(dn.UNet.preset('tiny', n_classes=2), 'vp', (x, torch.tensor([0, 1, 2, 0, 1, 2])))
