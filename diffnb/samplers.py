@@ -16,8 +16,9 @@ from .denoisers import Denoiser, CFG, lincomb, batch_time
 # %% auto #0
 __all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'TABLEAUS', 'ODE_METHODS', 'VARIANCE_ESTIMATORS', 'Step', 'SamplerInfo', 'register',
            'ddim', 'ddpm', 'initial_state', 'sample_iter', 'sample', 'ODEInfo', 'dormand_prince', 'odeint', 'euler',
-           'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde',
-           'analytic_dpm', 'fit_grid', 'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
+           'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'euler_ancestral', 'dpm_2',
+           'dpmpp_2s_ancestral', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde', 'analytic_dpm', 'fit_grid', 'VarianceHead',
+           'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
 
 # %% ../nbs/04_samplers.ipynb #c006
 @dataclass
@@ -579,9 +580,9 @@ def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
         gamma = min(S_churn / r.N, math.sqrt(2) - 1) if S_churn > 0 and S_min <= s_hat <= S_max and i < r.N - 1 else 0.
         if gamma > 0:
             s_hat = min(s_hat * (1 + gamma), sig_max)
-            t_hat = min(P.t_of_log_snr(torch.tensor(-2 * math.log(s_hat))).item(), P.t_max)
+            t_hat, a_hat = _at_ratio(r, s_hat)
             xt = r.add_noise(xt.clone(), math.sqrt(max(s_hat**2 - sig[i]**2, 0.)) * S_noise)   # xt may be z itself: the caller's last state
-            x0, d = r.D_at(r.coefs_at(t_hat)[0] * xt, t_hat)
+            x0, d = r.D_at(a_hat * xt, t_hat)
         else: x0, d = r.D(z, i)                    # d x~ / d sigma~ = eps
         step = sig[i + 1] - s_hat
         x_next = lincomb((1., xt), (step, d))
@@ -596,7 +597,68 @@ def _times(v:Tensor, c) -> Tensor:
     "c v, skipping the pass when c is the number 1 (alpha = 1 on the EDM and VE paths)."
     return v if isinstance(c, float) and c == 1. else v * c
 
+def _at_ratio(r, ratio:float) -> tuple:
+    "(t, alpha) where sigma/alpha equals ratio (in float64: a float32 log-SNR would move t by 1e-7 relative)."
+    t = min(r.path.t_of_log_snr(torch.tensor(-2 * math.log(ratio), dtype=torch.float64)).item(), r.path.t_max)
+    return t, r.coefs_at(t)[0]
+
 # %% ../nbs/04_samplers.ipynb #c065
+def _ratios(r, method:str) -> list:
+    "sigma/alpha at each grid time (Python floats); these samplers need one noise level per sample."
+    if r.diag: raise ValueError(f"method={method!r}: needs a scalar path (one noise level per sample); on a diagonal path use euler, heun, ddpm or dpmpp_2m")
+    return [s / a for s, a in zip(r.cs, r.ca)]
+
+def _ancestral_split(s0:float, s1:float, eta:float) -> tuple:
+    "(sigma_down, sigma_up) of an ancestral step from s0 to s1: noise of std sigma_up on top of a step to sigma_down, sigma_down^2 + sigma_up^2 = s1^2."
+    if not 0 <= eta <= 1: raise ValueError(f"eta={eta}: must be in [0, 1]")
+    up = min(s1, eta * math.sqrt(max(s1 * s1 * (s0 * s0 - s1 * s1) / (s0 * s0), 0.)))
+    return math.sqrt(max(s1 * s1 - up * up, 0.)), up
+
+# %% ../nbs/04_samplers.ipynb #c066
+@register('euler_ancestral', order=1, stochastic=True, evals=1, eta=1.)
+def euler_ancestral(r, z, eta=1.):
+    "Euler ancestral (k-diffusion): an Euler step of d x~/d sigma~ = eps down to sigma_down, then fresh noise of std sigma_up."
+    sig = _ratios(r, 'euler_ancestral')
+    for i in range(r.N):
+        x0, eps = r.D(z, i)
+        down, up = _ancestral_split(sig[i], sig[i + 1], eta)
+        xt = lincomb((1 / r.ca[i], z), (down - sig[i], eps))                      # x~ + (sigma_down - sigma) eps
+        z = _times(r.add_noise(xt, up), r.ca[i + 1])
+        yield z, x0
+
+# %% ../nbs/04_samplers.ipynb #c067
+@register('dpm_2', order=2, stochastic=False, evals=2)
+def dpm_2(r, z):
+    "DPM-2 (k-diffusion): Euler to the log-midpoint of sigma~, then the whole step with the slope found there."
+    sig = _ratios(r, 'dpm_2')
+    for i in range(r.N):
+        x0, eps = r.D(z, i)
+        xt, s0, s1 = _times(z, 1 / r.ca[i]), sig[i], sig[i + 1]
+        if s1 == 0: x_next = lincomb((1., xt), (-s0, eps))                       # to sigma = 0: an Euler step
+        else:
+            s_mid = math.sqrt(s0 * s1); t_mid, a_mid = _at_ratio(r, s_mid)
+            x0, eps_mid = r.D_at(_times(lincomb((1., xt), (s_mid - s0, eps)), a_mid), t_mid)
+            x_next = lincomb((1., xt), (s1 - s0, eps_mid))
+        z = _times(x_next, r.ca[i + 1])
+        yield z, x0
+
+# %% ../nbs/04_samplers.ipynb #c068
+@register('dpmpp_2s_ancestral', order=2, stochastic=True, evals=2, eta=1.)
+def dpmpp_2s_ancestral(r, z, eta=1.):
+    "DPM-Solver++(2S) ancestral (k-diffusion): a second-order step in log sigma~ down to sigma_down, then fresh noise of std sigma_up."
+    sig = _ratios(r, 'dpmpp_2s_ancestral')
+    for i in range(r.N):
+        x0, _ = r.D(z, i, need_eps=False)
+        (down, up), xt, s0 = _ancestral_split(sig[i], sig[i + 1], eta), _times(z, 1 / r.ca[i]), sig[i]
+        if down == 0: x_next = x0                                                 # an Euler step to sigma = 0 lands on x0-hat
+        else:
+            h = math.log(s0 / down); t_mid, a_mid = _at_ratio(r, math.sqrt(s0 * down))
+            x0, _ = r.D_at(_times(lincomb((math.exp(-h / 2), xt), (-math.expm1(-h / 2), x0)), a_mid), t_mid, need_eps=False)
+            x_next = lincomb((down / s0, xt), (-math.expm1(-h), x0))
+        z = _times(r.add_noise(x_next, up), r.ca[i + 1])
+        yield z, x0
+
+# %% ../nbs/04_samplers.ipynb #c072
 def _dpm_steps(r, order:int, sde:bool=False):
     """Per step i, the coefficients of x_{i+1} = cz x_i + w0 x0_i + w1 x0_{i-1} + w2 x0_{i-2} (+ cn xi for the SDE variant):
     DPM-Solver++ of the given multistep order, of lower order while the history is short and where lambda is infinite."""
@@ -628,7 +690,7 @@ def _dpm_steps(r, order:int, sde:bool=False):
     w0 = torch.where(finite, w0, 1.)
     return [r.K(torch.nan_to_num(v, nan=0.)) for v in (cz, a[1:] * w0, a[1:] * w1, a[1:] * w2, cn)]
 
-# %% ../nbs/04_samplers.ipynb #c066
+# %% ../nbs/04_samplers.ipynb #c073
 def _multistep(r, z, order, sde=False):
     "The DPM-Solver++ loop: one x0-hat per step, combined with the previous ones."
     CZ, W0, W1, W2, CN = _dpm_steps(r, order, sde)
@@ -640,7 +702,7 @@ def _multistep(r, z, order, sde=False):
         z = r.add_noise(lincomb(*terms), CN[i])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c067
+# %% ../nbs/04_samplers.ipynb #c074
 @register('dpmpp_2m', order=2, stochastic=False, evals=1)
 def dpmpp_2m(r, z):
     "DPM-Solver++(2M), multistep second order in lambda = log(alpha/sigma)."
@@ -651,13 +713,13 @@ def dpmpp_3m(r, z):
     "Multistep third order in lambda: the quadratic through the last three x0-hats, integrated exactly."
     yield from _multistep(r, z, 3)
 
-# %% ../nbs/04_samplers.ipynb #c068
+# %% ../nbs/04_samplers.ipynb #c075
 @register('dpmpp_2m_sde', order=2, stochastic=True, evals=1)
 def dpmpp_2m_sde(r, z):
     "SDE-DPM-Solver++(2M): the reverse SDE solved exactly in its linear part, second order in x0-hat."
     yield from _multistep(r, z, 2, sde=True)
 
-# %% ../nbs/04_samplers.ipynb #c070
+# %% ../nbs/04_samplers.ipynb #c077
 @register('analytic_dpm', order=1, stochastic=True, evals=1, data=None)
 def analytic_dpm(r, z, data=None):
     "Ancestral sampling with Analytic-DPM's optimal variance, the posterior variance measured on `data` (training points)."
@@ -678,7 +740,7 @@ def analytic_dpm(r, z, data=None):
         z = r.add_noise(r.add_noise(lincomb((A[i], x0), (E[i], eps)), C[i]), CX[i])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c072
+# %% ../nbs/04_samplers.ipynb #c079
 def fit_grid(den:Denoiser,           # the model the grid is for
              steps:int,              # the sampler's steps
              pilot=512,              # pilot batch: a number of prior draws or the states at t_max
@@ -716,13 +778,13 @@ def fit_grid(den:Denoiser,           # the model the grid is for
     best = res.x if res.fun <= loss(theta0) else theta0
     return grid_of(best)
 
-# %% ../nbs/04_samplers.ipynb #c093
+# %% ../nbs/04_samplers.ipynb #c100
 from torch import nn
 from fastcore.basics import patch
 
 VARIANCE_ESTIMATORS = ('npr', 'sn')
 
-# %% ../nbs/04_samplers.ipynb #c094
+# %% ../nbs/04_samplers.ipynb #c101
 class VarianceHead(nn.Module):
     "A second network on a frozen Denoiser: `head(x, t)` is Var[x0 | x_t] per coordinate, learned by NPR or SN regression."
     def __init__(self, net:nn.Module,   # net(x, t) returning x's shape (e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)): a log-scale correction
@@ -737,7 +799,7 @@ class VarianceHead(nn.Module):
         self.register_buffer('data_var', torch.as_tensor(data_var, dtype=torch.float32))
     def __repr__(self): return f"VarianceHead(estimator={self.estimator!r}, path={self.den.path!r})"
 
-# %% ../nbs/04_samplers.ipynb #c096
+# %% ../nbs/04_samplers.ipynb #c103
 @patch
 def eps_var(self:VarianceHead, x:Tensor, t) -> Tensor:
     "The head's Var[eps | x_t] per coordinate: alpha^2/(alpha^2 + sigma^2) times a learned positive factor (1 at initialisation)."
@@ -748,7 +810,7 @@ def eps_var(self:VarianceHead, x:Tensor, t) -> Tensor:
     out = self.net(x.to(dt), batch_time(t64, x.to(dt))).to(x.dtype)
     return a2 / (a2 + s2) * nn.functional.softplus(out + math.log(math.e - 1))
 
-# %% ../nbs/04_samplers.ipynb #c097
+# %% ../nbs/04_samplers.ipynb #c104
 @patch
 def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
     "Var[x0 | x_t] per coordinate: sigma^2/alpha^2 Var[eps | x_t], clipped to the data's variance (J. Su, 'Topics on Diffusion Generative Models', eq. (7.11))."
@@ -757,7 +819,7 @@ def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
     r2 = (c.sigma / c.alpha)**2
     return torch.minimum(r2 * self.eps_var(x, t), self.data_var.to(x))
 
-# %% ../nbs/04_samplers.ipynb #c101
+# %% ../nbs/04_samplers.ipynb #c108
 def _head_variance(r, z, head, name):
     "Ancestral steps with the posterior mean and the variance beta_tilde^2 + lambda^2 head(x_t, t)."
     estimator = name.split('_')[0]
@@ -774,7 +836,7 @@ def _head_variance(r, z, head, name):
         z = z + lam[i] * r.path.to_basis(v).sqrt() * r.noise(z)
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c102
+# %% ../nbs/04_samplers.ipynb #c109
 @register('npr_dpm', order=1, stochastic=True, evals=1, head=None)
 def npr_dpm(r, z, head=None):
     "Ancestral sampling with NPR-DPM's state-dependent variance (a VarianceHead with estimator 'npr')."
@@ -785,7 +847,7 @@ def sn_dpm(r, z, head=None):
     "Ancestral sampling with SN-DPM's state-dependent variance (a VarianceHead with estimator 'sn')."
     yield from _head_variance(r, z, head, 'sn_dpm')
 
-# %% ../nbs/04_samplers.ipynb #c105
+# %% ../nbs/04_samplers.ipynb #c112
 @dataclass
 class ELBO:
     "The terms of a DDPM chain's variational bound per sample, in nats: -log p(x0) <= prior + steps.sum(1) + decoder."
@@ -802,7 +864,7 @@ class ELBO:
         return (f"ELBO: -log p(x0) <= {m(self.nll):.4f} nats ({m(self.bits_per_dim):.4f} bits/dim) = prior {m(self.prior):.3g}"
                 f" + {self.steps.shape[1]} steps {m(self.steps.sum(1)):.4f} + decoder {m(self.decoder):.4f}")
 
-# %% ../nbs/04_samplers.ipynb #c106
+# %% ../nbs/04_samplers.ipynb #c113
 def _gauss_kl(m2, v_q, v_p):
     "KL(N(m_q, v_q) || N(m_p, v_p)) per coordinate, with m2 = (m_q - m_p)^2."
     return 0.5 * (torch.log(v_p / v_q) + (v_q + m2) / v_p - 1)
@@ -813,7 +875,7 @@ def _denoising_error(den, data, a, s, t, generator):
     xt = a * x0 + s * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
     return (x0 - den.x0(xt, torch.full((len(x0),), t, dtype=x0.dtype))).pow(2).mean().item()
 
-# %% ../nbs/04_samplers.ipynb #c108
+# %% ../nbs/04_samplers.ipynb #c115
 def _elbo_variances(variance, decoder_var, data):
     "Check the reverse and decoder variance choices of ddpm_elbo; return decoder_var (None follows variance)."
     ok = lambda v: v in ('beta_tilde', 'beta', 'analytic') or isinstance(v, VarianceHead)
@@ -824,7 +886,7 @@ def _elbo_variances(variance, decoder_var, data):
     if data is None and 'analytic' in (variance, decoder_var): raise ValueError("data: variance='analytic' needs data= (training points)")
     return decoder_var
 
-# %% ../nbs/04_samplers.ipynb #c109
+# %% ../nbs/04_samplers.ipynb #c116
 def _elbo_term(den, x0:Tensor, t:Tensor, a:float, s:float, choice, post, last:bool, chain:tuple, n_mc:int, generator) -> Tensor:
     "One step's term per point, averaged over n_mc draws of x_t: the decoder's NLL when `last`, else the KL of q and p."
     total, acc = (lambda v: v.flatten(1).sum(1)), 0
@@ -841,7 +903,7 @@ def _elbo_term(den, x0:Tensor, t:Tensor, a:float, s:float, choice, post, last:bo
             acc = acc + total(_gauss_kl(lam**2 * err, vq * torch.ones_like(err), vp * torch.ones_like(err)))
     return acc / n_mc
 
-# %% ../nbs/04_samplers.ipynb #c110
+# %% ../nbs/04_samplers.ipynb #c117
 def ddpm_elbo(den:Denoiser,           # the model: its posterior means define the reverse chain
               x0,                     # (B, *event) points to score
               steps:int=1000,         # number N of noisy latents, uniform in t from t_min to t_max (a DDPM path with steps=T: its own chain)
