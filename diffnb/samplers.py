@@ -143,6 +143,10 @@ def _ddpm_coefs(a:Tensor, # alpha at the descending grid times
     bt2 = s1**2 * b2 / s0**2
     return b2, bt2, a1 - a0 * torch.sqrt((s1**2 - bt2).clamp(min=0)) / s0
 
+def _folded(r, A:list, E:list) -> tuple:
+    "The coefficients of A x0 + E eps on (z, x0), eps = (z - alpha x0) / sigma folded in: an x0 net's step in two passes instead of four."
+    return [e / s for e, s in zip(E, r.cs)], [a1 - e * a / s for a1, e, a, s in zip(A, E, r.ca, r.cs)]
+
 def _ddim_coefs(r, c2):
     "Coefficients of x_{i+1} = alpha x0 + sqrt(sigma^2 - c^2) eps + c xi; no noise at the last step."
     c2 = c2.clone(); c2[-1] = 0
@@ -155,8 +159,7 @@ def ddim(r, z, eta=0.):
     if not 0 <= eta <= 1: raise ValueError(f"eta={eta}: must be in [0, 1]")
     if r.ascending and eta > 0: raise ValueError(f"eta={eta}: an ascending grid (inversion) runs deterministic DDIM, eta=0")
     A, E, C = _ddim_coefs(r, eta**2 * _ddpm_coefs(r.a, r.s)[1])
-    EZ = [e / s for e, s in zip(E, r.cs)]                       # an x0 net: eps = (z - a x0) / s folded in, one pass fewer
-    EX = [a1 - e * a / s for a1, e, a, s in zip(A, E, r.ca, r.cs)]
+    EZ, EX = _folded(r, A, E)
     for i in range(r.N):
         x0, eps = r.D(z, i, need_eps=False)
         z = r.add_noise(lincomb((A[i], x0), (E[i], eps)) if eps is not None else lincomb((EZ[i], z), (EX[i], x0)), C[i])
@@ -170,9 +173,10 @@ def ddpm(r, z, variance='beta_tilde'):
     b2, bt2, _ = _ddpm_coefs(r.a, r.s)
     A, E, _ = _ddim_coefs(r, bt2)                       # the posterior mean
     C = _ddim_coefs(r, b2 if variance == 'beta' else bt2)[2]
+    EZ, EX = _folded(r, A, E)
     for i in range(r.N):
-        x0, eps = r.D(z, i)
-        z = r.add_noise(lincomb((A[i], x0), (E[i], eps)), C[i])
+        x0, eps = r.D(z, i, need_eps=False)
+        z = r.add_noise(lincomb((A[i], x0), (E[i], eps)) if eps is not None else lincomb((EZ[i], z), (EX[i], x0)), C[i])
         yield z, x0
 
 # %% ../nbs/04_samplers.ipynb #c020
@@ -599,8 +603,12 @@ def _times(v:Tensor, c) -> Tensor:
 
 def _at_ratio(r, ratio:float) -> tuple:
     "(t, alpha) where sigma/alpha equals ratio (in float64: a float32 log-SNR would move t by 1e-7 relative)."
-    t = min(r.path.t_of_log_snr(torch.tensor(-2 * math.log(ratio), dtype=torch.float64)).item(), r.path.t_max)
-    return t, r.coefs_at(t)[0]
+    return _at_ratios(r, [ratio])[0][:2]
+
+def _at_ratios(r, ratios:list) -> list:
+    "(t, alpha, coefs) where sigma/alpha equals each ratio, from one call of the path's inverse and coefficients."
+    ts = r.path.t_of_log_snr(-2 * torch.log(torch.tensor(ratios, dtype=torch.float64))).clamp(max=r.path.t_max).tolist()
+    return [(t, c[0], c) for t, c in zip(ts, r.coefs_many(ts))]
 
 # %% ../nbs/04_samplers.ipynb #c065
 def _ratios(r, method:str) -> list:
@@ -620,9 +628,9 @@ def euler_ancestral(r, z, eta=1.):
     "Euler ancestral (k-diffusion): an Euler step of d x~/d sigma~ = eps down to sigma_down, then fresh noise of std sigma_up."
     sig = _ratios(r, 'euler_ancestral')
     for i in range(r.N):
-        x0, eps = r.D(z, i)
+        x0, _ = r.D(z, i, need_eps=False)
         down, up = _ancestral_split(sig[i], sig[i + 1], eta)
-        xt = lincomb((1 / r.ca[i], z), (down - sig[i], eps))                      # x~ + (sigma_down - sigma) eps
+        xt = lincomb((down / sig[i] / r.ca[i], z), (1 - down / sig[i], x0))        # x~ + (sigma_down - sigma) eps, eps = (x~ - x0) / sigma
         z = _times(r.add_noise(xt, up), r.ca[i + 1])
         yield z, x0
 
@@ -631,14 +639,16 @@ def euler_ancestral(r, z, eta=1.):
 def dpm_2(r, z):
     "DPM-2 (k-diffusion): Euler to the log-midpoint of sigma~, then the whole step with the slope found there."
     sig = _ratios(r, 'dpm_2')
-    for i in range(r.N):
-        x0, eps = r.D(z, i)
+    mids = _at_ratios(r, [math.sqrt(s0 * s1) if s1 > 0 else s0 for s0, s1 in zip(sig[:-1], sig[1:])])   # the log-midpoints, at once
+    for i, (t_mid, a_mid, c_mid) in enumerate(mids):
+        x0, _ = r.D(z, i, need_eps=False)
         xt, s0, s1 = _times(z, 1 / r.ca[i]), sig[i], sig[i + 1]
-        if s1 == 0: x_next = lincomb((1., xt), (-s0, eps))                       # to sigma = 0: an Euler step
+        if s1 == 0: x_next = x0                                                   # an Euler step to sigma = 0 lands on x0-hat
         else:
-            s_mid = math.sqrt(s0 * s1); t_mid, a_mid = _at_ratio(r, s_mid)
-            x0, eps_mid = r.D_at(_times(lincomb((1., xt), (s_mid - s0, eps)), a_mid), t_mid)
-            x_next = lincomb((1., xt), (s1 - s0, eps_mid))
+            s_mid = math.sqrt(s0 * s1)
+            x_mid = lincomb((s_mid / s0, xt), (1 - s_mid / s0, x0))               # x~ + (s_mid - s0) eps
+            x0, _ = r.D_at(_times(x_mid, a_mid), t_mid, need_eps=False, coefs=c_mid)
+            x_next = lincomb((1., xt), ((s1 - s0) / s_mid, x_mid), ((s0 - s1) / s_mid, x0))   # x~ + (s1 - s0) eps_mid
         z = _times(x_next, r.ca[i + 1])
         yield z, x0
 
@@ -647,13 +657,16 @@ def dpm_2(r, z):
 def dpmpp_2s_ancestral(r, z, eta=1.):
     "DPM-Solver++(2S) ancestral (k-diffusion): a second-order step in log sigma~ down to sigma_down, then fresh noise of std sigma_up."
     sig = _ratios(r, 'dpmpp_2s_ancestral')
-    for i in range(r.N):
+    splits = [_ancestral_split(s0, s1, eta) for s0, s1 in zip(sig[:-1], sig[1:])]
+    mids = _at_ratios(r, [math.sqrt(s0 * down) if down > 0 else s0 for s0, (down, _) in zip(sig, splits)])
+    for i, ((down, up), (t_mid, a_mid, c_mid)) in enumerate(zip(splits, mids)):
         x0, _ = r.D(z, i, need_eps=False)
-        (down, up), xt, s0 = _ancestral_split(sig[i], sig[i + 1], eta), _times(z, 1 / r.ca[i]), sig[i]
+        xt, s0 = _times(z, 1 / r.ca[i]), sig[i]
         if down == 0: x_next = x0                                                 # an Euler step to sigma = 0 lands on x0-hat
         else:
-            h = math.log(s0 / down); t_mid, a_mid = _at_ratio(r, math.sqrt(s0 * down))
-            x0, _ = r.D_at(_times(lincomb((math.exp(-h / 2), xt), (-math.expm1(-h / 2), x0)), a_mid), t_mid, need_eps=False)
+            h = math.log(s0 / down)
+            x_mid = lincomb((math.exp(-h / 2), xt), (-math.expm1(-h / 2), x0))
+            x0, _ = r.D_at(_times(x_mid, a_mid), t_mid, need_eps=False, coefs=c_mid)
             x_next = lincomb((down / s0, xt), (-math.expm1(-h), x0))
         z = _times(r.add_noise(x_next, up), r.ca[i + 1])
         yield z, x0
