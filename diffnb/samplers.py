@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 from dataclasses import dataclass, field
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -17,8 +18,8 @@ from .denoisers import Denoiser, CFG, lincomb, batch_time
 __all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'TABLEAUS', 'ODE_METHODS', 'VARIANCE_ESTIMATORS', 'Step', 'SamplerInfo', 'register',
            'ddim', 'ddpm', 'initial_state', 'sample_iter', 'sample', 'ODEInfo', 'dormand_prince', 'odeint', 'euler',
            'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'euler_ancestral', 'dpm_2',
-           'dpmpp_2s_ancestral', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde', 'analytic_dpm', 'fit_grid', 'VarianceHead',
-           'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
+           'dpmpp_2s_ancestral', 'lms', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde', 'analytic_dpm', 'fit_grid',
+           'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
 
 # %% ../nbs/04_samplers.ipynb #c006
 @dataclass
@@ -292,20 +293,25 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
 # %% ../nbs/04_samplers.ipynb #c028
 def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator=None,
            batch_size:int|None=None, # run in chunks of this many samples
+           callback=None,            # callback(info) after each step: a dict with i, t, sigma, x, x0 and denoised (k-diffusion's names)
            **kw) -> Tensor:
     "Samples from `den` with `method`: x0-hat at t_min after the last step."
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
     total = n_or_xT.shape[0] if isinstance(n_or_xT, Tensor) else n_or_xT
-    if batch_size is None or not isinstance(total, int) or total <= batch_size:
-        for s in sample_iter(den, n_or_xT, method, steps, generator, **kw): pass
-        return s.x
+    chunks = [n_or_xT] if batch_size is None or not isinstance(total, int) or total <= batch_size else \
+             [n_or_xT[lo:lo + batch_size] if isinstance(n_or_xT, Tensor) else min(batch_size, total - lo) for lo in range(0, total, batch_size)]
     parts = []
-    for lo in range(0, total, batch_size):
-        chunk = n_or_xT[lo:lo + batch_size] if isinstance(n_or_xT, Tensor) else min(batch_size, total - lo)
-        for s in sample_iter(den, chunk, method, steps, generator, **kw): pass
+    for chunk in chunks:
+        for s in sample_iter(den, chunk, method, steps, generator, **kw):
+            if callback is not None: callback(_step_info(den.path, s))
         parts.append(s.x)
-    return torch.cat(parts)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+def _step_info(path, s) -> dict:
+    "A step as k-diffusion's callback sees it: sigma is sigma/alpha at t (None on a diagonal path), denoised is x0-hat."
+    sigma = None if isinstance(path, DiagonalPath) else (path.sigma(s.t) / path.alpha(s.t)).item()
+    return dict(i=s.i, t=s.t, sigma=sigma, x=s.x, x0=s.x0, denoised=s.x0, nfe=s.nfe)
 
 # %% ../nbs/04_samplers.ipynb #c034
 def _velocity(r, z, i=None, t=None, coefs=None):
@@ -671,7 +677,30 @@ def dpmpp_2s_ancestral(r, z, eta=1.):
         z = _times(r.add_noise(x_next, up), r.ca[i + 1])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c072
+# %% ../nbs/04_samplers.ipynb #c070
+def _lms_weights(sig:list, i:int, k:int) -> list:
+    "Weights of the k newest slopes (at sig[i], sig[i-1], ...) in the step from sig[i] to sig[i+1]: Lagrange basis polynomials integrated."
+    nodes = [sig[i - j] - sig[i] for j in range(k)]
+    w = []
+    for j in range(k):
+        others = [nodes[m] for m in range(k) if m != j]
+        basis = np.poly1d(np.poly(others) if others else [1.]) / np.prod([nodes[j] - o for o in others])
+        w.append(float(basis.integ()(sig[i + 1] - sig[i])))
+    return w
+
+@register('lms', order=4, stochastic=False, evals=1, history=4)
+def lms(r, z, history=4):
+    "Linear multistep (k-diffusion's sample_lms): d x~/d sigma~ = eps integrated through the polynomial of the last `history` slopes."
+    if isinstance(history, bool) or not isinstance(history, int) or not 1 <= history <= 6: raise ValueError(f"history={history!r}: an integer from 1 to 6")
+    sig = _ratios(r, 'lms')
+    weights, slopes = [_lms_weights(sig, i, min(i + 1, history)) for i in range(r.N)], []
+    for i in range(r.N):
+        x0, eps = r.D(z, i)
+        slopes = [eps] + slopes[:history - 1]
+        z = _times(lincomb((1., _times(z, 1 / r.ca[i])), *zip(weights[i], slopes)), r.ca[i + 1])
+        yield z, x0
+
+# %% ../nbs/04_samplers.ipynb #c074
 def _dpm_steps(r, order:int, sde:bool=False):
     """Per step i, the coefficients of x_{i+1} = cz x_i + w0 x0_i + w1 x0_{i-1} + w2 x0_{i-2} (+ cn xi for the SDE variant):
     DPM-Solver++ of the given multistep order, of lower order while the history is short and where lambda is infinite."""
@@ -703,7 +732,7 @@ def _dpm_steps(r, order:int, sde:bool=False):
     w0 = torch.where(finite, w0, 1.)
     return [r.K(torch.nan_to_num(v, nan=0.)) for v in (cz, a[1:] * w0, a[1:] * w1, a[1:] * w2, cn)]
 
-# %% ../nbs/04_samplers.ipynb #c073
+# %% ../nbs/04_samplers.ipynb #c075
 def _multistep(r, z, order, sde=False):
     "The DPM-Solver++ loop: one x0-hat per step, combined with the previous ones."
     CZ, W0, W1, W2, CN = _dpm_steps(r, order, sde)
@@ -715,7 +744,7 @@ def _multistep(r, z, order, sde=False):
         z = r.add_noise(lincomb(*terms), CN[i])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c074
+# %% ../nbs/04_samplers.ipynb #c076
 @register('dpmpp_2m', order=2, stochastic=False, evals=1)
 def dpmpp_2m(r, z):
     "DPM-Solver++(2M), multistep second order in lambda = log(alpha/sigma)."
@@ -726,13 +755,13 @@ def dpmpp_3m(r, z):
     "Multistep third order in lambda: the quadratic through the last three x0-hats, integrated exactly."
     yield from _multistep(r, z, 3)
 
-# %% ../nbs/04_samplers.ipynb #c075
+# %% ../nbs/04_samplers.ipynb #c077
 @register('dpmpp_2m_sde', order=2, stochastic=True, evals=1)
 def dpmpp_2m_sde(r, z):
     "SDE-DPM-Solver++(2M): the reverse SDE solved exactly in its linear part, second order in x0-hat."
     yield from _multistep(r, z, 2, sde=True)
 
-# %% ../nbs/04_samplers.ipynb #c077
+# %% ../nbs/04_samplers.ipynb #c079
 @register('analytic_dpm', order=1, stochastic=True, evals=1, data=None)
 def analytic_dpm(r, z, data=None):
     "Ancestral sampling with Analytic-DPM's optimal variance, the posterior variance measured on `data` (training points)."
@@ -753,7 +782,7 @@ def analytic_dpm(r, z, data=None):
         z = r.add_noise(r.add_noise(lincomb((A[i], x0), (E[i], eps)), C[i]), CX[i])
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c079
+# %% ../nbs/04_samplers.ipynb #c081
 def fit_grid(den:Denoiser,           # the model the grid is for
              steps:int,              # the sampler's steps
              pilot=512,              # pilot batch: a number of prior draws or the states at t_max
@@ -791,13 +820,13 @@ def fit_grid(den:Denoiser,           # the model the grid is for
     best = res.x if res.fun <= loss(theta0) else theta0
     return grid_of(best)
 
-# %% ../nbs/04_samplers.ipynb #c100
+# %% ../nbs/04_samplers.ipynb #c102
 from torch import nn
 from fastcore.basics import patch
 
 VARIANCE_ESTIMATORS = ('npr', 'sn')
 
-# %% ../nbs/04_samplers.ipynb #c101
+# %% ../nbs/04_samplers.ipynb #c103
 class VarianceHead(nn.Module):
     "A second network on a frozen Denoiser: `head(x, t)` is Var[x0 | x_t] per coordinate, learned by NPR or SN regression."
     def __init__(self, net:nn.Module,   # net(x, t) returning x's shape (e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)): a log-scale correction
@@ -812,7 +841,7 @@ class VarianceHead(nn.Module):
         self.register_buffer('data_var', torch.as_tensor(data_var, dtype=torch.float32))
     def __repr__(self): return f"VarianceHead(estimator={self.estimator!r}, path={self.den.path!r})"
 
-# %% ../nbs/04_samplers.ipynb #c103
+# %% ../nbs/04_samplers.ipynb #c105
 @patch
 def eps_var(self:VarianceHead, x:Tensor, t) -> Tensor:
     "The head's Var[eps | x_t] per coordinate: alpha^2/(alpha^2 + sigma^2) times a learned positive factor (1 at initialisation)."
@@ -823,7 +852,7 @@ def eps_var(self:VarianceHead, x:Tensor, t) -> Tensor:
     out = self.net(x.to(dt), batch_time(t64, x.to(dt))).to(x.dtype)
     return a2 / (a2 + s2) * nn.functional.softplus(out + math.log(math.e - 1))
 
-# %% ../nbs/04_samplers.ipynb #c104
+# %% ../nbs/04_samplers.ipynb #c106
 @patch
 def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
     "Var[x0 | x_t] per coordinate: sigma^2/alpha^2 Var[eps | x_t], clipped to the data's variance (J. Su, 'Topics on Diffusion Generative Models', eq. (7.11))."
@@ -832,7 +861,7 @@ def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
     r2 = (c.sigma / c.alpha)**2
     return torch.minimum(r2 * self.eps_var(x, t), self.data_var.to(x))
 
-# %% ../nbs/04_samplers.ipynb #c108
+# %% ../nbs/04_samplers.ipynb #c110
 def _head_variance(r, z, head, name):
     "Ancestral steps with the posterior mean and the variance beta_tilde^2 + lambda^2 head(x_t, t)."
     estimator = name.split('_')[0]
@@ -849,7 +878,7 @@ def _head_variance(r, z, head, name):
         z = z + lam[i] * r.path.to_basis(v).sqrt() * r.noise(z)
         yield z, x0
 
-# %% ../nbs/04_samplers.ipynb #c109
+# %% ../nbs/04_samplers.ipynb #c111
 @register('npr_dpm', order=1, stochastic=True, evals=1, head=None)
 def npr_dpm(r, z, head=None):
     "Ancestral sampling with NPR-DPM's state-dependent variance (a VarianceHead with estimator 'npr')."
@@ -860,7 +889,7 @@ def sn_dpm(r, z, head=None):
     "Ancestral sampling with SN-DPM's state-dependent variance (a VarianceHead with estimator 'sn')."
     yield from _head_variance(r, z, head, 'sn_dpm')
 
-# %% ../nbs/04_samplers.ipynb #c112
+# %% ../nbs/04_samplers.ipynb #c114
 @dataclass
 class ELBO:
     "The terms of a DDPM chain's variational bound per sample, in nats: -log p(x0) <= prior + steps.sum(1) + decoder."
@@ -877,7 +906,7 @@ class ELBO:
         return (f"ELBO: -log p(x0) <= {m(self.nll):.4f} nats ({m(self.bits_per_dim):.4f} bits/dim) = prior {m(self.prior):.3g}"
                 f" + {self.steps.shape[1]} steps {m(self.steps.sum(1)):.4f} + decoder {m(self.decoder):.4f}")
 
-# %% ../nbs/04_samplers.ipynb #c113
+# %% ../nbs/04_samplers.ipynb #c115
 def _gauss_kl(m2, v_q, v_p):
     "KL(N(m_q, v_q) || N(m_p, v_p)) per coordinate, with m2 = (m_q - m_p)^2."
     return 0.5 * (torch.log(v_p / v_q) + (v_q + m2) / v_p - 1)
@@ -888,7 +917,7 @@ def _denoising_error(den, data, a, s, t, generator):
     xt = a * x0 + s * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
     return (x0 - den.x0(xt, torch.full((len(x0),), t, dtype=x0.dtype))).pow(2).mean().item()
 
-# %% ../nbs/04_samplers.ipynb #c115
+# %% ../nbs/04_samplers.ipynb #c117
 def _elbo_variances(variance, decoder_var, data):
     "Check the reverse and decoder variance choices of ddpm_elbo; return decoder_var (None follows variance)."
     ok = lambda v: v in ('beta_tilde', 'beta', 'analytic') or isinstance(v, VarianceHead)
@@ -899,7 +928,7 @@ def _elbo_variances(variance, decoder_var, data):
     if data is None and 'analytic' in (variance, decoder_var): raise ValueError("data: variance='analytic' needs data= (training points)")
     return decoder_var
 
-# %% ../nbs/04_samplers.ipynb #c116
+# %% ../nbs/04_samplers.ipynb #c118
 def _elbo_term(den, x0:Tensor, t:Tensor, a:float, s:float, choice, post, last:bool, chain:tuple, n_mc:int, generator) -> Tensor:
     "One step's term per point, averaged over n_mc draws of x_t: the decoder's NLL when `last`, else the KL of q and p."
     total, acc = (lambda v: v.flatten(1).sum(1)), 0
@@ -916,7 +945,7 @@ def _elbo_term(den, x0:Tensor, t:Tensor, a:float, s:float, choice, post, last:bo
             acc = acc + total(_gauss_kl(lam**2 * err, vq * torch.ones_like(err), vp * torch.ones_like(err)))
     return acc / n_mc
 
-# %% ../nbs/04_samplers.ipynb #c117
+# %% ../nbs/04_samplers.ipynb #c119
 def ddpm_elbo(den:Denoiser,           # the model: its posterior means define the reverse chain
               x0,                     # (B, *event) points to score
               steps:int=1000,         # number N of noisy latents, uniform in t from t_min to t_max (a DDPM path with steps=T: its own chain)

@@ -11,7 +11,7 @@ from samplers import kdiffusion   # k_diffusion.sampling, loaded alone (its pack
 GM = dn.GaussianMixture([[-1., 0.5], [1., -0.3], [0.2, 1.2]], [0.3, 0.2, 0.4], [0.3, 0.4, 0.3])
 CASES = [('euler_ancestral', 'sample_euler_ancestral', dict(eta=1.)), ('euler_ancestral', 'sample_euler_ancestral', dict(eta=0.5)),
          ('dpm_2', 'sample_dpm_2', {}), ('dpmpp_2s_ancestral', 'sample_dpmpp_2s_ancestral', dict(eta=1.)),
-         ('dpmpp_2s_ancestral', 'sample_dpmpp_2s_ancestral', dict(eta=0.)), ('euler', 'sample_euler', {}), ('heun', 'sample_heun', {})]
+         ('dpmpp_2s_ancestral', 'sample_dpmpp_2s_ancestral', dict(eta=0.)), ('lms', 'sample_lms', {}), ('euler', 'sample_euler', {}), ('heun', 'sample_heun', {})]
 
 def _noise(seed, like):
     g = torch.Generator().manual_seed(seed)
@@ -30,7 +30,7 @@ def test_edm_path_equals_kdiffusion_step_for_step(method, kname, opts):
     theirs = getattr(K, kname)(lambda x, s: den.x0(x, s), xT.clone(), grid, disable=True, **kw, **opts)
     assert (ours - theirs).abs().max().item() < 1e-10
 
-@pytest.mark.parametrize('method, kname, opts', CASES[:5], ids=[f"{c[0]}-{c[2]}" for c in CASES[:5]])
+@pytest.mark.parametrize('method, kname, opts', CASES[:6], ids=[f"{c[0]}-{c[2]}" for c in CASES[:6]])
 def test_vp_path_equals_kdiffusion_in_its_coordinates(method, kname, opts):
     "On the VP path, k-diffusion runs on x / alpha against sigma / alpha; diffnb's states, divided by alpha, are the same to 1e-8."
     K, P = kdiffusion(), dn.get_path('vp')
@@ -47,3 +47,12 @@ def test_vp_path_equals_kdiffusion_in_its_coordinates(method, kname, opts):
     kw = dict(noise_sampler=ns) if 'noise_sampler' in inspect.signature(getattr(K, kname)).parameters else {}
     theirs = getattr(K, kname)(model, xT.clone() / a[0], s / a, disable=True, **kw, **opts)
     assert (ours - theirs).abs().max().item() < 1e-8
+
+def test_sample_takes_a_kdiffusion_style_callback():
+    "dn.sample(..., callback=) sees every step with k-diffusion's names; sigma is sigma/alpha, denoised the step's x0-hat."
+    P = dn.get_path('vp')
+    seen = []
+    x = dn.sample(GM.denoiser(P), 16, 'dpm_2', steps=5, shape=(2,), callback=seen.append)
+    assert [d['i'] for d in seen] == [1, 2, 3, 4, 5] and seen[-1]['x'] is not None and torch.equal(seen[-1]['x'], x)
+    t = seen[0]['t']
+    assert seen[0]['sigma'] == pytest.approx((P.sigma(t) / P.alpha(t)).item()) and seen[0]['denoised'] is seen[0]['x0']
