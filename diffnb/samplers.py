@@ -582,7 +582,6 @@ def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
     "EDM sampler (Karras et al. 2022, Algorithm 2): Heun in sigma/alpha with optional churn."
     if S_churn < 0 or S_noise < 0: raise ValueError(f"S_churn={S_churn}, S_noise={S_noise}: must be >= 0")
     if S_churn > 0 and r.diag: raise ValueError("S_churn: churn needs a scalar path (one noise level per sample)")
-    P = r.path
     sig64 = r.s / r.a
     sig, sig_max = r.K(sig64), sig64[0].max().item()
     for i in range(r.N):
