@@ -17,34 +17,33 @@ def _noise(seed, like):
     g = torch.Generator().manual_seed(seed)
     return g, (lambda sigma, sigma_next: torch.randn(like.shape, generator=g, dtype=like.dtype))
 
+def _both(path, kind, method, kname, opts):
+    "k-diffusion, the path, the exact denoiser, x_T, an 8-step grid, diffnb's last state (no final denoise), and k-diffusion's noise option."
+    K, P = kdiffusion(), dn.get_path(path)
+    den = GM.denoiser(P)
+    xT = P.prior(64, (2,), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grid = dn.time_grid(P, 8, kind)
+    ours = dn.sample(den, xT, method, grid=grid, denoise=False, generator=torch.Generator().manual_seed(5), **opts)
+    _, ns = _noise(5, xT)                                            # the same seed: the same draws in the same order
+    return K, P, den, xT, grid, ours, dict(noise_sampler=ns) if 'noise_sampler' in inspect.signature(getattr(K, kname)).parameters else {}
+
 @pytest.mark.parametrize('method, kname, opts', CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
 def test_edm_path_equals_kdiffusion_step_for_step(method, kname, opts):
     "On the EDM path (x and sigma are k-diffusion's): the same states to 1e-10 in float64, on a Karras grid."
-    K, P = kdiffusion(), dn.get_path('edm')
-    den = GM.denoiser(P)
-    xT = P.prior(64, (2,), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    grid = dn.time_grid(P, 8, 'karras')
-    ours = dn.sample(den, xT, method, grid=grid, denoise=False, generator=torch.Generator().manual_seed(5), **opts)
-    _, ns = _noise(5, xT)
-    kw = dict(noise_sampler=ns) if 'noise_sampler' in inspect.signature(getattr(K, kname)).parameters else {}
+    K, P, den, xT, grid, ours, kw = _both('edm', 'karras', method, kname, opts)
     theirs = getattr(K, kname)(lambda x, s: den.x0(x, s), xT.clone(), grid, disable=True, **kw, **opts)
     assert (ours - theirs).abs().max().item() < 1e-10
 
 @pytest.mark.parametrize('method, kname, opts', CASES[:6], ids=[f"{c[0]}-{c[2]}" for c in CASES[:6]])
 def test_vp_path_equals_kdiffusion_in_its_coordinates(method, kname, opts):
     "On the VP path, k-diffusion runs on x / alpha against sigma / alpha; diffnb's states, divided by alpha, are the same to 1e-8."
-    K, P = kdiffusion(), dn.get_path('vp')
-    den = GM.denoiser(P)
-    xT = P.prior(64, (2,), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    grid = dn.time_grid(P, 8, 'log_snr')
+    K, P, den, xT, grid, ours, kw = _both('vp', 'log_snr', method, kname, opts)
     a, s = P.alpha(grid), P.sigma(grid)
-    ours = dn.sample(den, xT, method, grid=grid, denoise=False, generator=torch.Generator().manual_seed(5), **opts) / a[-1]
+    ours = ours / a[-1]
     t_of = lambda ratio: P.t_of_log_snr(-2 * torch.log(ratio)).to(torch.float64)
     def model(xt, ratio):                                        # the denoiser in k-diffusion's coordinates
         t = t_of(ratio)
         return den.x0(P.alpha(t)[:, None] * xt, t)
-    _, ns = _noise(5, xT)
-    kw = dict(noise_sampler=ns) if 'noise_sampler' in inspect.signature(getattr(K, kname)).parameters else {}
     theirs = getattr(K, kname)(model, xT.clone() / a[0], s / a, disable=True, **kw, **opts)
     assert (ours - theirs).abs().max().item() < 1e-8
 
