@@ -308,6 +308,16 @@ def test_training_monitor_stop_leaves_a_checkpoint(tmp_path):
     assert back.step == tr.step
     assert all(torch.equal(a, b) for a, b in zip(back.ema.net.state_dict().values(), tr.ema.net.state_dict().values()))
 
+def test_training_monitor_shows_an_image_grid_of_the_size_asked(tmp_path):
+    "An image trainer's monitor draws a grid of `images` samples (here 4 of 9: two by two 8x8 images with gutters)."
+    x, _ = dn.digits()
+    tr = dn.Trainer(dn.UNet.preset('tiny'), 'vp', x[:64], batch_size=16)
+    mon = TrainingMonitor(tr, every=2, n_samples=9, steps=2, folder=str(tmp_path), images=4)
+    mon.train(2, wait=True)
+    z = np.asarray(mon.sample_fig.data[0].z)
+    assert z.shape == (2 * 9 + 1, 2 * 9 + 1, 3) and mon.sample_log[-1][1].shape == (9, 1, 8, 8)
+    with pytest.raises(ValueError, match='images=0: must be an integer >= 1'): TrainingMonitor(tr, images=0)
+
 def test_load_ipython_extension():
     from IPython.core.interactiveshell import InteractiveShell
     ip = InteractiveShell.instance()
