@@ -700,65 +700,65 @@ def lms(r, z, history=4):
         yield z, x0
 
 # %% ../nbs/04_samplers.ipynb #c074
-def _dpm_steps(r, order:int, sde:bool=False):
-    """Per step i, the coefficients of x_{i+1} = cz x_i + w0 x0_i + w1 x0_{i-1} + w2 x0_{i-2} (+ cn xi for the SDE variant):
-    DPM-Solver++ of the given multistep order, of lower order while the history is short and where lambda is infinite."""
-    lam, a, s = r.lam, r.a, r.s
-    h = lam[1:] - lam[:-1]
-    nan = torch.full_like(h[:1], float('nan'))
-    hp = torch.cat([nan, h[:-1]])                                             # the previous step's h
-    hpp = torch.cat([nan, nan, h[:-2]])[:len(h)]
-    idx = torch.arange(r.N).reshape((-1,) + (1,) * (h.dim() - 1))
-    finite = torch.isfinite(h)
-    if sde: I0, cz, cn = -torch.expm1(-2 * h), s[1:] / s[:-1] * torch.exp(-h), s[1:] * torch.sqrt(-torch.expm1(-2 * h))
-    else: I0, cz, cn = -torch.expm1(-h), s[1:] / s[:-1], torch.zeros_like(h)
-    w0, w1, w2 = I0.clone(), torch.zeros_like(h), torch.zeros_like(h)
-    use2 = (idx >= 1) & finite
-    if order == 2:                   # Lu et al.'s 2M: x0 + (x0 - x0_prev) / (2r), r = h_prev / h
-        c = I0 * h / (2 * hp)
-        w0, w1 = torch.where(use2, I0 + c, w0), torch.where(use2, -c, w1)
-    else:                            # the exact integral of the Newton-form polynomial through the last x0-hats
-        I1, I2 = h - I0, h * h / 2 - h + I0
-        w0, w1 = torch.where(use2, I0 + I1 / hp, w0), torch.where(use2, -I1 / hp, w1)
-        use3 = (idx >= 2) & finite
-        q = (I1 * hp + 2 * I2) / (hp + hpp)
-        w0 = torch.where(use3, I0 + I1 / hp + q / hp, w0)
-        w1 = torch.where(use3, -I1 / hp - q * (1 / hp + 1 / hpp), w1)
-        w2 = torch.where(use3, q / hpp, w2)
-    if sde:                          # the last step: deterministic, first order
-        cz[-1], w0[-1], w1[-1], cn[-1] = s[-1] / s[-2], -torch.expm1(-h[-1]), 0., 0.
-    cz, cn = torch.where(finite, cz, 0.), torch.where(finite, cn, 0.)        # sigma_{i+1} = 0: x_{i+1} = alpha x0
-    w0 = torch.where(finite, w0, 1.)
-    return [r.K(torch.nan_to_num(v, nan=0.)) for v in (cz, a[1:] * w0, a[1:] * w1, a[1:] * w2, cn)]
+def _expm1(v): return math.expm1(v) if isinstance(v, float) else torch.expm1(v)
+def _exp(v): return math.exp(v) if isinstance(v, float) else torch.exp(v)
+
+def _lam_steps(r) -> list:
+    "Per step, h = lambda_{i+1} - lambda_i in the loop's form (Python floats, or per-coordinate tensors); +inf where sigma_{i+1} = 0."
+    return r.K(r.lam[1:] - r.lam[:-1])
+
+def _corr(c, h, hp):
+    "A multistep correction coefficient, 0 where the step or the previous one is infinite (the first-order step to sigma = 0)."
+    if isinstance(h, float): return c if math.isfinite(h) and hp is not None and math.isfinite(hp) else 0.
+    return torch.where(torch.isfinite(h) & torch.isfinite(hp), c, torch.zeros_like(c)) if hp is not None else torch.zeros_like(h)
 
 # %% ../nbs/04_samplers.ipynb #c075
-def _multistep(r, z, order, sde=False):
-    "The DPM-Solver++ loop: one x0-hat per step, combined with the previous ones."
-    CZ, W0, W1, W2, CN = _dpm_steps(r, order, sde)
-    hist = []
-    for i in range(r.N):
+@register('dpmpp_2m', order=2, stochastic=False, evals=1)
+def dpmpp_2m(r, z):
+    "DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): x0-hat corrected by the previous one, the linear part exact in lambda = log(alpha/sigma)."
+    x0_prev, hp = None, None
+    for i, h in enumerate(_lam_steps(r)):
         x0, _ = r.D(z, i, need_eps=False)
-        hist = [x0] + hist[:2]
-        terms = [(CZ[i], z), (W0[i], x0)] + list(zip((W1[i], W2[i]), hist[1:]))
-        z = r.add_noise(lincomb(*terms), CN[i])
+        I0, a1, ratio = -_expm1(-h), r.ca[i + 1], r.cs[i + 1] / r.cs[i]     # sigma_{i+1} / sigma_i (0 at sigma = 0)
+        c = _corr(I0 * h / (2 * hp), h, hp) if hp is not None else 0.        # D = x0 + (x0 - x0_prev) h / (2 h_prev)
+        z = lincomb((ratio, z), (a1 * (I0 + c), x0), *([(-a1 * c, x0_prev)] if hp is not None else []))
+        x0_prev, hp = x0, h
         yield z, x0
 
 # %% ../nbs/04_samplers.ipynb #c076
-@register('dpmpp_2m', order=2, stochastic=False, evals=1)
-def dpmpp_2m(r, z):
-    "DPM-Solver++(2M), multistep second order in lambda = log(alpha/sigma)."
-    yield from _multistep(r, z, 2)
-
 @register('dpmpp_3m', order=3, stochastic=False, evals=1)
 def dpmpp_3m(r, z):
-    "Multistep third order in lambda: the quadratic through the last three x0-hats, integrated exactly."
-    yield from _multistep(r, z, 3)
+    "Multistep third order in lambda: the quadratic through the last three x0-hats (Newton form), integrated exactly."
+    hist, hs = [], []
+    for i, h in enumerate(_lam_steps(r)):
+        x0, _ = r.D(z, i, need_eps=False)
+        I0 = -_expm1(-h); I1, I2 = h - I0, h * h / 2 - h + I0
+        w = [I0]
+        if len(hs) >= 1: w = [I0 + _corr(I1 / hs[0], h, hs[0]), -_corr(I1 / hs[0], h, hs[0])]
+        if len(hs) >= 2:
+            q = _corr((I1 * hs[0] + 2 * I2) / (hs[0] + hs[1]), h, hs[1])
+            w = [w[0] + q / hs[0], w[1] - q * (1 / hs[0] + 1 / hs[1]), q / hs[1]]
+        hist = [x0] + hist[:2]
+        z = lincomb((r.cs[i + 1] / r.cs[i], z), *((r.ca[i + 1] * wk, xk) for wk, xk in zip(w, hist)))
+        hs = [h] + hs[:1]
+        yield z, x0
 
 # %% ../nbs/04_samplers.ipynb #c077
 @register('dpmpp_2m_sde', order=2, stochastic=True, evals=1)
 def dpmpp_2m_sde(r, z):
-    "SDE-DPM-Solver++(2M): the reverse SDE solved exactly in its linear part, second order in x0-hat."
-    yield from _multistep(r, z, 2, sde=True)
+    "SDE-DPM-Solver++(2M) (Lu et al. 2022): the reverse SDE solved exactly in its linear part, x0-hat corrected as in 2M; the last step plain."
+    x0_prev, hp, last = None, None, r.N - 1
+    for i, h in enumerate(_lam_steps(r)):
+        x0, _ = r.D(z, i, need_eps=False)
+        a1, ratio = r.ca[i + 1], r.cs[i + 1] / r.cs[i]
+        if i == last:                                                        # deterministic, first order: no noise to the end
+            yield lincomb((ratio, z), (a1 * -_expm1(-h), x0)), x0; break
+        I0 = -_expm1(-2 * h)
+        c = _corr(I0 * h / (2 * hp), h, hp) if hp is not None else 0.
+        z = lincomb((ratio * _exp(-h), z), (a1 * (I0 + c), x0), *([(-a1 * c, x0_prev)] if hp is not None else []))
+        z = r.add_noise(z, r.cs[i + 1] * I0**0.5)                           # sigma_{i+1} sqrt(1 - e^{-2h})
+        x0_prev, hp = x0, h
+        yield z, x0
 
 # %% ../nbs/04_samplers.ipynb #c079
 @register('analytic_dpm', order=1, stochastic=True, evals=1, data=None)

@@ -11,7 +11,8 @@ from samplers import kdiffusion   # k_diffusion.sampling, loaded alone (its pack
 GM = dn.GaussianMixture([[-1., 0.5], [1., -0.3], [0.2, 1.2]], [0.3, 0.2, 0.4], [0.3, 0.4, 0.3])
 CASES = [('euler_ancestral', 'sample_euler_ancestral', dict(eta=1.)), ('euler_ancestral', 'sample_euler_ancestral', dict(eta=0.5)),
          ('dpm_2', 'sample_dpm_2', {}), ('dpmpp_2s_ancestral', 'sample_dpmpp_2s_ancestral', dict(eta=1.)),
-         ('dpmpp_2s_ancestral', 'sample_dpmpp_2s_ancestral', dict(eta=0.)), ('lms', 'sample_lms', {}), ('euler', 'sample_euler', {}), ('heun', 'sample_heun', {})]
+         ('dpmpp_2s_ancestral', 'sample_dpmpp_2s_ancestral', dict(eta=0.)), ('lms', 'sample_lms', {}), ('euler', 'sample_euler', {}), ('heun', 'sample_heun', {}),
+         ('dpmpp_2m', 'sample_dpmpp_2m', {})]
 
 def _noise(seed, like):
     g = torch.Generator().manual_seed(seed)
@@ -55,3 +56,17 @@ def test_sample_takes_a_kdiffusion_style_callback():
     assert [d['i'] for d in seen] == [1, 2, 3, 4, 5] and seen[-1]['x'] is not None and torch.equal(seen[-1]['x'], x)
     t = seen[0]['t']
     assert seen[0]['sigma'] == pytest.approx((P.sigma(t) / P.alpha(t)).item()) and seen[0]['denoised'] is seen[0]['x0']
+
+def test_dpmpp_2m_sde_equals_kdiffusions_midpoint_form_until_its_last_step():
+    """SDE-DPM-Solver++(2M) is k-diffusion's sample_dpmpp_2m_sde (solver_type='midpoint', eta=1) state for state; diffnb's last step, to t_min,
+    is deterministic and first order (no noise left to add at the end), so the comparison stops before it."""
+    K, P = kdiffusion(), dn.get_path('edm')
+    den = GM.denoiser(P)
+    xT = P.prior(64, (2,), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grid = dn.time_grid(P, 8, 'karras')
+    ours = [s.x for s in dn.sample_iter(den, xT, 'dpmpp_2m_sde', grid=grid, denoise=False, generator=torch.Generator().manual_seed(5))]
+    seen = []
+    _, ns = _noise(5, xT)
+    K.sample_dpmpp_2m_sde(lambda x, s: den.x0(x, s), xT.clone(), grid, disable=True, noise_sampler=ns, callback=lambda d: seen.append(d['x']))
+    assert len(seen) == len(ours) == 8
+    assert max((a - b).abs().max().item() for a, b in zip(ours[:-1], seen[1:])) < 1e-10
