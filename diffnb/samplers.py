@@ -679,13 +679,9 @@ def dpmpp_2s_ancestral(r, z, eta=1.):
 # %% ../nbs/04_samplers.ipynb #c070
 def _lms_weights(sig:list, i:int, k:int) -> list:
     "Weights of the k newest slopes (at sig[i], sig[i-1], ...) in the step from sig[i] to sig[i+1]: Lagrange basis polynomials integrated."
-    nodes = [sig[i - j] - sig[i] for j in range(k)]
-    w = []
-    for j in range(k):
-        others = [nodes[m] for m in range(k) if m != j]
-        basis = np.poly1d(np.poly(others) if others else [1.]) / np.prod([nodes[j] - o for o in others])
-        w.append(float(basis.integ()(sig[i + 1] - sig[i])))
-    return w
+    H = sig[i + 1] - sig[i]                                       # in units of the step, from its start: a well-conditioned Vandermonde system
+    u = np.array([(sig[i - j] - sig[i]) / H for j in range(k)])
+    return (H * np.linalg.solve(np.vander(u, k, increasing=True).T, 1 / np.arange(1, k + 1))).tolist()   # exact for polynomials of degree < k
 
 @register('lms', order=4, stochastic=False, evals=1, history=4)
 def lms(r, z, history=4):
