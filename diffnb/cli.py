@@ -215,6 +215,7 @@ def main(argv:list|None=None) -> int:
     if not getattr(args, 'func', None): ap.print_help(); return 0
     if getattr(args, 'steps', 1) < 1: ap.error(f'--steps {args.steps}: must be >= 1')
     if getattr(args, 'n', 2) < (1 if args.command == 'sample' else 2): ap.error(f"{'-n' if args.command == 'sample' else '--n'} {args.n}: must be >= {1 if args.command == 'sample' else 2}")
+    if getattr(args, 'sample_every', None) is not None and args.sample_every < 1: ap.error(f'--sample-every {args.sample_every}: must be >= 1')
     if getattr(args, 'threads', None) is not None:
         if args.threads < 1: ap.error(f'--threads {args.threads}: must be >= 1')
         torch.set_num_threads(args.threads)

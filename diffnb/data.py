@@ -454,10 +454,18 @@ def _open_images(files:list, root:FilePath) -> list:
     return ims
 
 # %% ../nbs/02_data.ipynb #c067
+def _eight_bit(im, f:FilePath, root:FilePath):
+    "16-bit grayscale scaled to 8 bits (Pillow's convert('L') would clip it); 32-bit float images refused by name."
+    from PIL import Image
+    if im.mode == 'F': raise ValueError(f"source={str(root)!r}: {f.relative_to(root)} is a 32-bit float image; save it with 8 or 16 bits per channel")
+    if im.mode.startswith('I'): return Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
+    return im
+
 def _to_one_format(ims:list, files:list, root:FilePath, size) -> Tensor:
     "The images in one mode (RGB if any is in colour, else grayscale) and one size, stacked as uint8 (n, C, H, W)."
     from PIL import ImageOps, Image
-    gray = [im.mode in ('1', 'L', 'I', 'I;16', 'F') for im in ims]
+    ims = [_eight_bit(im, f, root) for im, f in zip(ims, files)]
+    gray = [im.mode in ('1', 'L') for im in ims]
     mode = 'L' if all(gray) else 'RGB'
     if mode == 'RGB' and any(gray):
         warnings.warn(f"source={str(root)!r}: {sum(gray)} grayscale image(s) among colour ones converted to RGB (e.g. {files[gray.index(True)].relative_to(root)})")
@@ -540,9 +548,10 @@ def _cached(source, labels, size, hflip:bool, cache:FilePath) -> ImageData:
     if not cache.exists():
         d = image_data(source, labels, size, hflip)
         np.save(cache, d.images.numpy())
-        meta.write_text(json.dumps(dict(labels=None if d.labels is None else d.labels.tolist(), classes=d.classes, files=listing, size=size)))
+        meta.write_text(json.dumps(dict(labels=None if d.labels is None else d.labels.tolist(), classes=d.classes, files=listing,
+                                        size=list(size) if isinstance(size, tuple) else size)))
     info = json.loads(meta.read_text()) if meta.exists() else {}
-    if info.get('files') != listing or info.get('size') != size:
+    if info.get('files') != listing or info.get('size') != (list(size) if isinstance(size, tuple) else size):
         raise ValueError(f"cache={str(cache)!r}: was made from other files or another size; delete it (and {meta.name}) to rebuild it")
     images = torch.from_numpy(np.load(cache, mmap_mode='c'))     # copy-on-write: the file is never written through the tensor
     lab = info.get('labels')

@@ -152,7 +152,7 @@ def noise_floor(metric,                 # metric(x, y) -> float, or metric(x, gm
     if isinstance(n, bool) or not isinstance(n, int) or n < 2 or isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ValueError(f"n={n!r}, reps={reps!r}: need integers n >= 2 and reps >= 1")
     if against_truth is None: against_truth = metric is mode_coverage
-    if not isinstance(gm, GaussianMixture): return _data_floor(metric, _flat(gm, 'gm'), n, reps, generator, against_truth)
+    if not isinstance(gm, GaussianMixture): return _data_floor(metric, _checked_data(gm), n, reps, generator, against_truth)
     if against_truth:
         expected = (gm.weights * n).min().item()
         if expected < 10 * (gm.dim + 1):
@@ -164,12 +164,18 @@ def noise_floor(metric,                 # metric(x, y) -> float, or metric(x, gm
                          for _ in range(reps)])
     return _floor_mean(vals, n)
 
+# %% ../nbs/03_metrics.ipynb #c026
 def _floor_mean(vals:Tensor, n:int) -> float:
     "The floor's mean over repetitions, with a warning when the repetitions disagree."
     reps = len(vals)
     if reps > 1 and vals.std().item() > 0.5 * abs(vals.mean().item()):
         warnings.warn(f"noise_floor: the floor varies by {vals.std().item():.2g} around {vals.mean().item():.2g} at n={n}; increase n or reps")
     return vals.mean().item()
+
+def _checked_data(x) -> Tensor:
+    "Real data for a floor, in its own shape and dtype (an image metric gets images), checked like a sample."
+    _flat(x, 'gm')
+    return torch.as_tensor(x)
 
 def _data_floor(metric, x:Tensor, n:int, reps:int, generator, against_truth:bool) -> float:
     "The metric between two disjoint random halves of real data x, n points each (mean over reps)."
@@ -178,7 +184,7 @@ def _data_floor(metric, x:Tensor, n:int, reps:int, generator, against_truth:bool
     halves = lambda: x[torch.randperm(x.shape[0], generator=generator)[:2 * n]].chunk(2)
     return _floor_mean(torch.tensor([float(metric(*halves())) for _ in range(reps)]), n)
 
-# %% ../nbs/03_metrics.ipynb #c030
+# %% ../nbs/03_metrics.ipynb #c031
 def distance_correlation(a:Tensor, b:Tensor) -> float:
     "Szekely's distance correlation between samples a (n,) or (n, k) and b: 0 iff independent (in the population)."
     a, b = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
@@ -189,7 +195,7 @@ def distance_correlation(a:Tensor, b:Tensor) -> float:
     dcov, va, vb = (A * B).mean(), (A * A).mean(), (B * B).mean()
     return float((dcov / (va * vb).sqrt()).clamp(min=0).sqrt()) if va > 0 and vb > 0 else 0.
 
-# %% ../nbs/03_metrics.ipynb #c031
+# %% ../nbs/03_metrics.ipynb #c032
 @dataclass
 class LatentReport:
     "Per-coordinate normality and pairwise dependence of a latent sample."
@@ -203,7 +209,7 @@ class LatentReport:
                     min_ks_p=float(self.stats['ks_p'].min()), n_coords=len(self.corr))
     def _repr_markdown_(self): return '\n'.join(f"- {k}: {v:.4g}" for k, v in self.summary().items())
 
-# %% ../nbs/03_metrics.ipynb #c032
+# %% ../nbs/03_metrics.ipynb #c033
 def latent_report(z:Tensor,            # latent sample, shape (B, *event)
                   max_n:int=500,        # points used for the O(n^2) distance correlations
                  ) -> LatentReport:
@@ -224,7 +230,7 @@ def latent_report(z:Tensor,            # latent sample, shape (B, *event)
         for j in range(i + 1, D): dc[i, j] = dc[j, i] = distance_correlation(Zs[:, i], Zs[:, j])
     return LatentReport(df, corr, dc)
 
-# %% ../nbs/03_metrics.ipynb #c036
+# %% ../nbs/03_metrics.ipynb #c037
 def amari_distance(W, A) -> float:
     "Amari distance of P = W A from a scaled permutation, in [0, 1]."
     P = np.abs(np.asarray(W, dtype=float) @ np.asarray(A, dtype=float))
@@ -232,7 +238,7 @@ def amari_distance(W, A) -> float:
     r = (P.sum(1) / P.max(1) - 1).sum() + (P.sum(0) / P.max(0) - 1).sum()
     return float(r / (2 * n * (n - 1)))
 
-# %% ../nbs/03_metrics.ipynb #c037
+# %% ../nbs/03_metrics.ipynb #c038
 def compare_ica(x:Tensor,              # data (B, *event)
                 z:Tensor,              # its pfODE latent (B, *event)
                 seed:int=0, max_n:int=500,
@@ -247,7 +253,7 @@ def compare_ica(x:Tensor,              # data (B, *event)
             'PCA-whitened data': latent_report(std(PCA(whiten=True).fit_transform(X)), max_n)}
     return pd.DataFrame({k: r.summary() for k, r in rows.items()}).T, ica
 
-# %% ../nbs/03_metrics.ipynb #c040
+# %% ../nbs/03_metrics.ipynb #c041
 def frechet_distance(feats_a:Tensor, # features of one set (n_a, d), e.g. real images through a feature network
                      feats_b:Tensor, # features of the other (n_b, d)
                     ) -> float:
@@ -256,7 +262,7 @@ def frechet_distance(feats_a:Tensor, # features of one set (n_a, d), e.g. real i
     moments = lambda f: (f.mean(0), torch.cov(f.T).reshape(f.shape[1], f.shape[1]))
     return gaussian_w2(*moments(a), *moments(b))**2
 
-# %% ../nbs/03_metrics.ipynb #c044
+# %% ../nbs/03_metrics.ipynb #c045
 @dataclass
 class Estimate:
     "A Monte-Carlo estimate and its standard error; float(estimate) is the value."
@@ -271,7 +277,7 @@ def _cubic_mmd2(a:Tensor, b:Tensor) -> float:
     kaa, kbb, kab = ((u @ v.T / d + 1)**3 for u, v in ((a, a), (b, b), (a, b)))
     return ((kaa.sum() - kaa.trace()) / (m * (m - 1)) + (kbb.sum() - kbb.trace()) / (n * (n - 1)) - 2 * kab.mean()).item()
 
-# %% ../nbs/03_metrics.ipynb #c045
+# %% ../nbs/03_metrics.ipynb #c046
 def kid(feats_a:Tensor, feats_b:Tensor, # two feature sets (n_a, d) and (n_b, d)
         subset_size:int=1000,           # points of each set per subset (fewer when a set is smaller than two subsets)
         subsets:int|None=None,          # disjoint subsets averaged (default: as many as the smaller set holds, at most 100)
@@ -282,6 +288,7 @@ def kid(feats_a:Tensor, feats_b:Tensor, # two feature sets (n_a, d) and (n_b, d)
     a, b = _pair_check(feats_a, feats_b, ('feats_a', 'feats_b'))
     if isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 2: raise ValueError(f"subset_size={subset_size!r}: must be an integer >= 2")
     m = min(subset_size, a.shape[0] // 2, b.shape[0] // 2)
+    if m < 2: raise ValueError(f"feats_a, feats_b: {a.shape[0]} and {b.shape[0]} points; KID needs at least 4 in each set (two subsets of 2)")
     fit = min(a.shape[0], b.shape[0]) // m
     k = min(fit, 100) if subsets is None else subsets
     if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= fit: raise ValueError(f"subsets={subsets!r}: must be an integer in [2, {fit}] for subsets of {m} points")
@@ -289,7 +296,7 @@ def kid(feats_a:Tensor, feats_b:Tensor, # two feature sets (n_a, d) and (n_b, d)
     vals = torch.tensor([_cubic_mmd2(a[pa[i * m:(i + 1) * m]], b[pb[i * m:(i + 1) * m]]) for i in range(k)], dtype=torch.float64)
     return Estimate(vals.mean().item(), vals.std().item() / math.sqrt(k))
 
-# %% ../nbs/03_metrics.ipynb #c049
+# %% ../nbs/03_metrics.ipynb #c050
 @dataclass
 class PrecisionRecall:
     "Kynkäänniemi et al.'s precision (generated points on the real manifold) and recall (real points on the generated one)."
@@ -305,7 +312,7 @@ def _inside(q:Tensor, ref:Tensor, radius:Tensor, block:int=2048) -> float:
     "The share of points of q within radius[j] of some ref[j]."
     return torch.cat([(torch.cdist(q[i:i + block], ref) <= radius).any(1) for i in range(0, q.shape[0], block)]).double().mean().item()
 
-# %% ../nbs/03_metrics.ipynb #c050
+# %% ../nbs/03_metrics.ipynb #c051
 def precision_recall(real:Tensor, fake:Tensor, # real and generated features (n, d)
                      k:int=3,                    # the neighbour that sets each ball's radius (the paper's k = 3)
                     ) -> PrecisionRecall:
@@ -315,7 +322,7 @@ def precision_recall(real:Tensor, fake:Tensor, # real and generated features (n,
         raise ValueError(f"k={k!r}: must be an integer in [1, {min(r.shape[0], f.shape[0]) - 1}]")
     return PrecisionRecall(_inside(f, r, _knn_radius(r, k)), _inside(r, f, _knn_radius(f, k)))
 
-# %% ../nbs/03_metrics.ipynb #c054
+# %% ../nbs/03_metrics.ipynb #c055
 INCEPTION_WEIGHTS = 'pt_inception-2015-12-05-6726825d.pth'   # torch-fidelity's port of the TensorFlow Inception-v3 used for FID
 
 def inception_features(images:Tensor,       # (n, C, H, W) images in [-1, 1], C = 1 or 3

@@ -293,7 +293,7 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
 # %% ../nbs/04_samplers.ipynb #c028
 def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator=None,
            batch_size:int|None=None, # run in chunks of this many samples
-           callback=None,            # callback(info) after each step: a dict with i, t, sigma, x, x0 and denoised (k-diffusion's names)
+           callback=None,            # callback(info) after each step: a dict with i, t, sigma, x, x0, denoised (k-diffusion's names; see _step_info)
            **kw) -> Tensor:
     "Samples from `den` with `method`: x0-hat at t_min after the last step."
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
@@ -309,7 +309,7 @@ def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 def _step_info(path, s) -> dict:
-    "A step as k-diffusion's callback sees it: sigma is sigma/alpha at t (None on a diagonal path), denoised is x0-hat."
+    "Step i for a callback, in k-diffusion's names but diffnb's meaning: x is the state after the step at time t (x_t, not x/alpha), sigma is sigma/alpha at t (None on a diagonal path), x0 = denoised is the step's x0-hat."
     sigma = None if isinstance(path, DiagonalPath) else (path.sigma(s.t) / path.alpha(s.t)).item()
     return dict(i=s.i, t=s.t, sigma=sigma, x=s.x, x0=s.x0, denoised=s.x0, nfe=s.nfe)
 

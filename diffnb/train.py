@@ -420,6 +420,8 @@ def _nonfinite(self:Trainer, what:str, t:Tensor, also:str='') -> FloatingPointEr
 # %% ../nbs/06_train.ipynb #c057
 def _micro_batches(batch:tuple, k:int) -> list:
     "The batch's tensors split into k equal micro-batches along the first dimension (None stays None)."
+    n = next(len(v) for v in batch if isinstance(v, Tensor))
+    if n % k: raise ValueError(f"batch: {n} points cannot be split into accum={k} equal micro-batches")
     parts = [v.chunk(k) if isinstance(v, Tensor) else (v,) * k for v in batch]
     return [tuple(p[i] for p in parts) for i in range(k)]
 
@@ -517,13 +519,13 @@ def _stored_averages(self:Trainer) -> list:
 # %% ../nbs/06_train.ipynb #c064
 @patch
 def rebuild_ema(self:Trainer, sigma_rel:float, # the relative width wanted (Karras et al. 2024 found 0.05 to 0.15 best on images)
-                step:int|None=None,             # where the average ends (default: the last snapshot)
+                step:int|None=None,             # where the average ends (default: the last snapshot at or before the trainer's step)
                ) -> nn.Module:
     "A copy of the network averaged post hoc with the power profile of width sigma_rel ending at `step`, from the stored snapshots."
     stored = self._stored_averages()
     if not stored: raise ValueError("post_hoc_ema: no snapshots are stored; train with post_hoc_ema=(0.05, 0.10) and a snapshot_every that the run reaches")
-    step = max(t for t, _, _ in stored) if step is None else step
-    stored = [s for s in stored if s[0] <= step]              # an average that ends later holds weights from after `step`
+    if step is None: step = max([t for t, _, _ in stored if t <= self.step] or [0])   # the newest at or before this trainer's step
+    stored = [s for s in stored if s[0] <= step]              # an average that ends later holds weights from after `step` (or another run's)
     if not stored: raise ValueError(f"step={step}: no snapshot at or before it")
     weights = post_hoc_weights([(t, g) for t, g, _ in stored], step, power_ema_gamma(sigma_rel)).tolist()
     acc = {}
@@ -615,14 +617,15 @@ def save(self:Trainer, folder:str,
     buf = io.BytesIO()
     gens = self.rank_generators() if gens is None else gens
     torch.save({'opt': self.opt.state_dict(), 'gen': self.gen.get_state(), 'gens': gens, 'step': self.step, 'ema_updates': self.ema.updates,
-                'power_ema_updates': [e.updates for e in self.power_emas], 'losses': torch.tensor(self.losses, dtype=torch.float64)}, buf)
+                'power_ema_updates': [e.updates for e in self.power_emas], 'losses': torch.tensor(self.losses, dtype=torch.float64),
+                'scaler': None if self.scaler is None else self.scaler.state_dict()}, buf)
     files = dict(zip(CKPT_FILES, (st_save(cpu(self.net.state_dict())), st_save(cpu(self.ema.net.state_dict())), buf.getvalue())))
     if self.power_emas: files[POWER_EMA_FILE] = st_save(_averages_state(self.power_emas))
     for f, b in files.items(): _fsync_write(tmp / f, b)
     cfg = dict(step=self.step, trainer=type(self).__name__, path=self._spec(self.path), net=_net_spec(self.net), hparams=self.hparams, data_scale=self.data_scale,
                event_shape=list(self.event_shape), n_classes=self.n_classes, total_steps=self.total_steps, auto_total=self.auto_total,
                save_every=self.save_every, keep=self.keep, data_sha256=self._data_digest() if self.has_data else None,
-               sha256={f: _sha256(b) for f, b in files.items()}, format=2)
+               sha256={f: _sha256(b) for f, b in files.items()}, format=3)
     _fsync_write(tmp / 'config.json', json.dumps(cfg, indent=1).encode())
     _fsync_dir(tmp)
     final, trash = root / name, root / f".trash-{name}"
@@ -753,12 +756,26 @@ def _restore(tr:Trainer, ck:FilePath, cfg:dict):
     tr.opt.load_state_dict(st['opt']); tr.gen.set_state(st['gen'].cpu())
     tr.saved_generators = [g.cpu() for g in st.get('gens', [st['gen']])]   # distribute() gives each rank its own
     tr.step, tr.ema.updates, tr.losses = int(st['step']), int(st['ema_updates']), st['losses'].tolist()
+    if tr.scaler is not None and st.get('scaler'): tr.scaler.load_state_dict(st['scaler'])   # fp16's loss scale resumes where it was
     if tr.power_emas:
         sd = _load_file(ck, POWER_EMA_FILE, cfg, lambda p: load_file(p, device=dev))
         for k, (e, n) in enumerate(zip(tr.power_emas, st['power_ema_updates'])): e.net.load_state_dict(_average_part(sd, k)); e.updates = int(n)
     tr.data_scale, tr.event_shape, tr.n_classes = cfg['data_scale'], tuple(cfg['event_shape']), cfg.get('n_classes', tr.n_classes)
 
 # %% ../nbs/06_train.ipynb #c082
+def _usable_options(cfg:dict, hp:dict, overrides:dict, standin:bool, device) -> dict:
+    "The checkpoint's options as this load can use them: the averages it keeps, precision as it ran, and what sampling alone needs."
+    kept, cuda = cfg['hparams'].get('post_hoc_ema', []), resolve_device(device).type == 'cuda'
+    if 'post_hoc_ema' in overrides and [float(v) for v in overrides['post_hoc_ema']] != kept:
+        raise ValueError(f"post_hoc_ema={overrides['post_hoc_ema']!r}: the checkpoint keeps averages of widths {kept}; resume with those, or start a new run")
+    if cfg.get('format', 2) < 3 and hp.get('precision') == 'bf16' and not cuda and 'precision' not in overrides:
+        hp['precision'] = 'fp32'                  # before format 3, 'bf16' meant autocast on CUDA only: such a CPU run trained in fp32
+    if standin:                                   # sampling only: no loss scaling, and two stand-in points cannot be split
+        if hp.get('precision') == 'fp16' and not cuda and 'precision' not in overrides: hp['precision'] = 'fp32'
+        hp['accum'] = 1
+    return hp
+
+# %% ../nbs/06_train.ipynb #c083
 @patch(cls_method=True)
 def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, device='auto',
          fallback:bool=False,   # a damaged or incomplete latest checkpoint: load the newest one that is intact (with a warning) instead of refusing
@@ -779,19 +796,23 @@ def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, devic
     if saving['folder'] is None and saving['save_every']: saving['folder'] = str(ck.parent if ck.name.startswith(('ckpt-', '.trash-ckpt-')) else ck)
     hp.update(overrides, total_steps=overrides.get('total_steps', cfg.get('total_steps')))
     standin = data is None
+    hp = _usable_options(cfg, hp, overrides, standin, device)
     if standin:                                    # sampling needs no data: two zeros stand in, and training refuses
         batch = _check_number('batch_size', hp.pop('batch_size'), 1, integer=True)
         data, hp['batch_size'] = torch.zeros(2, *_event_shape(cfg.get('event_shape'), ck)), 2
     tr = cls(net, P, data, device=device, **hp)
-    if standin: tr.has_data, tr.batch_size, tr.hparams['batch_size'] = False, batch, batch
+    if standin:
+        tr.has_data, tr.batch_size, tr.hparams['batch_size'] = False, batch, batch
+        tr.hparams.update({k: cfg['hparams'][k] for k in ('accum', 'precision') if k in cfg['hparams']})   # the record keeps the run's own
     elif cfg.get('data_sha256') not in (None, tr._data_digest()):
         warnings.warn(f"data: not the data this checkpoint was trained on ({tr.x.shape[0]} points now); training continues on the data given")
     tr.folder, tr.save_every, tr.keep = saving['folder'], saving['save_every'], 3 if saving['keep'] is None else saving['keep']
+    if tr.folder is None and tr.power_emas: tr.folder = str(ck.parent if ck.name.startswith(('ckpt-', '.trash-ckpt-')) else ck)   # where its snapshots are
     tr.auto_total = bool(cfg.get('auto_total', False)) and 'total_steps' not in overrides
     _restore(tr, ck, cfg)
     return tr
 
-# %% ../nbs/06_train.ipynb #c083
+# %% ../nbs/06_train.ipynb #c084
 def _load_newest_intact(cls, folder, kw:dict) -> Trainer:
     "The newest checkpoint of a run folder that loads, by step; a warning names each newer one skipped and why."
     root = FilePath(folder)
@@ -805,12 +826,12 @@ def _load_newest_intact(cls, folder, kw:dict) -> Trainer:
         return tr
     raise ValueError(f"folder={str(folder)!r}: no checkpoint in it loads" + (f": {'; '.join(errors)}" if errors else " (none found)"))
 
-# %% ../nbs/06_train.ipynb #c084
+# %% ../nbs/06_train.ipynb #c085
 def load_denoiser(folder, path:Path|None=None, param:str|None=None, net:nn.Module|None=None, ema:bool=True, device='auto') -> Denoiser:
     "The Denoiser of a checkpoint; refuses a path or parametrization other than the one it was trained with."
     return Trainer.load(folder, net=net, path=path, device=device, **({'param': param} if param else {})).denoiser(ema)
 
-# %% ../nbs/06_train.ipynb #c086
+# %% ../nbs/06_train.ipynb #c087
 @patch
 def fit(self:Trainer, n:int, progress:bool=True,
         every:int|None=None, # call `callback` every this many steps (counted in the run, e.g. 1000)
@@ -827,7 +848,7 @@ def fit(self:Trainer, n:int, progress:bool=True,
     bar.close()
     return self
 
-# %% ../nbs/06_train.ipynb #c087
+# %% ../nbs/06_train.ipynb #c088
 @patch
 def plot(self:Trainer, smooth:int=50) -> go.Figure:
     "The loss curve (raw and a running mean)."
@@ -842,7 +863,7 @@ def plot(self:Trainer, smooth:int=50) -> go.Figure:
 @patch
 def _repr_mimebundle_(self:Trainer, include=None, exclude=None): return figure_bundle(self.plot(), repr(self))
 
-# %% ../nbs/06_train.ipynb #c102
+# %% ../nbs/06_train.ipynb #c103
 def mismatches(trainer:Trainer,        # how the model was trained
                den:Denoiser|None=None, # the Denoiser the sampler will call
                path=None, param:str|None=None, # or the sampler's path and parametrization
@@ -865,18 +886,18 @@ def mismatches(trainer:Trainer,        # how the model was trained
             out.append("time direction: the grid does not run from noise to data (log-SNR must increase along it; samplers go from t_max down to t_min)")
     return out
 
-# %% ../nbs/06_train.ipynb #c105
+# %% ../nbs/06_train.ipynb #c106
 import torch.nn.functional as F
 from .denoisers import batch_time
 
-# %% ../nbs/06_train.ipynb #c108
+# %% ../nbs/06_train.ipynb #c109
 def _unit_variance(path:Path, x:Tensor, t:Tensor, sigma_data:float) -> Tensor:
     "x_t divided by its standard deviation sqrt(alpha^2 sigma_data^2 + sigma^2), per direction of the path's basis."
     z = path.to_basis(x)
     a, s, _, _ = path.coefs(t, z)
     return path.from_basis(z / (a * a * sigma_data**2 + s * s).sqrt(), x)
 
-# %% ../nbs/06_train.ipynb #c109
+# %% ../nbs/06_train.ipynb #c110
 class NoisyClassifier(nn.Module):
     "A classifier of x_t on a path: (x, t) -> logits of p_t(y | x), its input scaled to unit variance; for ClassifierGuidance."
     def __init__(self, net:nn.Module,        # net(x, t) -> (B, n_classes) logits
@@ -893,7 +914,7 @@ class NoisyClassifier(nn.Module):
         "log p_t(y | x) for every class, shape (B, n_classes)."
         return torch.log_softmax(self(x, t), -1)
 
-# %% ../nbs/06_train.ipynb #c113
+# %% ../nbs/06_train.ipynb #c114
 class ClassifierTrainer(Trainer):
     "Trains a classifier of noisy inputs x_t at random t on a path by cross-entropy; a Trainer whose loss is the classifier's."
     default_batch = 256   # the batch size when none is given (every point of a smaller data set)
@@ -910,7 +931,7 @@ class ClassifierTrainer(Trainer):
         if self.y is None: raise ValueError("data: a classifier needs labels; pass an (x, y) pair")
     def __repr__(self): return f"ClassifierTrainer(step={self.step}, path={self.path!r}, data={tuple(self.x.shape)}, classes={self.n_classes}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c115
+# %% ../nbs/06_train.ipynb #c116
 @patch
 def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     "Cross-entropy of the noisy classifier on x_t = alpha x0 + sigma eps."
@@ -921,7 +942,7 @@ def loss(self:ClassifierTrainer, batch:tuple) -> Tensor:
     xt = P.from_basis(c.alpha * z0 + c.sigma * P.to_basis(eps), x0)
     return F.cross_entropy(NoisyClassifier(self.fwd, P, self.sigma_data)(xt, t.to(x0.dtype)), y)
 
-# %% ../nbs/06_train.ipynb #c116
+# %% ../nbs/06_train.ipynb #c117
 @patch
 def classifier(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "The trained classifier (the EMA weights by default): a callable (x, t) -> logits for ClassifierGuidance."
@@ -932,7 +953,7 @@ def model(self:ClassifierTrainer, ema:bool=True) -> NoisyClassifier:
     "What training makes: the noisy classifier."
     return self.classifier(ema)
 
-# %% ../nbs/06_train.ipynb #c117
+# %% ../nbs/06_train.ipynb #c118
 def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
                      path:Path|str,   # the forward path
                      data,            # an (x, y) pair
@@ -944,7 +965,7 @@ def train_classifier(net:nn.Module,  # net(x, t) -> (B, n_classes) logits
     for _ in tr.steps(steps): pass
     return tr.classifier()
 
-# %% ../nbs/06_train.ipynb #c124
+# %% ../nbs/06_train.ipynb #c125
 class DigitFeatures:
     "Features of 8x8 digit images for FD-digits: a digit classifier's first and last hidden layers, read at the path's t_min."
     def __init__(self, clf:NoisyClassifier, accuracy:float):
@@ -961,7 +982,7 @@ class DigitFeatures:
         return torch.cat([got['first'], got['last']], 1).double()
     def __repr__(self): return f"DigitFeatures({2 * self.clf.net.inp.out_features} features, held-out accuracy {self.accuracy:.3f})"
 
-# %% ../nbs/06_train.ipynb #c125
+# %% ../nbs/06_train.ipynb #c126
 def digit_features(n:int=1000, # optimiser steps of the classifier (seconds on a CPU)
                    seed:int=0) -> DigitFeatures:
     "The FD-digits feature network: a noisy digit classifier trained on the first 1500 digits; its accuracy is measured on the other 297."
@@ -973,7 +994,7 @@ def digit_features(n:int=1000, # optimiser steps of the classifier (seconds on a
     with torch.no_grad(): acc = (clf(x[1500:], clf.path.t_min).argmax(1) == y[1500:]).float().mean().item()
     return DigitFeatures(clf, acc)
 
-# %% ../nbs/06_train.ipynb #c136
+# %% ../nbs/06_train.ipynb #c137
 from .samplers import VarianceHead, VARIANCE_ESTIMATORS
 
 def _variance_target(estimator:str, # 'npr' or 'sn'
@@ -982,7 +1003,7 @@ def _variance_target(estimator:str, # 'npr' or 'sn'
     "The regression target for the head's Var[eps | x_t]: NPR's (eps - eps_hat)^2 or SN's eps^2 - eps_hat^2."
     return (eps - eps_hat)**2 if estimator == 'npr' else eps**2 - eps_hat**2
 
-# %% ../nbs/06_train.ipynb #c137
+# %% ../nbs/06_train.ipynb #c138
 def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor:
     "The head's regression loss at (x0, t, eps), per sample."
     P = head.den.path
@@ -993,7 +1014,7 @@ def _variance_loss(head:VarianceHead, x0:Tensor, t:Tensor, eps:Tensor) -> Tensor
     if head.estimator == 'npr': err = err * (c.alpha**2 + c.sigma**2) / c.alpha**2     # relative to alpha^2 / (alpha^2 + sigma^2)
     return err.pow(2).flatten(1).mean(1)
 
-# %% ../nbs/06_train.ipynb #c139
+# %% ../nbs/06_train.ipynb #c140
 class VarianceTrainer(Trainer):
     "Trains a VarianceHead on a frozen Denoiser by NPR or SN regression; a Trainer whose loss is the head's."
     renamed = {'kind': 'estimator'}
@@ -1012,7 +1033,7 @@ class VarianceTrainer(Trainer):
         self.hparams.update(estimator=self.estimator, data_var=self.data_var.tolist())
     def __repr__(self): return f"VarianceTrainer(step={self.step}, estimator={self.estimator!r}, path={self.path!r}, data={tuple(self.x.shape)}, device={self.device})"
 
-# %% ../nbs/06_train.ipynb #c140
+# %% ../nbs/06_train.ipynb #c141
 @patch
 def _as_path(self:VarianceTrainer, den:Denoiser) -> Path:
     "The mean model's path; the mean model itself is kept, frozen."
@@ -1027,7 +1048,7 @@ def head(self:VarianceTrainer, ema:bool=True, net:nn.Module|None=None) -> Varian
     net = net if net is not None else (self.ema.net if ema else self.net)
     return VarianceHead(net, self.den, self.estimator, self.data_var).eval()
 
-# %% ../nbs/06_train.ipynb #c141
+# %% ../nbs/06_train.ipynb #c142
 @patch
 def model(self:VarianceTrainer, ema:bool=True) -> VarianceHead:
     "What training makes: the variance head."
@@ -1039,7 +1060,7 @@ def loss(self:VarianceTrainer, batch:tuple) -> Tensor:
     x0, _, t, eps = batch
     return _variance_loss(self.head(net=self.fwd).train(), x0, t, eps).mean()
 
-# %% ../nbs/06_train.ipynb #c142
+# %% ../nbs/06_train.ipynb #c143
 @patch(cls_method=True)
 def _spec(cls:VarianceTrainer, den) -> dict:
     "The checkpoint record of the mean model's path."
@@ -1049,7 +1070,7 @@ def _spec(cls:VarianceTrainer, den) -> dict:
 def _rebuild(cls:VarianceTrainer, spec:dict):
     raise ValueError(f"den: a variance head's checkpoint holds the head alone; pass den= (the mean model it was trained on, on {spec['repr']})")
 
-# %% ../nbs/06_train.ipynb #c143
+# %% ../nbs/06_train.ipynb #c144
 def fit_variance(den:Denoiser,        # the trained mean model (kept frozen)
                  data,                # training points (n, *event)
                  net:nn.Module,       # the head's network net(x, t) -> x's shape, e.g. dn.MLP(d, hidden=32, depth=1, emb_dim=32)

@@ -120,3 +120,21 @@ def test_labels_beyond_the_nets_classes_are_named():
     x = torch.zeros(6, 1, 8, 8)
     with pytest.raises(ValueError, match=r'labels: go up to 2, but the net conditions on 2 classes; build it with n_classes=3'):
         dn.Trainer(dn.UNet.preset('tiny', n_classes=2), 'vp', (x, torch.tensor([0, 1, 2, 0, 1, 2])))
+
+def test_review_findings_stay_fixed(tmp_path):
+    "A 16-bit grayscale PNG is scaled (not clipped) to 8 bits; a tuple size= cache reopens; a run with accum=4 samples without data."
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    (tmp_path / 'g').mkdir(); Image.fromarray(ramp).save(tmp_path / 'g' / 'a.png'); Image.fromarray(ramp).save(tmp_path / 'g' / 'b.png')
+    im = image_data(tmp_path / 'g')
+    assert im.images.dtype == torch.uint8 and im.images.max().item() == round(63000 / 257) and len(im.images.unique()) > 50
+    root = _folder(tmp_path / 'imgs', per=4, size=10)
+    assert torch.equal(image_data(root, size=(8, 8), cache=tmp_path / 'c.npy').images, image_data(root, size=(8, 8), cache=tmp_path / 'c.npy').images)
+    tr = dn.Trainer(dn.default_net(root, 'tiny'), 'vp', image_data(root, size=8), batch_size=8, accum=4, folder=str(tmp_path / 'run'), save_every=1,
+                    post_hoc_ema=(0.05, 0.1), snapshot_every=1)
+    list(tr.steps(2))
+    back = dn.Trainer.load(tmp_path / 'run')                              # no data: a stand-in that cannot be split four ways
+    assert back.hparams['accum'] == 4 and dn.sample(back.denoiser(), 2, steps=2).shape == (2, 3, 8, 8)
+    assert back.rebuild_ema(0.08) is not None                              # the folder's snapshots are found
+    with pytest.raises(ValueError, match=r'post_hoc_ema=\(0.1, 0.05\): the checkpoint keeps averages of widths \[0.05, 0.1\]'):
+        dn.Trainer.load(tmp_path / 'run', data=image_data(root, size=8), post_hoc_ema=(0.1, 0.05))
+    with pytest.raises(ValueError, match='cannot be split into accum=4'): tr.train_step(tuple(v[:6] if v is not None else None for v in tr._batch()))

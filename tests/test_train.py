@@ -255,3 +255,19 @@ def test_post_hoc_ema_rebuilds_an_average_that_was_not_kept(tmp_path):
     for p, q in zip(back.rebuild_ema(0.08).parameters(), rebuilt.parameters()): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match='sigma_rel=0.5: must be in'): _ring_trainer(post_hoc_ema=(0.5,))
     with pytest.raises(ValueError, match='no snapshots are stored'): _ring_trainer().rebuild_ema(0.1)
+
+def test_old_bf16_and_gpu_fp16_checkpoints_load_as_they_ran(tmp_path):
+    "A format-2 checkpoint with precision='bf16' trained on the CPU in fp32 (bf16 meant CUDA only) and resumes so; an fp16 (CUDA) run loads on the CPU to sample."
+    import json
+    tr = _ring_trainer(); list(tr.steps(2)); tr.save(tmp_path / 'run')
+    cfg_file, = (tmp_path / 'run').glob('ckpt-*/config.json')
+    cfg = json.loads(cfg_file.read_text())
+    assert cfg['format'] == 3
+    cfg['format'], cfg['hparams']['precision'] = 2, 'bf16'
+    cfg_file.write_text(json.dumps(cfg))
+    assert dn.Trainer.load(tmp_path / 'run', data=dn.toy('ring8', 4096), device='cpu').amp_dtype is None
+    cfg['format'], cfg['hparams']['precision'] = 3, 'fp16'
+    cfg_file.write_text(json.dumps(cfg))
+    back = dn.Trainer.load(tmp_path / 'run', device='cpu')
+    assert back.amp_dtype is None and back.hparams['precision'] == 'fp16' and dn.sample(back.denoiser(), 4, steps=2).shape == (4, 2)
+    with pytest.raises(ValueError, match="precision='fp16': needs CUDA"): dn.Trainer.load(tmp_path / 'run', data=dn.toy('ring8', 4096), device='cpu')
