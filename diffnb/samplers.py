@@ -698,15 +698,22 @@ def lms(r, z, history=4):
 # %% ../nbs/04_samplers.ipynb #c074
 def _expm1(v): return math.expm1(v) if isinstance(v, float) else torch.expm1(v)
 def _exp(v): return math.exp(v) if isinstance(v, float) else torch.exp(v)
+def _sqrt0(v): return max(v, 0.)**0.5 if isinstance(v, float) else v.clamp(min=0).sqrt()     # h may be -4e-16 where lambda stands still
+def _inv(v):
+    "1/v, and 0 where v is 0 (a coordinate whose lambda does not move: its multistep correction is 0 anyway)."
+    if isinstance(v, float): return 1 / v if abs(v) > 1e-12 else 0.
+    return torch.where(v.abs() > 1e-12, 1 / torch.where(v.abs() > 1e-12, v, torch.ones_like(v)), torch.zeros_like(v))
 
 def _lam_steps(r) -> list:
     "Per step, h = lambda_{i+1} - lambda_i in the loop's form (Python floats, or per-coordinate tensors); +inf where sigma_{i+1} = 0."
     return r.K(r.lam[1:] - r.lam[:-1])
 
 def _corr(c, h, hp):
-    "A multistep correction coefficient, 0 where the step or the previous one is infinite (the first-order step to sigma = 0)."
-    if isinstance(h, float): return c if math.isfinite(h) and hp is not None and math.isfinite(hp) else 0.
-    return torch.where(torch.isfinite(h) & torch.isfinite(hp), c, torch.zeros_like(c)) if hp is not None else torch.zeros_like(h)
+    "A multistep correction coefficient, 0 where a step is infinite (the first-order step to sigma = 0) or does not move lambda (h = 0)."
+    ok = lambda v: math.isfinite(v) and abs(v) > 1e-12
+    if isinstance(h, float): return c if hp is not None and ok(h) and ok(hp) else 0.
+    if hp is None: return torch.zeros_like(h)
+    return torch.where(torch.isfinite(h) & torch.isfinite(hp) & (h.abs() > 1e-12) & (hp.abs() > 1e-12), c, torch.zeros_like(c))
 
 # %% ../nbs/04_samplers.ipynb #c075
 @register('dpmpp_2m', order=2, stochastic=False, evals=1)
@@ -716,7 +723,7 @@ def dpmpp_2m(r, z):
     for i, h in enumerate(_lam_steps(r)):
         x0, _ = r.D(z, i, need_eps=False)
         I0, a1, ratio = -_expm1(-h), r.ca[i + 1], r.cs[i + 1] / r.cs[i]     # sigma_{i+1} / sigma_i (0 at sigma = 0)
-        c = _corr(I0 * h / (2 * hp), h, hp) if hp is not None else 0.        # D = x0 + (x0 - x0_prev) h / (2 h_prev)
+        c = _corr(I0 * h * _inv(2 * hp), h, hp) if hp is not None else 0.   # D = x0 + (x0 - x0_prev) h / (2 h_prev)
         z = lincomb((ratio, z), (a1 * (I0 + c), x0), *([(-a1 * c, x0_prev)] if hp is not None else []))
         x0_prev, hp = x0, h
         yield z, x0
@@ -730,10 +737,10 @@ def dpmpp_3m(r, z):
         x0, _ = r.D(z, i, need_eps=False)
         I0 = -_expm1(-h); I1, I2 = h - I0, h * h / 2 - h + I0
         w = [I0]
-        if len(hs) >= 1: w = [I0 + _corr(I1 / hs[0], h, hs[0]), -_corr(I1 / hs[0], h, hs[0])]
+        if len(hs) >= 1: c1 = _corr(I1 * _inv(hs[0]), h, hs[0]); w = [I0 + c1, -c1]
         if len(hs) >= 2:
-            q = _corr((I1 * hs[0] + 2 * I2) / (hs[0] + hs[1]), h, hs[1])
-            w = [w[0] + q / hs[0], w[1] - q * (1 / hs[0] + 1 / hs[1]), q / hs[1]]
+            q, i0, i1 = _corr((I1 * hs[0] + 2 * I2) * _inv(hs[0] + hs[1]), h, hs[1]), _inv(hs[0]), _inv(hs[1])
+            w = [w[0] + q * i0, w[1] - q * (i0 + i1), q * i1]
         hist = [x0] + hist[:2]
         z = lincomb((r.cs[i + 1] / r.cs[i], z), *((r.ca[i + 1] * wk, xk) for wk, xk in zip(w, hist)))
         hs = [h] + hs[:1]
@@ -750,9 +757,9 @@ def dpmpp_2m_sde(r, z):
         if i == last:                                                        # deterministic, first order: no noise to the end
             yield lincomb((ratio, z), (a1 * -_expm1(-h), x0)), x0; break
         I0 = -_expm1(-2 * h)
-        c = _corr(I0 * h / (2 * hp), h, hp) if hp is not None else 0.
+        c = _corr(I0 * h * _inv(2 * hp), h, hp) if hp is not None else 0.
         z = lincomb((ratio * _exp(-h), z), (a1 * (I0 + c), x0), *([(-a1 * c, x0_prev)] if hp is not None else []))
-        z = r.add_noise(z, r.cs[i + 1] * I0**0.5)                           # sigma_{i+1} sqrt(1 - e^{-2h})
+        z = r.add_noise(z, r.cs[i + 1] * _sqrt0(I0))                        # sigma_{i+1} sqrt(1 - e^{-2h})
         x0_prev, hp = x0, h
         yield z, x0
 

@@ -180,3 +180,13 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match='xi'): InflationaryPath(torch.tensor([1., 0.]))
     with pytest.raises(ValueError, match='g'): InflationaryPath(torch.tensor([1., 1.]), g=torch.tensor([1., 0.]))
     with pytest.raises(ValueError, match='n=-1'): next(IFTrainer(dn.MLP(2), inflationary_path(x), x).steps(-1))
+
+def test_dpm_solvers_run_where_a_coordinates_log_snr_stands_still():
+    "On the code form's PR-reducing path (g = -1 in the dropped direction) lambda does not move there; DPM-Solver++ 2M, 3M and 2M-SDE stay finite and sample the Gaussian."
+    x = dn.toy('moons', 500)
+    gm = dn.GaussianMixture(x.mean(0, keepdim=True).double(), torch.cov(x.T.double())[None])
+    den = gm.denoiser(inflationary_path(x, 'prr', 1, form='code'))
+    for m in ('dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde'):
+        xs = dn.sample(den, 4000, m, steps=20, generator=0)
+        assert bool(torch.isfinite(xs).all()), m
+        torch.testing.assert_close(xs.std(0).double(), gm.covs[0].diagonal().sqrt(), rtol=0.1, atol=0.)
