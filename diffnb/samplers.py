@@ -737,9 +737,9 @@ def dpmpp_3m(r, z):
         x0, _ = r.D(z, i, need_eps=False)
         I0 = -_expm1(-h); I1, I2 = h - I0, h * h / 2 - h + I0
         w = [I0]
-        if len(hs) >= 1: c1 = _corr(I1 * _inv(hs[0]), h, hs[0]); w = [I0 + c1, -c1]
+        if len(hs) >= 1: i0 = _inv(hs[0]); c1 = _corr(I1 * i0, h, hs[0]); w = [I0 + c1, -c1]
         if len(hs) >= 2:
-            q, i0, i1 = _corr((I1 * hs[0] + 2 * I2) * _inv(hs[0] + hs[1]), h, hs[1]), _inv(hs[0]), _inv(hs[1])
+            q, i1 = _corr((I1 * hs[0] + 2 * I2) * _inv(hs[0] + hs[1]), h, hs[1]), _inv(hs[1])
             w = [w[0] + q * i0, w[1] - q * (i0 + i1), q * i1]
         hist = [x0] + hist[:2]
         z = lincomb((r.cs[i + 1] / r.cs[i], z), *((r.ca[i + 1] * wk, xk) for wk, xk in zip(w, hist)))

@@ -80,7 +80,6 @@ class EMA:
     "Exponential moving average of a module's parameters and buffers, with warm-up."
     def __init__(self, net:nn.Module, decay:float=0.999):
         if not 0 <= decay < 1: raise ValueError(f"ema={decay}: the EMA decay must be in [0, 1)")
-        import copy
         self.decay, self.net, self.updates = decay, copy.deepcopy(net).eval().requires_grad_(False), 0
     def decay_at(self, k:int) -> float:
         "The decay of update k (counted from 1): the warmed-up constant decay."
