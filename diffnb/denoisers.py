@@ -82,12 +82,12 @@ def net_dtype(self:Denoiser) -> torch.dtype|None:
 
 # %% ../nbs/01_denoisers.ipynb #c012
 def lincomb(*terms) -> Tensor:
-    "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates (a Python-number coefficient costs one operation, zero none)."
-    (c, x), rest = terms[0], terms[1:]
+    "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates (a Python-number coefficient costs one operation, the number 0 none)."
+    live = [(c, x) for c, x in terms if not (isinstance(c, (int, float)) and c == 0)] or [terms[0]]
+    (c, x), rest = live[0], live[1:]
     out = x * c
     for c, x in rest:
-        if isinstance(c, float):
-            if c: out.add_(x, alpha=c)
+        if isinstance(c, (int, float)): out.add_(x, alpha=c)
         else: out.add_(c * x)
     return out
 

@@ -15,11 +15,12 @@ from .paths import Coefs, DiagonalPath, time_grid, resolve_device, check_choice,
 from .denoisers import Denoiser, CFG, lincomb, batch_time
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'TABLEAUS', 'ODE_METHODS', 'VARIANCE_ESTIMATORS', 'Step', 'SamplerInfo', 'register',
-           'ddim', 'ddpm', 'initial_state', 'sample_iter', 'sample', 'ODEInfo', 'dormand_prince', 'odeint', 'euler',
-           'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm', 'euler_ancestral', 'dpm_2',
-           'dpmpp_2s_ancestral', 'lms', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde', 'analytic_dpm', 'fit_grid',
-           'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
+__all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'TABLEAUS', 'ODE_METHODS', 'VARIANCE_ESTIMATORS', 'Step', 'SamplerInfo',
+           'SamplerRegistry', 'register', 'ddim', 'ddpm', 'initial_state', 'sample_iter', 'sample', 'ODEInfo',
+           'dormand_prince', 'odeint', 'euler', 'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm',
+           'restart', 'euler_ancestral', 'dpm_2', 'dpmpp_2s_ancestral', 'dpmpp_sde', 'lms', 'deis', 'dpmpp_2m',
+           'dpmpp_3m', 'dpmpp_2m_sde', 'unipc', 'analytic_dpm', 'fit_grid', 'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO',
+           'ddpm_elbo']
 
 # %% ../nbs/04_samplers.ipynb #c006
 @dataclass
@@ -51,9 +52,17 @@ class SamplerInfo:
     def __repr__(self): return f"{self.name}: order {self.order}, {'stochastic' if self.stochastic else 'deterministic'}, options {self.options}"
 
 # %% ../nbs/04_samplers.ipynb #c008
-SAMPLERS = {}
+class SamplerRegistry(dict):
+    "name -> SamplerInfo; displays as a table of every method's order, stochasticity, calls per step and options."
+    def _repr_markdown_(self):
+        rows = [f"| `{m}` | {i.order} | {'yes' if i.stochastic else 'no'} | {i.evals or 'adaptive'} | {', '.join(f'{k}={v!r}' for k, v in i.options.items()) or ''} | {i.doc.split(':')[0]} |" for m, i in self.items()]
+        return '\n'.join(['| method | order | stochastic | calls per step | options | what it is |', '|---|---:|---|---:|---|---|'] + rows)
+
+SAMPLERS = SamplerRegistry()
 SAMPLER_ALIASES = {'dpm++2m': 'dpmpp_2m', 'dpm++_2m': 'dpmpp_2m', 'dpmsolver++': 'dpmpp_2m', 'dpmsolvermultistep': 'dpmpp_2m', 'k_dpmpp_2m': 'dpmpp_2m',
-                   'dpm++3m': 'dpmpp_3m', 'dpm++2m_sde': 'dpmpp_2m_sde', 'k_dpmpp_2m_sde': 'dpmpp_2m_sde', 'rk45': 'dopri5', 'k_heun': 'heun', 'k_euler': 'euler'}   # diffusers' and k-diffusion's names
+                   'dpm++3m': 'dpmpp_3m', 'dpm++2m_sde': 'dpmpp_2m_sde', 'k_dpmpp_2m_sde': 'dpmpp_2m_sde', 'rk45': 'dopri5', 'k_heun': 'heun', 'k_euler': 'euler',
+                   'unipcmultistep': 'unipc', 'deismultistep': 'deis', 'lmsdiscrete': 'lms', 'k_lms': 'lms', 'eulerancestraldiscrete': 'euler_ancestral', 'k_euler_a': 'euler_ancestral',
+                   'kdpm2discrete': 'dpm_2', 'k_dpm_2': 'dpm_2', 'k_dpmpp_2s_a': 'dpmpp_2s_ancestral', 'k_dpmpp_sde': 'dpmpp_sde', 'ddimscheduler': 'ddim', 'ddpmscheduler': 'ddpm'}   # diffusers' and k-diffusion's names
 
 def register(name, order, stochastic, evals, grid='auto', reversible=False, **options):
     "Decorator adding a method's step generator to SAMPLERS."
@@ -76,9 +85,11 @@ class _Run:
         self.f = da / a
         self.g2 = 2 * s * (ds - s * self.f)
         self.lam = torch.log(a) - torch.log(s)                              # half log-SNR; +inf where sigma = 0
+        self.clam = self.K(self.lam)
         self.ts = grid.tolist()
+        self.at = {t: i for i, t in enumerate(self.ts)}                    # grid time -> index
         self.tb = [torch.full((1,), t, dtype=dtype, device=like.device).expand(like.shape[0]) for t in self.ts]   # views: no fill
-        self.ca, self.cs, self.cda, self.cds = (self.K(v) for v in (a, s, da, ds))
+        self.ca, self.cs, self.cda, self.cds, self.cf, self.cg2 = (self.K(v) for v in (a, s, da, ds, self.f, self.g2))
         self.last = None
     def K(self, v:Tensor) -> list:
         "Per-grid-point coefficients for the step loop: Python floats on scalar paths, tensors per coordinate on diagonal ones."
@@ -109,6 +120,8 @@ def D(self:_Run, z:Tensor, i:int, need_eps:bool=True) -> tuple:
 @patch
 def D_at(self:_Run, z:Tensor, t:float, need_eps:bool=True, coefs:tuple|None=None) -> tuple:
     "(x0, eps) at any time t in the path's range (Runge-Kutta stages, churned noise levels); `coefs` when already known."
+    i = self.at.get(t)
+    if i is not None and z.dtype == self.dtype and z.shape[0] == self.like.shape[0]: return self.D(z, i, need_eps)   # a grid time: its cached coefficients and time tensor
     a, s, da, ds = self.coefs_at(t) if coefs is None else coefs
     x0, eps = self.den.predict(self.path.from_basis(z, self.like), torch.full((1,), t, dtype=z.dtype, device=z.device).expand(z.shape[0]),
                                self.y, z=z, need_eps=need_eps, coefs=Coefs(a, s, da, ds))
@@ -123,6 +136,11 @@ def eps_last(self:_Run):
     return eps if eps is not None else (z - a * x0) / s
 
 @patch
+def x0_last(self:_Run) -> Tensor:
+    "The x0-hat of the latest Denoiser call."
+    return self.last[1]
+
+@patch
 def noise(self:_Run, z:Tensor) -> Tensor:
     "A standard normal draw shaped like z, from the run's generator."
     return torch.randn(z.shape, generator=self.generator, dtype=z.dtype, device=z.device)
@@ -135,50 +153,49 @@ def add_noise(self:_Run, z:Tensor, c) -> Tensor:
     return z + c * self.noise(z)
 
 # %% ../nbs/04_samplers.ipynb #c016
-def _ddpm_coefs(a:Tensor, # alpha at the descending grid times
-                s:Tensor, # sigma at the same times
-               ) -> tuple:
-    "Per step i: beta^2 (forward kernel's variance from t_{i+1} to t_i), beta-tilde^2 (its posterior's) and lambda (the posterior mean's coefficient on x0)."
-    a0, a1, s0, s1 = a[:-1], a[1:], s[:-1], s[1:]
-    b2 = (s0**2 - (a0 / a1)**2 * s1**2).clamp(min=0)
-    bt2 = s1**2 * b2 / s0**2
-    return b2, bt2, a1 - a0 * torch.sqrt((s1**2 - bt2).clamp(min=0)) / s0
+def _relu(v): return max(v, 0.) if isinstance(v, float) else v.clamp(min=0)
+def _sqrt0(v): return max(v, 0.)**0.5 if isinstance(v, float) else v.clamp(min=0).sqrt()     # a difference of squares may round below 0
 
-def _folded(r, A:list, E:list) -> tuple:
-    "The coefficients of A x0 + E eps on (z, x0), eps = (z - alpha x0) / sigma folded in: an x0 net's step in two passes instead of four."
-    return [e / s for e, s in zip(E, r.cs)], [a1 - e * a / s for a1, e, a, s in zip(A, E, r.ca, r.cs)]
+def _posterior_var(a0, s0, a1, s1) -> tuple:
+    "A step from t (alpha a0, sigma s0) to s < t (a1, s1): beta^2 of the forward kernel q(x_t | x_s), beta-tilde^2 of its posterior q(x_s | x_t, x0), and lambda, the posterior mean's coefficient on x0."
+    b2 = _relu(s0 * s0 - (a0 / a1)**2 * s1 * s1)
+    bt2 = s1 * s1 * b2 / (s0 * s0)
+    return b2, bt2, a1 - a0 * _sqrt0(s1 * s1 - bt2) / s0
 
-def _ddim_coefs(r, c2):
-    "Coefficients of x_{i+1} = alpha x0 + sqrt(sigma^2 - c^2) eps + c xi; no noise at the last step."
-    c2 = c2.clone(); c2[-1] = 0
-    return r.K(r.a[1:]), r.K(torch.sqrt((r.s[1:]**2 - c2).clamp(min=0))), r.K(torch.sqrt(c2))
+def _ddpm_coefs(a:Tensor, s:Tensor) -> tuple:
+    "`_posterior_var` at every step of a descending grid, from alpha and sigma at its times."
+    return _posterior_var(a[:-1], s[:-1], a[1:], s[1:])
+
+def _kernel(r, i:int, z:Tensor, x0:Tensor, eps, Z=0., A=0., E=0.) -> Tensor:
+    "Z z + A x0 + E eps at grid point i; when the net gave only x0, eps = (z - alpha x0) / sigma is folded into Z and A (one pass fewer)."
+    if eps is not None: return lincomb((Z, z), (A, x0), (E, eps))
+    e = E / r.cs[i]
+    return lincomb((Z + e, z), (A - e * r.ca[i], x0))
 
 # %% ../nbs/04_samplers.ipynb #c017
 @register('ddim', order=1, stochastic=True, evals=1, reversible=True, eta=0.)
 def ddim(r, z, eta=0.):
-    "DDIM with eta in [0, 1]: deterministic at 0, ancestral DDPM at 1; at eta 0 an ascending grid inverts it."
+    "DDIM (Song, Meng & Ermon 2021): x_{i+1} = alpha x0 + sqrt(sigma^2 - c^2) eps + c xi at t_{i+1}, c = eta beta-tilde; deterministic at eta 0 (an ascending grid inverts it), DDPM at 1."
     if not 0 <= eta <= 1: raise ValueError(f"eta={eta}: must be in [0, 1]")
     if r.ascending and eta > 0: raise ValueError(f"eta={eta}: an ascending grid (inversion) runs deterministic DDIM, eta=0")
-    A, E, C = _ddim_coefs(r, eta**2 * _ddpm_coefs(r.a, r.s)[1])
-    EZ, EX = _folded(r, A, E)
     for i in range(r.N):
         x0, eps = r.D(z, i, need_eps=False)
-        z = r.add_noise(lincomb((A[i], x0), (E[i], eps)) if eps is not None else lincomb((EZ[i], z), (EX[i], x0)), C[i])
-        yield z, x0
+        c2 = eta * eta * _posterior_var(r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1])[1] if eta > 0 and i < r.N - 1 else 0.   # the last step adds no noise
+        z = r.add_noise(_kernel(r, i, z, x0, eps, A=r.ca[i + 1], E=_sqrt0(r.cs[i + 1]**2 - c2)), _sqrt0(c2))
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c018
 @register('ddpm', order=1, stochastic=True, evals=1, variance='beta_tilde')
 def ddpm(r, z, variance='beta_tilde'):
-    "Ancestral DDPM: the posterior mean, with variance 'beta_tilde' (posterior) or 'beta' (forward step)."
+    "Ancestral DDPM (Ho et al. 2020): the posterior mean, plus noise of variance beta-tilde^2 (the posterior's) or beta^2 (the forward step's)."
     if variance not in ('beta_tilde', 'beta'): raise ValueError(f"variance={variance!r}: must be 'beta_tilde' or 'beta'")
-    b2, bt2, _ = _ddpm_coefs(r.a, r.s)
-    A, E, _ = _ddim_coefs(r, bt2)                       # the posterior mean
-    C = _ddim_coefs(r, b2 if variance == 'beta' else bt2)[2]
-    EZ, EX = _folded(r, A, E)
     for i in range(r.N):
         x0, eps = r.D(z, i, need_eps=False)
-        z = r.add_noise(lincomb((A[i], x0), (E[i], eps)) if eps is not None else lincomb((EZ[i], z), (EX[i], x0)), C[i])
-        yield z, x0
+        b2, bt2, _ = _posterior_var(r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1])
+        if i == r.N - 1: b2 = bt2 = 0.                                      # the last step is deterministic: DDIM's
+        mean = _kernel(r, i, z, x0, eps, A=r.ca[i + 1], E=_sqrt0(r.cs[i + 1]**2 - bt2))
+        z = r.add_noise(mean, _sqrt0(b2 if variance == 'beta' else bt2))
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c020
 def _check_grid(grid, path, ascending_ok:bool=False, method:str=''):
@@ -248,6 +265,30 @@ def _final_denoise(r, z:Tensor) -> Tensor:
     aN, sN = r.K(r.a[-1:])[0], r.K(r.s[-1:])[0]
     return lincomb((1 / aN, z), (-sN / aN, r.eps_last()))
 
+# %% ../nbs/04_samplers.ipynb #c025a
+def _check_finite(z:Tensor, method:str, i:int, t:float):
+    "Stop a run whose state is NaN or infinite, naming the step and t (one reduction: any NaN or inf makes the sum non-finite)."
+    if not math.isfinite(z.sum().item()):
+        raise FloatingPointError(f"{method}: non-finite values at step {i} (t={t:g}); the Denoiser or the grid is at fault")
+
+# %% ../nbs/04_samplers.ipynb #c025b
+def _stepped(r, steps_of, method:str, progress:bool, total:int|None):
+    "A method's steps as (i, t, z, x0, nfe): gradients off while a step computes (never across a yield), this run's Denoiser calls counted, each state checked."
+    nfe, i, bar = 0, 0, (tqdm(total=total, desc=method) if progress else None)
+    while True:
+        with torch.no_grad():
+            n0 = r.den.nfe
+            try: t, z, x0 = next(steps_of)
+            except StopIteration: break
+            finally: nfe += r.den.nfe - n0     # runs sharing a Denoiser each count their own calls
+        i += 1
+        _check_finite(z, method, i, t)
+        if bar is not None:
+            if bar.total is not None and bar.n >= bar.total: bar.total = None   # a restart run takes more steps than its grid has
+            bar.update(1)
+        yield i, t, z, x0, nfe
+    if bar is not None: bar.close()
+
 # %% ../nbs/04_samplers.ipynb #c027
 def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, oracle, guided)
                 n_or_xT,             # number of samples (drawn from the prior) or the state at t_max
@@ -271,24 +312,11 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
     if scale is not None: den = _guided(den, scale)
     P, x = den.path, initial_state(den, n_or_xT, shape, generator, dtype, device)
     r = _Run(den, _sampler_grid(den, x, info, steps, grid, kind, data_scale), x, y, generator, x.dtype)
-    nfe, z, i = 0, P.to_basis(x), 0
-    steps_of, bar = info.fn(r, z, **opts), (tqdm(total=r.N if info.evals else None, desc=method) if progress else None)   # adaptive: steps unknown
-    while True:   # no_grad only while a step computes, never across a yield: an abandoned or interleaved run cannot leak the grad mode
-        with torch.no_grad():
-            n0 = den.nfe
-            try: z, x0 = next(steps_of)
-            except StopIteration: break
-            finally: nfe += den.nfe - n0     # calls made while this run steps: runs sharing a Denoiser each count their own
-        i += 1
-        t = r.ts[min(i, r.N)] if info.evals else r.t_now
-        if not math.isfinite(z.sum().item()):   # one reduction: NaN or inf anywhere makes the sum non-finite
-            raise FloatingPointError(f"{method}: non-finite values at step {i} (t={t:g}); the Denoiser or the grid is at fault")
-        if bar is not None: bar.update(1)
-        if not ((t == r.ts[-1]) if not info.evals else i == r.N): yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), nfe)
-    if bar is not None: bar.close()
-    if r.ascending or not denoise: yield Step(i, r.ts[-1], P.from_basis(z, x), P.from_basis(x0, x), nfe); return
-    with torch.no_grad(): out = _final_denoise(r, z)
-    yield Step(i, r.ts[-1], P.from_basis(out, x), P.from_basis(out, x), nfe)
+    for i, t, z, x0, nfe in _stepped(r, info.fn(r, P.to_basis(x), **opts), method, progress, r.N if info.evals else None):
+        if t != r.ts[-1]: yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), nfe)
+    if r.ascending or not denoise: yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), nfe); return
+    with torch.no_grad(): out = P.from_basis(_final_denoise(r, z), x)
+    yield Step(i, t, out, out, nfe)
 
 # %% ../nbs/04_samplers.ipynb #c028
 def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator=None,
@@ -313,15 +341,28 @@ def _step_info(path, s) -> dict:
     sigma = None if isinstance(path, DiagonalPath) else (path.sigma(s.t) / path.alpha(s.t)).item()
     return dict(i=s.i, t=s.t, sigma=sigma, x=s.x, x0=s.x0, denoised=s.x0, nfe=s.nfe)
 
+# %% ../nbs/04_samplers.ipynb #c028b
+@patch
+def __call__(self:SamplerInfo, den:Denoiser, x:Tensor, grid=None, callback=None, **kw) -> Tensor:
+    "This method from the state `x` at grid[0] down `grid` (k-diffusion's functional form): x0-hat at the grid's end."
+    return sample(den, x, self.name, grid=grid, callback=callback, **kw)
+
+def __getattr__(name:str):
+    "diffnb.samplers.sample_<method>: the method's functional form (the SamplerInfo in SAMPLERS)."
+    if name.startswith('sample_') and name[len('sample_'):] in SAMPLERS: return SAMPLERS[name[len('sample_'):]]
+    raise AttributeError(f"module 'diffnb.samplers' has no attribute {name!r}")
+
+def __dir__(): return sorted(set(globals()) | {f'sample_{m}' for m in SAMPLERS})
+
 # %% ../nbs/04_samplers.ipynb #c034
 def _velocity(r, z, i=None, t=None, coefs=None):
-    "pfODE drift alpha' x0 + sigma' eps in basis coordinates, at grid point i or at any time t (its coefficients when known)."
+    "The pfODE drift alpha' x0 + sigma' eps in basis coordinates, at grid point i or at any time t (its coefficients when known)."
     if i is not None: (x0, eps), (a, s, da, ds) = r.D(z, i, need_eps=False), (r.ca[i], r.cs[i], r.cda[i], r.cds[i])
     else:
         coefs = r.coefs_at(t) if coefs is None else coefs
         (x0, eps), (a, s, da, ds) = r.D_at(z, t, need_eps=False, coefs=coefs), coefs
-    if eps is None: return lincomb((ds / s, z), (da - ds * a / s, x0)), x0   # an x0 net: eps = (z - a x0) / s folded in, one pass fewer
-    return lincomb((da, x0), (ds, eps)), x0
+    if eps is None: return lincomb((ds / s, z), (da - ds * a / s, x0))   # an x0 net: eps = (z - a x0) / s folded in, one pass fewer
+    return lincomb((da, x0), (ds, eps))
 
 # %% ../nbs/04_samplers.ipynb #c036
 _DP_A = [[], [1/5], [3/40, 9/40], [44/45, -56/15, 32/9], [19372/6561, -25360/2187, 64448/6561, -212/729],
@@ -468,8 +509,8 @@ def odeint(fn,                    # drift fn(t:float, y:tuple) -> tuple of the s
 
 # %% ../nbs/04_samplers.ipynb #c050
 def _pf_drift(r, method:str|None=None):
-    "The run's probability-flow drift as fn(t, (z,)) for the integrator; `.x0` holds the last x0-hat."
-    at = {t: i for i, t in enumerate(r.ts)}                   # grid times: the run's cached coefficients
+    "The run's probability-flow drift as fn(t, (z,)) for the integrator (the run keeps each call's x0-hat)."
+    at = r.at                                                # grid times: the run's cached coefficients
     stage = {}                                               # a fixed method's other stage times, computed once (as _rk_stages does)
     if method is not None:
         ts = sorted({t + c * (tn - t) for t, tn in zip(r.ts[:-1], r.ts[1:]) for c in TABLEAUS[method][0]} - set(at))
@@ -477,8 +518,7 @@ def _pf_drift(r, method:str|None=None):
     step = {}                                                # an adaptive step's stage times, replaced at each step
     def drift(t, y):
         i = at.get(t)
-        v, drift.x0 = _velocity(r, y[0], i) if i is not None else _velocity(r, y[0], t=t, coefs=stage.get(t) or step.get(t))
-        return (v,)
+        return (_velocity(r, y[0], i) if i is not None else _velocity(r, y[0], t=t, coefs=stage.get(t) or step.get(t)),)
     def prepare(ts:list):   # the stage times of the next step: their coefficients in one call of the path's
         new = [u for u in ts if u not in at and u not in stage]
         step.clear()
@@ -487,9 +527,8 @@ def _pf_drift(r, method:str|None=None):
     return drift
 
 def _pf_ode(r, z, method:str):
-    "A fixed-step method of the integrator on the probability-flow ODE over the run's grid, in either direction: yields (z, x0-hat)."
-    drift = _pf_drift(r, method)
-    for _, (z,) in _fixed(drift, (z,), r.ts, method, check=False): yield z, drift.x0
+    "A fixed-step method of the integrator on the probability-flow ODE over the run's grid, in either direction."
+    for t, (z,) in _fixed(_pf_drift(r, method), (z,), r.ts, method, check=False): yield t, z, r.x0_last()
 
 # %% ../nbs/04_samplers.ipynb #c051
 @register('euler', order=1, stochastic=False, evals=1, grid='log_snr', reversible=True)
@@ -511,36 +550,24 @@ def rk4(r, z):
 @register('dopri5', order=5, stochastic=False, evals=0, reversible=True, rtol=1e-5, atol=1e-5, max_steps=10_000)
 def dopri5(r, z, rtol=1e-5, atol=1e-5, max_steps=10_000):
     "Adaptive Dormand-Prince 5(4) on the probability-flow ODE from the grid's first time to its last."
-    drift, r.t_now = _pf_drift(r), r.ts[0]
-    for t, (z,) in dormand_prince(drift, (z,), r.ts[0], r.ts[-1], rtol, atol, max_steps):
-        r.t_now = t
-        yield z, drift.x0
+    for t, (z,) in dormand_prince(_pf_drift(r), (z,), r.ts[0], r.ts[-1], rtol, atol, max_steps): yield t, z, r.x0_last()
 
 # %% ../nbs/04_samplers.ipynb #c056
-def _em_coefs(r, gamma):
-    "Per step: x_{i+1} = cz x + ce eps + cn xi for the SDE family (score = -eps / sigma); the last step without noise."
-    dt = r.grid[:-1] - r.grid[1:]
-    g = torch.full((r.N,), float(gamma), dtype=torch.float64); g[-1] = 0
-    if r.diag: dt, g = dt[:, None], g[:, None]
-    f, g2, s = r.f[:-1], r.g2[:-1], r.s[:-1]
-    return r.K(1 - dt * f), r.K(dt * (1 + g * g) / 2 * g2 / s * -1), r.K(g * torch.sqrt(g2 * dt))
-
-def _em_mean(r, i:int, z:Tensor, x0:Tensor, eps, CZ, CE) -> Tensor:
-    "cz z + ce eps, with eps = (z - alpha x0) / sigma folded into the coefficients when the net gave only x0 (one pass fewer)."
-    if eps is not None: return lincomb((CZ[i], z), (CE[i], eps))
-    ce_s = CE[i] / r.cs[i]
-    return lincomb((CZ[i] + ce_s, z), (-ce_s * r.ca[i], x0))
+def _reverse_sde_step(r, i:int, z:Tensor, x0:Tensor, eps, gamma:float) -> Tensor:
+    "Euler-Maruyama from t_i to t_{i+1} of dx = [f x - (1 + gamma^2)/2 g^2 score] dt + gamma g dW, score = -eps / sigma; no noise on the last step."
+    dt, gam = r.ts[i] - r.ts[i + 1], (gamma if i < r.N - 1 else 0.)
+    mean = _kernel(r, i, z, x0, eps, Z=1 - dt * r.cf[i], E=-dt * (1 + gam * gam) / 2 * r.cg2[i] / r.cs[i])
+    return r.add_noise(mean, gam * _sqrt0(r.cg2[i] * dt)) if gam else mean
 
 # %% ../nbs/04_samplers.ipynb #c057
 @register('sde', order=1, stochastic=True, evals=1, gamma=1., grid='log_snr')
 def sde(r, z, gamma=1.):
     "Euler-Maruyama on the SDE family with gamma in [0, 1]: 0 is the pfODE, 1 the reverse SDE."
     if not 0 <= gamma <= 1: raise ValueError(f"gamma={gamma}: must be in [0, 1]")
-    CZ, CE, CN = _em_coefs(r, gamma)
     for i in range(r.N):
         x0, eps = r.D(z, i, need_eps=False)
-        z = r.add_noise(_em_mean(r, i, z, x0, eps, CZ, CE), CN[i])
-        yield z, x0
+        z = _reverse_sde_step(r, i, z, x0, eps, gamma)
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c058
 @register('euler_maruyama', order=1, stochastic=True, evals=1, grid='log_snr')
@@ -566,40 +593,40 @@ def pc(r, z, snr=0.16, corrector_steps=1):
     "Predictor-corrector (Song et al.): a reverse-SDE step, then Langevin steps at the new time."
     if not snr > 0: raise ValueError(f"snr={snr}: must be > 0")
     if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0: raise ValueError(f"corrector_steps={corrector_steps!r}: must be an integer >= 0")
-    CZ, CE, CN = _em_coefs(r, 1.)
     for i in range(r.N):
         x0, eps = r.D(z, i, need_eps=False)
-        z = r.add_noise(_em_mean(r, i, z, x0, eps, CZ, CE), CN[i])
+        z = _reverse_sde_step(r, i, z, x0, eps, 1.)
         if i < r.N - 1:
             for _ in range(int(corrector_steps)):
                 x0, eps = r.D(z, i + 1)
                 z = _langevin(r, z, eps, r.cs[i + 1], snr)
-        yield z, x0
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c062
-@register('edm', order=2, stochastic=True, evals=2, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.)
+def _heun_tilde(r, xt:Tensor, s0:float, d:Tensor, s1:float, t1:float, a1) -> tuple:
+    "A Heun step of dx~/dsigma~ = eps from x~ at s0 (slope d) to s1, time t1 with alpha a1 (Euler where s1 = 0): (x0-hat, the state at t1)."
+    x_next = lincomb((1., xt), (s1 - s0, d))
+    if not (s1 > 0 if isinstance(s1, float) else bool((s1 > 0).all())): return r.x0_last(), _times(x_next, a1)
+    x0, d1 = r.D_at(_times(x_next, a1), t1)
+    return x0, _times(lincomb((1., xt), ((s1 - s0) / 2, d), ((s1 - s0) / 2, d1)), a1)
+
+@register('edm', order=2, stochastic=True, evals=2, grid='karras', S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.)
 def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
-    "EDM sampler (Karras et al. 2022, Algorithm 2): Heun in sigma/alpha with optional churn."
+    "EDM sampler (Karras et al. 2022, Algorithm 2): Heun in sigma~ = sigma/alpha, with churn: noise raising sigma~ by a factor 1 + gamma first."
     if S_churn < 0 or S_noise < 0: raise ValueError(f"S_churn={S_churn}, S_noise={S_noise}: must be >= 0")
     if S_churn > 0 and r.diag: raise ValueError("S_churn: churn needs a scalar path (one noise level per sample)")
-    sig64 = r.s / r.a
-    sig, sig_max = r.K(sig64), sig64[0].max().item()
+    sig = [s / a for s, a in zip(r.cs, r.ca)]                                     # per coordinate on a diagonal path
     for i in range(r.N):
         xt, s_hat = _times(z, 1 / r.ca[i]), sig[i]
         gamma = min(S_churn / r.N, math.sqrt(2) - 1) if S_churn > 0 and S_min <= s_hat <= S_max and i < r.N - 1 else 0.
         if gamma > 0:
-            s_hat = min(s_hat * (1 + gamma), sig_max)
+            s_hat = min(s_hat * (1 + gamma), sig[0])
             t_hat, a_hat = _at_ratio(r, s_hat)
             xt = r.add_noise(xt.clone(), math.sqrt(max(s_hat**2 - sig[i]**2, 0.)) * S_noise)   # xt may be z itself: the caller's last state
             x0, d = r.D_at(a_hat * xt, t_hat)
         else: x0, d = r.D(z, i)                    # d x~ / d sigma~ = eps
-        step = sig[i + 1] - s_hat
-        x_next = lincomb((1., xt), (step, d))
-        if bool((r.s[i + 1] > 0).all()):
-            x0, d1 = r.D(_times(x_next, r.ca[i + 1]), i + 1)
-            x_next = lincomb((1., xt), (step / 2, d), (step / 2, d1))
-        z = _times(x_next, r.ca[i + 1])
-        yield z, x0
+        x0, z = _heun_tilde(r, xt, s_hat, d, sig[i + 1], r.ts[i + 1], r.ca[i + 1])
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c063
 def _times(v:Tensor, c) -> Tensor:
@@ -615,12 +642,43 @@ def _at_ratios(r, ratios:list) -> list:
     ts = r.path.t_of_log_snr(-2 * torch.log(torch.tensor(ratios, dtype=torch.float64))).clamp(max=r.path.t_max).tolist()
     return [(t, c[0], c) for t, c in zip(ts, r.coefs_many(ts))]
 
-# %% ../nbs/04_samplers.ipynb #c065
 def _ratios(r, method:str) -> list:
     "sigma/alpha at each grid time (Python floats); these samplers need one noise level per sample."
     if r.diag: raise ValueError(f"method={method!r}: needs a scalar path (one noise level per sample); on a diagonal path use euler, heun, ddpm or dpmpp_2m")
     return [s / a for s, a in zip(r.cs, r.ca)]
 
+# %% ../nbs/04_samplers.ipynb #c063c
+def _check_restart(sigmas, repeats, restart_steps):
+    "restart's options, or a ValueError naming the one that is wrong."
+    ok = isinstance(sigmas, (tuple, list)) and len(sigmas) == 2 and all(isinstance(v, (int, float)) for v in sigmas) and 0 < sigmas[0] < sigmas[1]
+    if not ok: raise ValueError(f"sigmas={sigmas!r}: must be (lo, hi) with 0 < lo < hi, noise-to-signal ratios sigma/alpha")
+    for name, v, least in (('repeats', repeats, 0), ('restart_steps', restart_steps, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < least: raise ValueError(f"{name}={v!r}: must be an integer >= {least}")
+
+# %% ../nbs/04_samplers.ipynb #c063b
+@register('restart', order=2, stochastic=True, evals=2, grid='karras', sigmas=(0.05, 0.3), repeats=2, restart_steps=3)
+def restart(r, z, sigmas=(0.05, 0.3), repeats=2, restart_steps=3):
+    "Restart sampling (Xu et al. 2023): Heun in sigma~; at the grid point nearest sigma~ = sigmas[0], `repeats` times noise back up to sigmas[1] and Heun down again."
+    sig, (lo, hi) = _ratios(r, 'restart'), sigmas
+    _check_restart(sigmas, repeats, restart_steps)
+    j = min(range(1, r.N), key=lambda k: abs(math.log(sig[k] / lo)), default=0)   # where to restart: never at either end of the grid
+    hi = min(hi, sig[0])
+    down = [hi * (sig[j] / hi)**(k / restart_steps) for k in range(restart_steps)] if 0 < j and sig[j] < hi else []
+    pts = [(s, t, a) for s, (t, a, _) in zip(down, _at_ratios(r, down))] + [(sig[j], r.ts[j], r.ca[j])] if down else []
+    for i in range(r.N):
+        x0, d = r.D(z, i)
+        x0, z = _heun_tilde(r, _times(z, 1 / r.ca[i]), sig[i], d, sig[i + 1], r.ts[i + 1], r.ca[i + 1])
+        yield r.ts[i + 1], z, x0
+        for _ in range(repeats if pts and i + 1 == j else 0):
+            (_, t_hi, a_hi), c = pts[0], math.sqrt(hi * hi - sig[j]**2)            # forward noise from sigma~_j up to hi
+            z = lincomb((a_hi / r.ca[j], z), (a_hi * c, r.noise(z)))
+            yield t_hi, z, x0
+            for (s0, t0, a0), (s1, t1, a1) in zip(pts[:-1], pts[1:]):
+                x0, d = r.D_at(z, t0)
+                x0, z = _heun_tilde(r, _times(z, 1 / a0), s0, d, s1, t1, a1)
+                yield t1, z, x0
+
+# %% ../nbs/04_samplers.ipynb #c065
 def _ancestral_split(s0:float, s1:float, eta:float) -> tuple:
     "(sigma_down, sigma_up) of an ancestral step from s0 to s1: noise of std sigma_up on top of a step to sigma_down, sigma_down^2 + sigma_up^2 = s1^2."
     if not 0 <= eta <= 1: raise ValueError(f"eta={eta}: must be in [0, 1]")
@@ -637,7 +695,7 @@ def euler_ancestral(r, z, eta=1.):
         down, up = _ancestral_split(sig[i], sig[i + 1], eta)
         xt = lincomb((down / sig[i] / r.ca[i], z), (1 - down / sig[i], x0))        # x~ + (sigma_down - sigma) eps, eps = (x~ - x0) / sigma
         z = _times(r.add_noise(xt, up), r.ca[i + 1])
-        yield z, x0
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c067
 @register('dpm_2', order=2, stochastic=False, evals=2)
@@ -655,7 +713,7 @@ def dpm_2(r, z):
             x0, _ = r.D_at(_times(x_mid, a_mid), t_mid, need_eps=False, coefs=c_mid)
             x_next = lincomb((1., xt), ((s1 - s0) / s_mid, x_mid), ((s0 - s1) / s_mid, x0))   # x~ + (s1 - s0) eps_mid
         z = _times(x_next, r.ca[i + 1])
-        yield z, x0
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c068
 @register('dpmpp_2s_ancestral', order=2, stochastic=True, evals=2, eta=1.)
@@ -674,31 +732,70 @@ def dpmpp_2s_ancestral(r, z, eta=1.):
             x0, _ = r.D_at(_times(x_mid, a_mid), t_mid, need_eps=False, coefs=c_mid)
             x_next = lincomb((down / s0, xt), (-math.expm1(-h), x0))
         z = _times(r.add_noise(x_next, up), r.ca[i + 1])
-        yield z, x0
+        yield r.ts[i + 1], z, x0
+
+# %% ../nbs/04_samplers.ipynb #c068a
+@register('dpmpp_sde', order=2, stochastic=True, evals=2, eta=1., r1=0.5)
+def dpmpp_sde(r, z, eta=1., r1=0.5):
+    "DPM-Solver++ SDE (k-diffusion's sample_dpmpp_sde): two DPM-Solver++ stages in log sigma~, each an ancestral step (a step to sigma_down, noise of std sigma_up)."
+    if not 0 < r1 < 1: raise ValueError(f"r1={r1!r}: the intermediate point's fraction of the step in log sigma~, in (0, 1)")
+    sig = _ratios(r, 'dpmpp_sde')
+    mids = _at_ratios(r, [s0**(1 - r1) * s1**r1 if s1 > 0 else s0 for s0, s1 in zip(sig[:-1], sig[1:])])
+    for i, (t_mid, a_mid, c_mid) in enumerate(mids):
+        x0, _ = r.D(z, i, need_eps=False)
+        xt, s0, s1 = _times(z, 1 / r.ca[i]), sig[i], sig[i + 1]
+        if s1 == 0: x_next = x0                                                   # an Euler step to sigma = 0 lands on x0-hat
+        else:
+            down, up = _ancestral_split(s0, math.exp(math.log(s0) * (1 - r1) + math.log(s1) * r1), eta)
+            x_mid = r.add_noise(lincomb((down / s0, xt), (1 - down / s0, x0)), up)
+            x0_mid, _ = r.D_at(_times(x_mid, a_mid), t_mid, need_eps=False, coefs=c_mid)
+            down, up = _ancestral_split(s0, s1, eta)
+            fac = 1 / (2 * r1)                                                    # D = (1 - fac) x0 + fac x0_mid
+            x_next = r.add_noise(lincomb((down / s0, xt), ((1 - down / s0) * (1 - fac), x0), ((1 - down / s0) * fac, x0_mid)), up)
+            x0 = x0_mid
+        z = _times(x_next, r.ca[i + 1])
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c070
-def _lms_weights(sig:list, i:int, k:int) -> list:
-    "Weights of the k newest slopes (at sig[i], sig[i-1], ...) in the step from sig[i] to sig[i+1]: Lagrange basis polynomials integrated."
-    H = sig[i + 1] - sig[i]                                       # in units of the step, from its start: a well-conditioned Vandermonde system
-    u = np.array([(sig[i - j] - sig[i]) / H for j in range(k)])
-    return (H * np.linalg.solve(np.vander(u, k, increasing=True).T, 1 / np.arange(1, k + 1))).tolist()   # exact for polynomials of degree < k
+_GL_U, _GL_W = np.polynomial.legendre.leggauss(16)     # Gauss-Legendre nodes and weights on [-1, 1]: constants
+
+def _lagrange_weights(nodes:list, lo:float, hi:float, exp:bool=False) -> list:
+    "Integrals over [lo, hi] of the Lagrange basis polynomials through `nodes` (times e^u when `exp`), by 16-point Gauss-Legendre."
+    u = (hi - lo) / 2 * _GL_U + (hi + lo) / 2
+    w = (hi - lo) / 2 * _GL_W * (np.exp(u) if exp else 1.)
+    basis = lambda j: np.prod([(u - m) / (nodes[j] - m) for k, m in enumerate(nodes) if k != j], axis=0)
+    return [float(np.sum(w * basis(j))) for j in range(len(nodes))]
 
 @register('lms', order=4, stochastic=False, evals=1, history=4)
 def lms(r, z, history=4):
     "Linear multistep (k-diffusion's sample_lms): d x~/d sigma~ = eps integrated through the polynomial of the last `history` slopes."
     if isinstance(history, bool) or not isinstance(history, int) or not 1 <= history <= 6: raise ValueError(f"history={history!r}: an integer from 1 to 6")
-    sig = _ratios(r, 'lms')
-    weights, slopes = [_lms_weights(sig, i, min(i + 1, history)) for i in range(r.N)], []
+    sig, slopes = _ratios(r, 'lms'), []
     for i in range(r.N):
         x0, eps = r.D(z, i)
         slopes = [eps] + slopes[:history - 1]
-        z = _times(lincomb((1., _times(z, 1 / r.ca[i])), *zip(weights[i], slopes)), r.ca[i + 1])
-        yield z, x0
+        w = _lagrange_weights(sig[i::-1][:len(slopes)], sig[i], sig[i + 1])
+        z = _times(lincomb((1., _times(z, 1 / r.ca[i])), *zip(w, slopes)), r.ca[i + 1])
+        yield r.ts[i + 1], z, x0
+
+# %% ../nbs/04_samplers.ipynb #c070a
+@register('deis', order=3, stochastic=False, evals=1, solver_order=3, lower_order_final=True)
+def deis(r, z, solver_order=3, lower_order_final=True):
+    "DEIS (Zhang & Chen 2023, diffusers' log-rho form): d x~/d sigma~ = eps integrated through the polynomial in log sigma~ of the last eps-hats."
+    if solver_order not in (1, 2, 3): raise ValueError(f"solver_order={solver_order!r}: 1, 2 or 3")
+    sig, slopes = _ratios(r, 'deis'), []
+    for i in range(r.N):
+        x0, eps = r.D(z, i)
+        slopes = [eps] + slopes[:solver_order - 1]
+        k = min(len(slopes), r.N - i) if lower_order_final and r.N < 15 else len(slopes)   # diffusers' lower orders at the end of short runs
+        w = (_lagrange_weights([math.log(s) for s in sig[i::-1][:k]], math.log(sig[i]), math.log(sig[i + 1]), exp=True)
+             if sig[i + 1] > 0 else [-sig[i]])                                      # to sigma = 0: an Euler step
+        z = _times(lincomb((1., _times(z, 1 / r.ca[i])), *zip(w, slopes[:len(w)])), r.ca[i + 1])
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c074
 def _expm1(v): return math.expm1(v) if isinstance(v, float) else torch.expm1(v)
 def _exp(v): return math.exp(v) if isinstance(v, float) else torch.exp(v)
-def _sqrt0(v): return max(v, 0.)**0.5 if isinstance(v, float) else v.clamp(min=0).sqrt()     # h may be -4e-16 where lambda stands still
 def _inv(v):
     "1/v, and 0 where v is 0 (a coordinate whose lambda does not move: its multistep correction is 0 anyway)."
     if isinstance(v, float): return 1 / v if abs(v) > 1e-12 else 0.
@@ -726,7 +823,7 @@ def dpmpp_2m(r, z):
         c = _corr(I0 * h * _inv(2 * hp), h, hp) if hp is not None else 0.   # D = x0 + (x0 - x0_prev) h / (2 h_prev)
         z = lincomb((ratio, z), (a1 * (I0 + c), x0), *([(-a1 * c, x0_prev)] if hp is not None else []))
         x0_prev, hp = x0, h
-        yield z, x0
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c076
 @register('dpmpp_3m', order=3, stochastic=False, evals=1)
@@ -744,7 +841,7 @@ def dpmpp_3m(r, z):
         hist = [x0] + hist[:2]
         z = lincomb((r.cs[i + 1] / r.cs[i], z), *((r.ca[i + 1] * wk, xk) for wk, xk in zip(w, hist)))
         hs = [h] + hs[:1]
-        yield z, x0
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c077
 @register('dpmpp_2m_sde', order=2, stochastic=True, evals=1)
@@ -755,34 +852,69 @@ def dpmpp_2m_sde(r, z):
         x0, _ = r.D(z, i, need_eps=False)
         a1, ratio = r.ca[i + 1], r.cs[i + 1] / r.cs[i]
         if i == last:                                                        # deterministic, first order: no noise to the end
-            yield lincomb((ratio, z), (a1 * -_expm1(-h), x0)), x0; break
+            yield r.ts[-1], lincomb((ratio, z), (a1 * -_expm1(-h), x0)), x0; break
         I0 = -_expm1(-2 * h)
         c = _corr(I0 * h * _inv(2 * hp), h, hp) if hp is not None else 0.
         z = lincomb((ratio * _exp(-h), z), (a1 * (I0 + c), x0), *([(-a1 * c, x0_prev)] if hp is not None else []))
         z = r.add_noise(z, r.cs[i + 1] * _sqrt0(I0))                        # sigma_{i+1} sqrt(1 - e^{-2h})
         x0_prev, hp = x0, h
-        yield z, x0
+        yield r.ts[i + 1], z, x0
+
+# %% ../nbs/04_samplers.ipynb #c077b
+def _unipc_rhos(h:float, rks:list, B:float) -> list:
+    "UniPC's weights rho at the nodes rks: sum_k rho_k r_k^(p-1) = p! (-h) phi_{p+1}(-h) / B(h) for p = 1..len(rks); 1/2 for a single node."
+    if len(rks) < 2: return [0.5] * len(rks)
+    hh, b, fact = -h, [], 1
+    phi = math.expm1(hh) / hh - 1                                          # -h phi_2(-h)
+    for p in range(1, len(rks) + 1):
+        b.append(phi * fact / B); fact *= p + 1; phi = phi / hh - 1 / fact
+    return np.linalg.solve(np.vander(rks, increasing=True).T, b).tolist()
+
+def _unipc_step(r, i:int, z:Tensor, x0s:list, lams:list, order:int, variant:str, x0_next=None) -> Tensor:
+    "UniP from t_i to t_{i+1} on the newest-first x0-hats `x0s` at half log-SNRs `lams`; given x0_next, the x0-hat at t_{i+1}, UniC."
+    h = r.clam[i + 1] - r.clam[i]
+    if not math.isfinite(h): order, x0_next = 1, None                           # to sigma = 0: the first-order step lands on x0-hat
+    nodes = [((l - lams[0]) / h, m) for l, m in zip(lams[1:order], x0s[1:order])] + ([(1., x0_next)] if x0_next is not None else [])
+    B = -h if variant == 'bh1' else math.expm1(-h)
+    c = [r.ca[i + 1] * B * rho / rk for rho, (rk, _) in zip(_unipc_rhos(h, [rk for rk, _ in nodes], B), nodes)]
+    return lincomb((r.cs[i + 1] / r.cs[i], z), (-r.ca[i + 1] * math.expm1(-h) + sum(c), x0s[0]), *((-ck, m) for ck, (_, m) in zip(c, nodes)))
+
+# %% ../nbs/04_samplers.ipynb #c077c
+@register('unipc', order=3, stochastic=False, evals=1, solver_order=2, variant='bh2', corrector=True, lower_order_final=True)
+def unipc(r, z, solver_order=2, variant='bh2', corrector=True, lower_order_final=True):
+    "UniPC (Zhao et al. 2023): the UniP multistep predictor on the x0-hats in lambda; UniC corrects each new state with the call made there, at no extra cost."
+    if solver_order not in (1, 2, 3): raise ValueError(f"solver_order={solver_order!r}: 1, 2 or 3")
+    if variant not in ('bh1', 'bh2'): raise ValueError(f"variant={variant!r}: 'bh1' (B(h) = h) or 'bh2' (B(h) = e^h - 1)")
+    _ratios(r, 'unipc')
+    x0s, lams, order, z_prev = [], [], 1, None
+    for i in range(r.N):
+        x0, _ = r.D(z, i, need_eps=False)
+        if corrector and x0s: z = _unipc_step(r, i - 1, z_prev, x0s, lams, order, variant, x0_next=x0)   # UniC at t_i
+        x0s, lams = [x0] + x0s[:solver_order - 1], [r.clam[i]] + lams[:solver_order - 1]
+        order = min(len(x0s), r.N - i) if lower_order_final else len(x0s)
+        z_prev, z = z, _unipc_step(r, i, z, x0s, lams, order, variant)
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c079
+def _optimal_step(r, i:int, z:Tensor, x0:Tensor, eps:Tensor, var_x0) -> Tensor:
+    "DDPM's posterior mean with Bao et al.'s variance beta-tilde^2 + lambda^2 Var[x0 | x_i]; the last step's mean is DDIM's and only the x0 uncertainty is drawn."
+    a0, s0, a1, s1 = r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1]
+    bt2 = _posterior_var(a0, s0, a1, s1)[1] if i < r.N - 1 else 0.   # with few steps the last step is long, and its x0 uncertainty carries much of the spread
+    e = _sqrt0(s1 * s1 - bt2)
+    return r.add_noise(lincomb((a1, x0), (e, eps)), _sqrt0(bt2 + (a1 - a0 * e / s0)**2 * var_x0))
+
 @register('analytic_dpm', order=1, stochastic=True, evals=1, data=None)
 def analytic_dpm(r, z, data=None):
-    "Ancestral sampling with Analytic-DPM's optimal variance, the posterior variance measured on `data` (training points)."
+    "Ancestral sampling with Analytic-DPM's optimal variance (Bao et al. 2022), the posterior variance measured on `data` (training points)."
     if data is None: raise ValueError("data: analytic_dpm needs data= (a few hundred training points) to estimate the optimal variance")
-    x0_data = r.path.to_basis(torch.as_tensor(data).to(z))
-    post = []
+    x0_data, var_x0 = r.path.to_basis(torch.as_tensor(data).to(z)), []
     for i in range(r.N):   # E||x0 - x0-hat(x_t)||^2 / d at each grid time
-        xt = lincomb((r.ca[i], x0_data), (r.cs[i], r.noise(x0_data)))
-        err = (x0_data - r.D_at(xt, r.ts[i])[0]).pow(2)
-        post.append(err.mean(0).double() if r.diag else err.mean().double())
-    _, bt2, lam = _ddpm_coefs(r.a, r.s)
-    A, E, C = _ddim_coefs(r, bt2)
-    # beta-tilde noise (the forward noise, dropped at the last step) plus the uncertainty about x0, kept even at the last
-    # step: with few steps the last one is long, and carries much of the samples' spread
-    CX = r.K(torch.sqrt(lam**2 * torch.stack(post).to(lam)))
+        err = (x0_data - r.D_at(lincomb((r.ca[i], x0_data), (r.cs[i], r.noise(x0_data))), r.ts[i])[0]).pow(2)
+        var_x0.append(r.K(err.mean(0, keepdim=True))[0] if r.diag else err.mean().item())
     for i in range(r.N):
         x0, eps = r.D(z, i)
-        z = r.add_noise(r.add_noise(lincomb((A[i], x0), (E[i], eps)), C[i]), CX[i])
-        yield z, x0
+        z = _optimal_step(r, i, z, x0, eps, var_x0[i])
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c081
 def fit_grid(den:Denoiser,           # the model the grid is for
@@ -865,20 +997,16 @@ def forward(self:VarianceHead, x:Tensor, t) -> Tensor:
 
 # %% ../nbs/04_samplers.ipynb #c110
 def _head_variance(r, z, head, name):
-    "Ancestral steps with the posterior mean and the variance beta_tilde^2 + lambda^2 head(x_t, t)."
+    "Ancestral steps with the posterior mean and the variance beta-tilde^2 + lambda^2 head(x_t, t)."
     estimator = name.split('_')[0]
     if not isinstance(head, VarianceHead): raise ValueError(f"head: {name} needs head= (a VarianceHead from dn.fit_variance(..., estimator={estimator!r}))")
     if head.estimator != estimator: raise ValueError(f"head: a {head.estimator!r} head was given to {name}; train one with estimator={estimator!r}")
     if r.diag: raise ValueError(f"{name}: needs a scalar path")
-    _, bt2, lam = _ddpm_coefs(r.a, r.s)
-    A, E, C = _ddim_coefs(r, bt2)
-    lam = r.K(lam)
     for i in range(r.N):
         x0, eps = r.D(z, i)
-        v = head(r.path.from_basis(z, r.like), r.tb[i]).to(z)
-        z = r.add_noise(lincomb((A[i], x0), (E[i], eps)), C[i])
-        z = z + lam[i] * r.path.to_basis(v).sqrt() * r.noise(z)
-        yield z, x0
+        var_x0 = r.path.to_basis(head(r.path.from_basis(z, r.like), r.tb[i]).to(z))
+        z = _optimal_step(r, i, z, x0, eps, var_x0)
+        yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c111
 @register('npr_dpm', order=1, stochastic=True, evals=1, head=None)

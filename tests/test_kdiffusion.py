@@ -11,7 +11,7 @@ from samplers import kdiffusion   # k_diffusion.sampling, loaded alone (its pack
 GM = dn.GaussianMixture([[-1., 0.5], [1., -0.3], [0.2, 1.2]], [0.3, 0.2, 0.4], [0.3, 0.4, 0.3])
 CASES = [('euler_ancestral', 'sample_euler_ancestral', dict(eta=1.)), ('euler_ancestral', 'sample_euler_ancestral', dict(eta=0.5)),
          ('dpm_2', 'sample_dpm_2', {}), ('dpmpp_2s_ancestral', 'sample_dpmpp_2s_ancestral', dict(eta=1.)),
-         ('dpmpp_2s_ancestral', 'sample_dpmpp_2s_ancestral', dict(eta=0.)), ('lms', 'sample_lms', {}), ('euler', 'sample_euler', {}), ('heun', 'sample_heun', {}),
+         ('dpmpp_2s_ancestral', 'sample_dpmpp_2s_ancestral', dict(eta=0.)), ('dpmpp_sde', 'sample_dpmpp_sde', dict(eta=1.)), ('dpmpp_sde', 'sample_dpmpp_sde', dict(eta=0.5)), ('lms', 'sample_lms', {}), ('euler', 'sample_euler', {}), ('heun', 'sample_heun', {}),
          ('dpmpp_2m', 'sample_dpmpp_2m', {})]
 
 def _noise(seed, like):
@@ -35,7 +35,7 @@ def test_edm_path_equals_kdiffusion_step_for_step(method, kname, opts):
     theirs = getattr(K, kname)(lambda x, s: den.x0(x, s), xT.clone(), grid, disable=True, **kw, **opts)
     assert (ours - theirs).abs().max().item() < 1e-10
 
-@pytest.mark.parametrize('method, kname, opts', CASES[:6], ids=[f"{c[0]}-{c[2]}" for c in CASES[:6]])
+@pytest.mark.parametrize('method, kname, opts', CASES[:8], ids=[f"{c[0]}-{c[2]}" for c in CASES[:8]])
 def test_vp_path_equals_kdiffusion_in_its_coordinates(method, kname, opts):
     "On the VP path, k-diffusion runs on x / alpha against sigma / alpha; diffnb's states, divided by alpha, are the same to 1e-8."
     K, P, den, xT, grid, ours, kw = _both('vp', 'log_snr', method, kname, opts)
