@@ -2,25 +2,27 @@
 
 What is compared
 ----------------
-* diffnb: ddim, ddpm, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, edm, analytic_dpm and sde (gamma = 1, i.e.
-  Euler-Maruyama on the reverse SDE), on the EDM path (alpha = 1, sigma = t in [0.002, 80]) with every
-  time-grid kind of `dn.TIME_GRIDS` but 'uniform' (log_snr, karras, auto), and, when diffnb has
-  `fit_grid`, the 'fitted' grid for its deterministic samplers (dpmpp_2m, dpmpp_3m), fitted once per
-  problem and step count on a 512-point pilot (those calls are auxiliary, see below) and reused by
-  every seed; `--grids` picks. Two control rows (ddim, dpmpp_2m) run on the discrete `ddpm` path that
-  diffusers uses. On the EDM path euler is ddim and heun is edm, step for step (identical numbers),
-  so they are run only with `--twins`. 'auto' grids are given the mixture's RMS radius, as
-  `GaussianMixture.denoiser` does. The adaptive dopri5 is run at two tolerances and reported on its own.
-* diffusers: DDPM, DDIM, DPMSolverMultistep (with and without Karras sigmas), UniPCMultistep, all on
+* diffnb: ddim, ddpm, dpmpp_2m, dpmpp_3m, unipc, deis, lms, dpm_2, dpmpp_2m_sde, dpmpp_sde, dpmpp_2s_ancestral,
+  euler_ancestral, edm, restart (one restart of two steps, RESTART: 4 calls beyond the grid's), analytic_dpm and sde
+  (gamma = 1, i.e. Euler-Maruyama on the reverse SDE), on the EDM path (alpha = 1, sigma = t in [0.002, 80]) with every
+  time-grid kind of `dn.TIME_GRIDS` but 'uniform' (log_snr, karras, auto; the stochastic ones on 'auto' only, their own
+  default grid), and, when diffnb has `fit_grid`, the 'fitted' grid for the deterministic samplers in FITTED up to FIT_MAX_NFE, fitted once per problem, method and step count on a 512-point pilot
+  (those calls are auxiliary, see below) and reused by every seed; `--grids` picks. 'auto' is each method's own
+  data-scaled grid (`SAMPLERS[m].jump`). Two control rows (ddim, dpmpp_2m) run on the discrete `ddpm` path that
+  diffusers uses. On the EDM path euler is ddim and heun is edm, step for step (identical numbers), so they are run
+  only with `--twins`. 'auto' grids are given the mixture's RMS radius, as `GaussianMixture.denoiser` does. The
+  adaptive dopri5 is run at two tolerances and reported on its own.
+* diffusers: DDPM, DDIM, DPMSolverMultistep (with and without Karras sigmas), UniPCMultistep, DEISMultistep, all on
   the DDPM linear-beta schedule (T = 1000, betas 1e-4..0.02) with an eps-prediction model called at
   the scheduler's integer timestep k (diffnb's `ddpm` path: t = (k + 1) / T), as a real discrete-time
-  network would be; EulerDiscrete and HeunDiscrete, which work in sigma space, get the same eps model
-  evaluated at the scheduler's own sigma (input scaled by `scale_model_input`, as in a pipeline).
-  Every other scheduler option is the library default, except clip_sample=False (the data are not in
+  network would be; EulerDiscrete, HeunDiscrete, LMSDiscrete and EulerAncestralDiscrete, which work in sigma space,
+  get the same eps model evaluated at the scheduler's own sigma (input scaled by `scale_model_input`, as in a
+  pipeline). Every other scheduler option is the library default, except clip_sample=False (the data are not in
   [-1, 1]).
-* k-diffusion: sample_euler, sample_heun, sample_lms, sample_dpmpp_2m, sample_dpmpp_2m_sde with
+* k-diffusion: sample_euler, sample_heun, sample_lms, sample_dpm_2, sample_dpmpp_2m, sample_euler_ancestral,
+  sample_dpmpp_2s_ancestral, sample_dpmpp_sde, sample_dpmpp_2m_sde, sample_dpmpp_3m_sde with
   get_sigmas_karras(sigma_min=0.002, sigma_max=80, rho=7), and sample_dpm_adaptive at two tolerances.
-  The SDE sampler gets seeded independent Gaussian increments instead of its default Brownian tree.
+  The SDE samplers get seeded independent Gaussian increments instead of their default Brownian tree.
 
 How
 ---
@@ -148,10 +150,11 @@ class Spec:
     path: str = 'edm'         # diffnb: the path it samples on
     kind: str = 'log_snr'     # diffnb: the time-grid kind
     sigma_space: bool = False # diffusers: a sigma-space scheduler (Euler, Heun)
-    def nfe(self, steps): return self.evals * steps - (1 if self.last_free else 0)
+    extra: int = 0            # calls beyond the grid's (restart sampling's restarts)
+    def nfe(self, steps): return self.evals * steps - (1 if self.last_free else 0) + self.extra
     def steps_for(self, budget):
         "The largest number of steps whose NFE fits the budget (None when even one step does not)."
-        s = max(1, (budget + (1 if self.last_free else 0)) // max(self.evals, 1))
+        s = max(1, (budget - self.extra + (1 if self.last_free else 0)) // max(self.evals, 1))
         return s if self.nfe(s) <= budget else None
     def run(self, model, ctx, steps, g): return RUNNERS[self.lib](self, model, ctx, steps, g)
 
@@ -275,7 +278,11 @@ def kdiffusion():
     _KD = K
     return K
 
-DIFFNB_METHODS = ('ddim', 'ddpm', 'euler', 'heun', 'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde', 'edm', 'analytic_dpm', 'sde')
+DIFFNB_METHODS = ('ddim', 'ddpm', 'euler', 'heun', 'dpmpp_2m', 'dpmpp_3m', 'unipc', 'deis', 'lms', 'dpm_2', 'dpmpp_2m_sde', 'dpmpp_sde',
+                  'dpmpp_2s_ancestral', 'euler_ancestral', 'edm', 'restart', 'analytic_dpm', 'sde')
+FITTED = ('dpmpp_2m', 'dpmpp_3m', 'unipc', 'deis')   # the deterministic methods given a fitted grid (each fit costs ~600 pilot runs)
+FIT_MAX_NFE = 20                                    # fitted grids only up to this budget: a fit at 50 steps costs minutes per problem
+RESTART = dict(repeats=1, restart_steps=2)          # restart sampling light enough for 10-20 NFE: 4 calls beyond the grid's
 
 def available_grids():
     return list(dn.TIME_GRIDS) + (['fitted'] if hasattr(dn, 'fit_grid') else [])
@@ -287,16 +294,24 @@ def default_grids():
 def diffnb_spec(method, kind='log_snr', path='edm', **opts):
     info = dn.SAMPLERS[method]
     tag = kind if path == 'edm' else f'{kind}, {path} path'
-    extra = ''.join(f', {k}={v:g}' for k, v in opts.items())
-    return Spec('diffnb', f'{method} ({tag}{extra})', method, info.evals, opts=opts, path=path, kind=kind)
+    if method == 'restart': opts = dict(RESTART, **opts)
+    label = ''.join(f', {k}={v:g}' if isinstance(v, float) else f', {k}={v}' for k, v in opts.items())
+    o = dict(info.options, **opts)
+    extra = o['repeats'] * 2 * o['restart_steps'] if method == 'restart' else 0
+    return Spec('diffnb', f'{method} ({tag}{label})', method, info.evals, opts=opts, path=path, kind=kind, extra=extra)
 
 # On the EDM path (alpha = 1) these two are the same algorithm as their twin, step for step: their rows would repeat its numbers.
 EDM_TWINS = {'euler': 'ddim', 'heun': 'edm'}
 
+def deterministic(method) -> bool:
+    "Deterministic at its default options (ddim at eta 0, edm without churn)."
+    info = dn.SAMPLERS[method]
+    return not info.stochastic or info.options.get('eta') == 0 or info.options.get('S_churn') == 0
+
 def fixed_specs(grids, twins=False) -> list[Spec]:
     "The fixed-step rows of the benchmark (euler and heun only with twins=True: on the EDM path they equal ddim and edm)."
     specs = [diffnb_spec(m, k) for m in DIFFNB_METHODS if twins or m not in EDM_TWINS for k in grids
-             if k != 'fitted' or not dn.SAMPLERS[m].stochastic]   # fit_grid fits deterministic samplers only
+             if (k == 'auto' or deterministic(m)) and (k != 'fitted' or m in FITTED)]   # stochastic methods on their own grid only
     specs += [diffnb_spec(m, 'log_snr', 'ddpm') for m in ('ddim', 'dpmpp_2m')]   # controls on diffusers' path
     specs += peer_specs()
     return specs
@@ -310,11 +325,19 @@ def peer_specs() -> list[Spec]:
             Spec('diffusers', 'EulerDiscreteScheduler', 'EulerDiscreteScheduler', sigma_space=True),
             Spec('diffusers', 'HeunDiscreteScheduler', 'HeunDiscreteScheduler', evals=2, last_free=True, sigma_space=True),
             Spec('diffusers', 'UniPCMultistepScheduler', 'UniPCMultistepScheduler'),
+            Spec('diffusers', 'DEISMultistepScheduler', 'DEISMultistepScheduler'),
+            Spec('diffusers', 'LMSDiscreteScheduler', 'LMSDiscreteScheduler', sigma_space=True),
+            Spec('diffusers', 'EulerAncestralDiscreteScheduler', 'EulerAncestralDiscreteScheduler', sigma_space=True),
             Spec('k-diffusion', 'sample_euler', 'sample_euler'),
             Spec('k-diffusion', 'sample_heun', 'sample_heun', evals=2, last_free=True),
             Spec('k-diffusion', 'sample_lms', 'sample_lms'),
+            Spec('k-diffusion', 'sample_dpm_2', 'sample_dpm_2', evals=2, last_free=True),
             Spec('k-diffusion', 'sample_dpmpp_2m', 'sample_dpmpp_2m'),
-            Spec('k-diffusion', 'sample_dpmpp_2m_sde', 'sample_dpmpp_2m_sde')]
+            Spec('k-diffusion', 'sample_euler_ancestral', 'sample_euler_ancestral'),
+            Spec('k-diffusion', 'sample_dpmpp_2s_ancestral', 'sample_dpmpp_2s_ancestral', evals=2, last_free=True),
+            Spec('k-diffusion', 'sample_dpmpp_sde', 'sample_dpmpp_sde', evals=2, last_free=True),
+            Spec('k-diffusion', 'sample_dpmpp_2m_sde', 'sample_dpmpp_2m_sde'),
+            Spec('k-diffusion', 'sample_dpmpp_3m_sde', 'sample_dpmpp_3m_sde')]
 
 def adaptive_specs(quick=False) -> list[Spec]:
     "Adaptive solvers, each at a loose and a tighter tolerance (only the loose one with --quick)."
@@ -355,7 +378,7 @@ def run_problem(name, specs, adaptive, budgets, seeds, n, n_proj, log):
         ctx = Context(draw, gm.sample(1000, generator=torch.Generator().manual_seed(20_000 + seed)), grids)
         jobs = [(s, b, s.steps_for(b)) for s in specs for b in budgets] + [(s, 'adaptive', 8) for s in adaptive]
         for spec, budget, steps in jobs:
-            if steps is None: continue
+            if steps is None or (spec.kind == 'fitted' and isinstance(budget, int) and budget > FIT_MAX_NFE): continue
             model.reset()
             t0 = time.perf_counter()
             try:
@@ -517,9 +540,7 @@ def own_baseline(spec) -> str:
     if spec.lib == 'torch': return spec.label
     if spec.lib != 'diffnb': return HAND_LOOPS['euler'].label
     if spec.name in HAND_LOOPS and spec.name != 'euler': return HAND_LOOPS[spec.name].label
-    info = dn.SAMPLERS[spec.name]
-    noisy = info.stochastic and info.options.get('eta') != 0 and info.options.get('S_churn') != 0   # ddim and edm are deterministic by default
-    return HAND_LOOPS['euler_ancestral' if noisy else 'euler'].label
+    return HAND_LOOPS['euler' if deterministic(spec.name) else 'euler_ancestral'].label
 
 def overhead(steps, repeats, log) -> str:
     "Per-NFE time outside the model, in microseconds, for every sampler of every library, with a trivial model."

@@ -517,7 +517,7 @@ def _karras_r(r_max:float, r_min:float, steps:int, rho:float) -> Tensor:
     return (r_max**(1 / rho) + i * (r_min**(1 / rho) - r_max**(1 / rho)))**rho
 
 # %% ../nbs/00_paths.ipynb #c085
-def _noise_ratios(path:Path, lo:float, hi:float, steps:int, kind:str, rho:float, data_scale) -> Tensor:
+def _noise_ratios(path:Path, lo:float, hi:float, steps:int, kind:str, rho:float, data_scale, jump:float=2.5) -> Tensor:
     "Descending noise-to-signal ratios r = sigma/alpha from r(hi) to r(lo) for a log-SNR-based grid kind."
     l_hi, l_lo = path.log_snr(hi).item(), path.log_snr(lo).item()      # the log-SNR at the noisy and at the clean end
     r_max, r_min = math.exp(-l_hi / 2), math.exp(-l_lo / 2)
@@ -527,7 +527,8 @@ def _noise_ratios(path:Path, lo:float, hi:float, steps:int, kind:str, rho:float,
         if not rho > 0: raise ValueError(f"rho={rho}: must be > 0")
         return _karras_r(r_max, r_min, steps, rho)
     if data_scale is None or not data_scale > 0: raise ValueError(f"data_scale={data_scale}: kind='auto' needs the data's RMS radius (> 0)")
-    r_jump = 2.5 * float(data_scale)
+    if not jump > 0: raise ValueError(f"jump={jump!r}: must be > 0 (where kind='auto' lands its first step, in data RMS radii)")
+    r_jump = jump * float(data_scale)
     if steps > 30: return log_snr_r(steps)                                  # many steps: log-SNR spacing is as good
     if steps == 1 or not r_min < r_jump < r_max: return _karras_r(r_max, r_min, steps, 5.)
     return torch.cat([torch.tensor([r_max], dtype=torch.float64), _karras_r(r_jump, r_min, steps - 1, 5.)])
@@ -538,6 +539,7 @@ def time_grid(path:Path,             # the forward path
               kind:str='uniform',    # 'uniform' in t, 'log_snr', 'karras' or 'auto' (scaled to the data)
               rho:float=7.,          # Karras exponent, used when kind='karras'
               data_scale:float|None=None, # RMS radius of the data (sqrt E|x0|^2), used when kind='auto'
+              jump:float=2.5,        # kind='auto': its first step lands at a noise-to-signal ratio of this many data RMS radii
               t_max:float|None=None, # the grid's noisy end (default: the path's t_max)
               t_min:float|None=None, # the grid's clean end (default: the path's t_min)
               ascending:bool=False,  # run from t_min up to t_max (encoding, inversion) instead of down
@@ -553,7 +555,7 @@ def time_grid(path:Path,             # the forward path
     if kind == 'uniform': g = torch.linspace(hi, lo, steps + 1, dtype=torch.float64)
     else:
         if isinstance(path, DiagonalPath): raise ValueError(f"kind={kind!r} needs a scalar log-SNR; use kind='uniform' for a diagonal path")
-        g = path.t_of_log_snr(-2 * torch.log(_noise_ratios(path, lo, hi, steps, kind, rho, data_scale)))
+        g = path.t_of_log_snr(-2 * torch.log(_noise_ratios(path, lo, hi, steps, kind, rho, data_scale, jump)))
         g[0], g[-1] = hi, lo
     if not bool((g[1:] < g[:-1]).all()): raise ValueError(f"steps={steps}: the {kind} grid has repeated times on this path")
     return g.flip(0) if ascending else g

@@ -45,6 +45,7 @@ class SamplerInfo:
     fn: object = None
     grid: str = 'auto'         # the time grid that kind='auto' means for this method
     reversible: bool = False   # also runs ascending grids (deterministic steps: inversion, encoding)
+    jump: float = 2.5          # where the 'auto' grid lands its first step, in data RMS radii (see time_grid)
     @property
     def extra_inputs(self) -> tuple:
         "Options the method cannot run without (no default): analytic_dpm's data, the variance heads' head."
@@ -64,10 +65,10 @@ SAMPLER_ALIASES = {'dpm++2m': 'dpmpp_2m', 'dpm++_2m': 'dpmpp_2m', 'dpmsolver++':
                    'unipcmultistep': 'unipc', 'deismultistep': 'deis', 'lmsdiscrete': 'lms', 'k_lms': 'lms', 'eulerancestraldiscrete': 'euler_ancestral', 'k_euler_a': 'euler_ancestral',
                    'kdpm2discrete': 'dpm_2', 'k_dpm_2': 'dpm_2', 'k_dpmpp_2s_a': 'dpmpp_2s_ancestral', 'k_dpmpp_sde': 'dpmpp_sde', 'ddimscheduler': 'ddim', 'ddpmscheduler': 'ddpm'}   # diffusers' and k-diffusion's names
 
-def register(name, order, stochastic, evals, grid='auto', reversible=False, **options):
+def register(name, order, stochastic, evals, grid='auto', reversible=False, jump=2.5, **options):
     "Decorator adding a method's step generator to SAMPLERS."
     def deco(fn):
-        SAMPLERS[name] = SamplerInfo(name, order, stochastic, evals, options, (fn.__doc__ or '').strip(), fn, grid, reversible)
+        SAMPLERS[name] = SamplerInfo(name, order, stochastic, evals, options, (fn.__doc__ or '').strip(), fn, grid, reversible, jump)
         return fn
     return deco
 
@@ -255,7 +256,7 @@ def _sampler_grid(den, x:Tensor, info, steps:int, grid, kind:str, data_scale) ->
         if kind == 'auto': kind = info.grid    # explicit first-order steps in t cannot take auto's long first jump
         if kind in ('auto', 'log_snr', 'karras') and isinstance(P, DiagonalPath): kind = 'uniform'     # no scalar noise level
         radius = (data_scale or den.data_scale or math.sqrt(x[0].numel())) if kind == 'auto' else None   # z-scored data: sqrt(d)
-        grid = time_grid(P, steps, kind, data_scale=radius)
+        grid = time_grid(P, steps, kind, data_scale=radius, **({'jump': info.jump} if kind == 'auto' else {}))
     return _check_grid(grid, P, info.reversible, info.name)
 
 # %% ../nbs/04_samplers.ipynb #c025
@@ -880,7 +881,7 @@ def _unipc_step(r, i:int, z:Tensor, x0s:list, lams:list, order:int, variant:str,
     return lincomb((r.cs[i + 1] / r.cs[i], z), (-r.ca[i + 1] * math.expm1(-h) + sum(c), x0s[0]), *((-ck, m) for ck, (_, m) in zip(c, nodes)))
 
 # %% ../nbs/04_samplers.ipynb #c077c
-@register('unipc', order=3, stochastic=False, evals=1, solver_order=2, variant='bh2', corrector=True, lower_order_final=True)
+@register('unipc', order=3, stochastic=False, evals=1, jump=1., solver_order=2, variant='bh2', corrector=True, lower_order_final=True)
 def unipc(r, z, solver_order=2, variant='bh2', corrector=True, lower_order_final=True):
     "UniPC (Zhao et al. 2023): the UniP multistep predictor on the x0-hats in lambda; UniC corrects each new state with the call made there, at no extra cost."
     if solver_order not in (1, 2, 3): raise ValueError(f"solver_order={solver_order!r}: 1, 2 or 3")
