@@ -4,22 +4,26 @@
 
 # %% ../nbs/11_widgets.ipynb #c002
 from __future__ import annotations
-import base64, copy, html, json, math, tempfile, threading, time, uuid
+import base64, copy, functools, html, io, math, pathlib, tempfile, threading, time
 from importlib.resources import files
+import numpy as np
 import torch
 from torch import Tensor
 import anywidget, traitlets
 import ipywidgets as W
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from PIL import Image, ImageDraw, ImageFont
+from IPython.display import display, update_display
 from .paths import Path, get_path, time_grid, figure_bundle, check_choice, TIME_GRIDS, PATHS, as_generator
 from .denoisers import Denoiser
 from .data import GaussianMixture, density_map, image_grid
 
 # %% auto #0
-__all__ = ['DOCS_BASE', 'PREVIEW_METHODS', 'static_file', 'points2d', 'encode_panel', 'SamplerPreview', 'widget_snapshot_html',
-           'integrate_paths', 'TrajectoryExplorer', 'paths_figure', 'PathExplorer', 'TrainingMonitor',
-           'load_ipython_extension']
+__all__ = ['COLORS', 'STATIC_CSS', 'STATIC_MARKER', 'PREVIEW_METHODS', 'RECORD_BYTES', 'X_AXES', 'static_file', 'points2d',
+           'view_limit', 'ticks', 'encode_panel', 'draw_panel', 'status_line', 'frame_image', 'widget_bundle',
+           'StaticCopy', 'SamplerPreview', 'path_times', 'integrate_paths', 'TrajectoryExplorer', 'robust_range',
+           'paths_figure', 'PathExplorer', 'TrainingMonitor', 'load_ipython_extension']
 
 # %% ../nbs/11_widgets.ipynb #c003
 from .samplers import SAMPLERS, SAMPLER_ALIASES, sample_iter, sample, fit_grid, initial_state, odeint
@@ -27,8 +31,6 @@ from .train import Trainer, mismatches
 from fastcore.basics import patch
 
 # %% ../nbs/11_widgets.ipynb #c007
-DOCS_BASE = 'https://diffnb.github.io/diffnb/'   # the docs site; the offline preview rewrites it to a relative path
-
 def static_file(name:str, # a file in diffnb/static
                ) -> str:
     "The text of one of diffnb's widget scripts or styles."
@@ -45,15 +47,134 @@ def points2d(x:Tensor) -> Tensor:
     if d == 3: return x @ _PROJ3.T
     return x[:, :2].contiguous()
 
+# %% ../nbs/11_widgets.ipynb #w02
+def view_limit(p:Tensor,             # (n, 2) view coordinates
+               prev:float|None=None, # the previous frame's limit: the view shrinks by at most 20% a frame
+              ) -> float:
+    "Half-width of a point panel's square view: 1.2 times the 98th percentile of max(|x|, |y|) (over at most 1024 points)."
+    a = np.abs(p[::max(1, len(p) // 512)].detach().to('cpu', torch.float64).numpy()).max(1)   # numpy: a few microseconds a frame
+    a = np.sort(a[np.isfinite(a)])
+    lim = 1.2 * float(a[int(0.98 * (len(a) - 1))]) if len(a) else 1.
+    if not lim > 0: lim = 1.
+    return max(lim, 0.8 * prev) if prev else lim
+
+def ticks(lim:float) -> list:
+    "Round tick values within 92% of lim (labels clear of the corners): steps of 1, 2 or 5 times a power of ten, one to three each side."
+    raw = lim / 3
+    step = 10 ** math.floor(math.log10(raw))
+    step *= next(m for m in (1, 2, 5, 10) if m * step >= raw)
+    k = int(0.92 * lim / step + 1e-9)
+    return [round(i * step, 12) for i in range(-k, k + 1)]
+
 # %% ../nbs/11_widgets.ipynb #c011
-def encode_panel(x:Tensor, label:str, image:bool=False, k:int=16) -> tuple:
-    "(spec, bytes) of one panel of a frame: its label and kind, and its binary buffer (images: an RGBA grid of the first k)."
+def encode_panel(x:Tensor, label:str, image:bool=False, k:int=16,
+                 lim:float|None=None, # half-width of a point panel's view (default: view_limit of x)
+                ) -> tuple:
+    "(spec, bytes) of one panel of a frame: its label, kind and view, and its binary buffer (images: an RGBA grid of the first k)."
     if image:
         g = image_grid(x, k)
         g = torch.cat([g, torch.full(g.shape[:2] + (1,), 255, dtype=torch.uint8)], 2)     # opaque RGBA, as a canvas takes it
         return dict(label=label, kind='image', h=g.shape[0], w=g.shape[1]), g.numpy().tobytes()
     p = points2d(x)
-    return dict(label=label, kind='points', n=p.shape[0]), p.numpy().tobytes()
+    lim = lim or view_limit(p)
+    return dict(label=label, kind='points', n=p.shape[0], lim=lim, ticks=ticks(lim)), p.numpy().tobytes()
+
+# %% ../nbs/11_widgets.ipynb #w05
+COLORS = ((31, 100, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))   # one per sampler, as the browser draws them
+
+@functools.lru_cache(None)
+def _font(size:int=10):
+    "DejaVu Sans where the system has it, else Pillow's own font."
+    for f in (lambda: ImageFont.truetype('DejaVuSans.ttf', size), lambda: ImageFont.load_default(size=size), ImageFont.load_default):
+        try: return f()
+        except (OSError, TypeError, ImportError): pass
+
+def _axes(d:ImageDraw.ImageDraw, size:int, lim:float, tick_values:list):
+    "Zero lines, and ticks labelled in data units along the bottom and left edges (as the browser's diffnbAxes)."
+    sc, c, f = (size / 2 - 4) / lim, size // 2, _font(10)
+    d.line([(0, c), (size, c)], fill=(217, 217, 217)); d.line([(c, 0), (c, size)], fill=(217, 217, 217))
+    for v in tick_values:
+        u, w, lab = round(c + v * sc), round(c - v * sc), f'{v:.3g}'
+        d.line([(u, size - 5), (u, size)], fill=(136, 136, 136)); d.line([(0, w), (5, w)], fill=(136, 136, 136))
+        if v: d.text((u, size - 6), lab, fill=(85, 85, 85), font=f, anchor='mb'); d.text((2, w - 1), lab, fill=(85, 85, 85), font=f, anchor='lb')
+
+# %% ../nbs/11_widgets.ipynb #w06
+def draw_panel(spec:dict, buf:bytes, size:int=260, color:tuple=COLORS[0]) -> Image.Image:
+    "One panel as the browser draws it: points on axes in data units, an image grid scaled up, or an empty view with a hint."
+    im = Image.new('RGB', (size, size), 'white')
+    if spec['kind'] == 'image':
+        g = Image.frombytes('RGBA', (spec['w'], spec['h']), bytes(buf)).convert('RGB')
+        s = min(size / spec['w'], size / spec['h']); w, h = int(spec['w'] * s), int(spec['h'] * s)
+        im.paste(g.resize((w, h), Image.NEAREST), ((size - w) // 2, (size - h) // 2))
+        return im
+    d = ImageDraw.Draw(im)
+    if spec.get('lim'): _axes(d, size, spec['lim'], spec.get('ticks', []))
+    if spec['kind'] == 'points':
+        xy = np.frombuffer(bytes(buf), np.float32).reshape(-1, 2)
+        sc = (size / 2 - 4) / spec['lim']
+        u, v = np.floor(size / 2 + xy[:, 0] * sc), np.floor(size / 2 - xy[:, 1] * sc)
+        ok = (u >= 0) & (v >= 0) & (u < size - 1) & (v < size - 1)
+        a = np.asarray(im).copy(); u, v = u[ok].astype(int), v[ok].astype(int)
+        for du, dv in ((0, 0), (1, 0), (0, 1), (1, 1)): a[v + dv, u + du] = color
+        return Image.fromarray(a)
+    d.text((size // 2, size // 2 - 14), spec.get('hint', ''), fill=(153, 153, 153), font=_font(12), anchor='mm')
+    return im
+
+# %% ../nbs/11_widgets.ipynb #w07
+def status_line(msg:dict) -> str:
+    "The status line of a frame, as the browser writes it."
+    s = msg['status']
+    return f"{s} in {msg['elapsed']:.2f} s" if msg['final'] and s in ('done', 'stopped') else f"{s} · {msg['elapsed']:.2f} s" if s == 'running' else s
+
+def frame_image(msg:dict, bufs:list, size:int=260) -> Image.Image:
+    "A whole frame as one RGB image: the status line, then per sampler a line of its progress over its panels (two a row)."
+    pad, gap, line = 6, 8, 16
+    groups = sorted({p['group'] for p in msg['panels']})
+    W_, H_ = 2 * size + gap + 2 * pad, pad + line + len(groups) * (2 * line + size + 2) + pad
+    im = Image.new('RGB', (W_, H_), 'white'); d = ImageDraw.Draw(im)
+    d.text((pad, pad), status_line(msg), fill=(176, 48, 48) if msg['status'].startswith('error') else (34, 34, 34), font=_font(12))
+    for k, (spec, buf) in enumerate(zip(msg['panels'], bufs)):
+        g, col = groups.index(spec['group']), k % 2
+        y = pad + line + g * (2 * line + size + 2)
+        if col == 0: d.text((pad, y), msg['runs'][spec['group']]['text'], fill=(34, 34, 34), font=_font(11))
+        x = pad + col * (size + gap)
+        d.text((x, y + line), spec['label'], fill=(85, 85, 85), font=_font(11))
+        im.paste(draw_panel(spec, buf, size - 2, COLORS[spec['group'] % 4]), (x + 1, y + 2 * line + 1))
+        d.rectangle([x, y + 2 * line, x + size - 1, y + 2 * line + size - 1], outline=(204, 204, 204))
+    return im
+
+# %% ../nbs/11_widgets.ipynb #c043
+_LIVE = ':has(>.jp-OutputArea-output>.lm-Widget)'   # an output holding a rendered widget view (not the "model not found" text)
+STATIC_CSS = ('.jp-OutputArea-child:has(.diffnb-static){display:none}'   # the marker output itself
+              f'.jp-OutputArea-child{_LIVE}+.jp-OutputArea-child:has(.diffnb-static)+.jp-OutputArea-child{{display:none}}'   # the copy, beside a live view
+              f'.jp-OutputArea-child:not({_LIVE}):has(+.jp-OutputArea-child .diffnb-static){{display:none}}')   # a widget output without one
+STATIC_MARKER = f'<div class="diffnb-static" hidden></div><style>{STATIC_CSS}</style>'
+
+def widget_bundle(w, text:str) -> tuple:
+    "(data, metadata) that display a widget's live view, with `text` for plain-text front ends."
+    b = w._repr_mimebundle_()
+    data, meta = b if isinstance(b, tuple) else (b, {})
+    return {**data, 'text/plain': text}, meta
+
+# %% ../nbs/11_widgets.ipynb #c044
+class StaticCopy:
+    "A widget's static copy, displayed after it: shown where the widget has no live view (a reopened notebook, a static page)."
+    def __init__(self, bundle): self.bundle, self.ids, self._timer = bundle, [], None   # bundle: () -> the copy's mime bundle
+    def show(self, w, text:str):
+        "Display the widget `w`, the marker whose style rule picks one of the two, and the copy."
+        data, meta = widget_bundle(w, text)
+        display(data, metadata=meta, raw=True)
+        display({'text/html': STATIC_MARKER, 'text/plain': ''}, raw=True)
+        self.ids.append(display(self.bundle(), raw=True, display_id=True).display_id)
+    def update(self, delay:float=0.):
+        "Refresh every displayed copy, now or after `delay` seconds without another update."
+        if not self.ids: return
+        if self._timer is not None: self._timer.cancel()
+        if delay <= 0: return self._push()
+        self._timer = threading.Timer(delay, self._push); self._timer.daemon = True; self._timer.start()
+    def _push(self):
+        b = self.bundle()
+        for i in self.ids: update_display(b, display_id=i, raw=True)
 
 # %% ../nbs/11_widgets.ipynb #c014
 def _noise_option(method:str) -> str:
@@ -62,7 +183,7 @@ def _noise_option(method:str) -> str:
 
 # %% ../nbs/11_widgets.ipynb #c015
 class SamplerPreview(anywidget.AnyWidget):
-    "Watch a sampler: x_t and x0-hat after each step of `dn.sample_iter`, streamed to the browser as binary frames."
+    "Watch a sampler: x_t and x0-hat after each step of `dn.sample_iter`, streamed to the browser; export with save_gif, save_png, figure."
     _esm = static_file('sampler_preview.js') + '\nexport default { render: diffnbSamplerRender };\n'
     _css = static_file('widgets.css')
     method = traitlets.Unicode('dpmpp_2m').tag(sync=True)
@@ -74,32 +195,36 @@ class SamplerPreview(anywidget.AnyWidget):
     label = traitlets.Int(-1).tag(sync=True)               # class to sample (-1: unconditional)
     seed = traitlets.Int(0).tag(sync=True)
     n = traitlets.Int(4096).tag(sync=True)
+    images = traitlets.Int(16).tag(sync=True)              # images in each panel's grid (image Denoisers)
     compare = traitlets.Bool(False).tag(sync=True)         # run method2 from the same noise beside method
     method2 = traitlets.Unicode('sde').tag(sync=True)
     steps2 = traitlets.Int(20).tag(sync=True)
     methods = traitlets.List().tag(sync=True)
     grid_kinds = traitlets.List().tag(sync=True)
     conditional = traitlets.Bool(False).tag(sync=True)
-    running = traitlets.Bool(False).tag(sync=True)
+    is_image = traitlets.Bool(False).tag(sync=True)
+    running = traitlets.Bool(False).tag(sync=True)         # a run (or its grid fit) is in progress: Run is disabled
     status = traitlets.Unicode('ready').tag(sync=True)
+    frame = traitlets.Dict().tag(sync=True)                # the kept frame: dict(msg=, buffers=), the prior or the last run's final frame
+    recorded = traitlets.Int(0).tag(sync=True)             # frames of the last run kept for save_gif
     canvas_size = traitlets.Int(260).tag(sync=True)
     ack_ms = traitlets.Int(250).tag(sync=True)             # the browser acknowledges at most this often (cumulatively; the final frame at once)
 
 # %% ../nbs/11_widgets.ipynb #c017
 PREVIEW_METHODS = tuple(m for m, info in SAMPLERS.items() if not info.extra_inputs)   # not those that need data= or head=
 
-def _check_images(images) -> int:
-    "The number of images a grid shows, checked."
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1: raise ValueError(f"images={images!r}: must be an integer >= 1")
-    return images
+def _check_count(name:str, v) -> int:
+    "A count argument (n, steps, images, keep), checked."
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{name}={v!r}: must be an integer >= 1")
+    return v
 
-def _check_preview(den, n, steps, max_fps, max_inflight):
+def _check_images(images) -> int: return _check_count('images', images)
+
+def _check_preview(den, n, steps, max_fps, max_inflight, keep):
     "Check SamplerPreview's arguments."
     if not isinstance(den, Denoiser): raise TypeError(f"den: expected a dn.Denoiser, got {type(den).__name__}")
-    for name, v in (('n', n), ('steps', steps)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{name}={v!r}: must be an integer >= 1")
+    for name, v in (('n', n), ('steps', steps), ('max_inflight', max_inflight), ('keep', keep)): _check_count(name, v)
     if not max_fps > 0: raise ValueError(f"max_fps={max_fps}: must be > 0")
-    if isinstance(max_inflight, bool) or not isinstance(max_inflight, int) or max_inflight < 1: raise ValueError(f"max_inflight={max_inflight!r}: must be an integer >= 1")
 
 # %% ../nbs/11_widgets.ipynb #c018
 @patch
@@ -111,22 +236,27 @@ def __init__(self:SamplerPreview, den:Denoiser,      # what to sample (network, 
              ack_timeout:float=2.,     # seconds after which an unacknowledged frame counts as lost (a closed view)
              device=None, fit_kw:dict|None=None, # device of the state; options of fit_grid for grid_kind='fitted'
              images:int=16,            # images shown in each panel's grid (image Denoisers)
+             keep:int=4096,            # points per panel kept for save_gif, save_png and the static copy
              **traits):
-    _check_preview(den, n, steps, max_fps, max_inflight)
+    _check_preview(den, n, steps, max_fps, max_inflight, keep)
     method = check_choice('method', method, PREVIEW_METHODS, SAMPLER_ALIASES)
-    anywidget.AnyWidget.__init__(self, n=n, method=method, steps=steps, methods=list(PREVIEW_METHODS), grid_kinds=[*TIME_GRIDS, 'fitted'], **traits)
+    anywidget.AnyWidget.__init__(self, n=n, method=method, steps=steps, images=_check_images(images), methods=list(PREVIEW_METHODS),
+                                 grid_kinds=[*TIME_GRIDS, 'fitted'], **traits)
     self.den, self.max_fps, self.max_inflight, self.ack_timeout, self.device = den, float(max_fps), max_inflight, float(ack_timeout), device
     self.clock = time.perf_counter   # time source of the throttle, the ack timeout and the elapsed time (a test may replace it)
     self.final_wait = 1.             # real seconds the final frame waits for a free slot before it goes anyway
-    self.fit_kw, self.images = dict(fit_kw or {}), _check_images(images)
+    self.fit_kw, self.keep = dict(fit_kw or {}), keep
     self.conditional = getattr(getattr(den, 'net', None), 'null_label', None) is not None
     self.grids, self.result, self.last_run, self.views = {}, None, {}, 0
     self._stop, self._cv, self._thread = threading.Event(), threading.Condition(), None
-    self._seq, self._acked, self._sent_at, self._latest, self._acks, self._lost, self._frame_bytes, self.error = 0, 0, {}, None, 0, 0, [], None
-    self._latency = []
+    self._seq, self._acked, self._sent_at, self._latest, self._cfgs, self._acks, self._lost, self.error = 0, 0, {}, None, [], 0, 0, None
+    self._frame_bytes, self._latency, self._record, self._lims = [], [], [], [0., 0.]
+    self.static = StaticCopy(lambda: self.static_bundle())   # static_bundle is defined with the static copy, below
     self.on_msg(self._on_msg)
     self.observe(lambda ch: self._on_method(), 'method')
+    self.observe(lambda ch: self._refresh_prior(), ['seed', 'n', 'images'])
     self._on_method(reset=False)
+    self._show_prior()
 
 # %% ../nbs/11_widgets.ipynb #c019
 @patch
@@ -138,7 +268,7 @@ def _on_method(self:SamplerPreview, reset=True):
 # %% ../nbs/11_widgets.ipynb #c020
 @patch
 def _on_msg(self:SamplerPreview, _, content, buffers):
-    "A message from a view: hello, ack, run or stop."
+    "A message from a view: hello, bye, ack, run, stop or export."
     kind = content.get('type') if isinstance(content, dict) else None
     if kind == 'ack':
         with self._cv:
@@ -146,15 +276,60 @@ def _on_msg(self:SamplerPreview, _, content, buffers):
             if seq in self._sent_at: self._latency.append(self.clock() - self._sent_at[seq])
             self._cv.notify_all()
     elif kind == 'hello': self.views += 1
+    elif kind == 'bye': self.views = max(0, self.views - 1)
     elif kind == 'run' and not self.running: self.run()
     elif kind == 'stop': self.stop()
+    elif kind == 'export': self._export(content.get('format'))
+
+# %% ../nbs/11_widgets.ipynb #w10
+_TIP_XT = ("x_t: the sampler's state at time t (first the prior draw x_T). 2-D data as is, 1-D against a fixed jitter, 3-D through a fixed "
+           "oblique projection, wider vectors by their first two coordinates. Axes in data units; every x_t panel shares one scale "
+           "(1.2 times the 98th percentile of max(|x|, |y|)).")
+_TIP_X0 = "x0-hat: the Denoiser's estimate of the clean sample from x_t (at the last step, the output). Every x0-hat panel shares one scale."
+
+@patch
+def _prior(self:SamplerPreview) -> Tensor:
+    "x_T of every run with the current seed and n (compare mode hands the same draw to both samplers)."
+    gen = torch.Generator(device=self.device or 'cpu').manual_seed(self.seed)
+    return initial_state(self.den, self.n, None, gen, torch.float32, self.device)
+
+# %% ../nbs/11_widgets.ipynb #w11
+@patch
+def _show_prior(self:SamplerPreview):
+    "Keep (and draw) the prior view: x_T at t_max, and an empty x0-hat panel."
+    xT, P = self._prior(), self.den.path
+    self.is_image = xT.dim() >= 3
+    spec, b = encode_panel(xT, f'x_T, a draw of the prior at t={P.t_max:.3g}', self.is_image, self.images)
+    empty = dict(label='x0-hat', kind='empty', hint='press Run', lim=spec.get('lim'), ticks=spec.get('ticks', []))
+    runs = [dict(text=f'{self.method}: {self.steps} steps from this x_T (seed {self.seed}, n {self.n})', tip='')]
+    msg = dict(type='frame', seq=0, final=False, status='ready', elapsed=0., step=0, total=self.steps, t=P.t_max, nfe=0, runs=runs,
+               panels=[dict(spec, group=0, tip=_TIP_XT), dict(empty, group=0, tip=_TIP_X0)])
+    self.frame = dict(msg=msg, buffers=[self._kept(spec, b), b''])
+
+@patch
+def _refresh_prior(self:SamplerPreview):
+    "Redraw the prior view when seed, n or images change before the first run (a bad value says why in the status line)."
+    if self._latest is not None: return
+    try: _check_count('n', self.n); _check_count('images', self.images); self._show_prior(); self.status = 'ready'
+    except Exception as e: self.status = f"error: {type(e).__name__}: {e}"
+
+# %% ../nbs/11_widgets.ipynb #w12
+@patch
+def _kept(self:SamplerPreview, spec:dict, b:bytes) -> bytes:
+    "A panel's buffer as kept for exports and the saved state: at most `keep` points (the first ones: the draws are independent)."
+    return b[:8 * self.keep] if spec['kind'] == 'points' else b
+
+@patch
+def image(self:SamplerPreview) -> Image.Image:
+    "The kept frame (the prior before the first run, then the last run's final frame) as a Pillow image."
+    return frame_image(self.frame['msg'], self.frame['buffers'], self.canvas_size)
 
 # %% ../nbs/11_widgets.ipynb #c023
 @patch
 def _config(self:SamplerPreview, method:str, steps:int, noise:bool) -> dict:
     "sample_iter arguments of one sampler from the traits, checked."
     if method not in SAMPLERS: raise ValueError(f"method={method!r} is unknown; known samplers: {', '.join(SAMPLERS)}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
+    for name, v in (('steps', steps), ('n', self.n), ('images', self.images)): _check_count(name, v)
     if self.grid_kind not in self.grid_kinds: raise ValueError(f"grid_kind={self.grid_kind!r}: one of {', '.join(self.grid_kinds)}")
     kw = {}
     if noise and self.noise_name: kw[self.noise_name] = float(self.noise)
@@ -173,7 +348,7 @@ def fit_grid(self:SamplerPreview, method:str|None=None, steps:int|None=None, **k
     "Fit a time grid to the Denoiser for (method, steps) with dn.fit_grid, keep it and select grid_kind='fitted'."
     method, steps = method or self.method, steps or self.steps
     fit_for = method if not SAMPLERS[method].stochastic and SAMPLERS[method].evals else 'dpmpp_2m'   # stochastic methods share the ODE's grid
-    self.status = f"fitting a {steps}-step grid for {fit_for}"
+    self.status = f"fitting a {steps}-step grid for {fit_for} (dn.fit_grid)"
     g = fit_grid(self.den, steps, method=fit_for, **{**self.fit_kw, **kw})
     self.grids[(method, steps)] = g
     self.grid_kind = 'fitted'; self.status = 'ready'
@@ -182,10 +357,12 @@ def fit_grid(self:SamplerPreview, method:str|None=None, steps:int|None=None, **k
 # %% ../nbs/11_widgets.ipynb #c025
 @patch
 def use_grid(self:SamplerPreview, grid, method:str|None=None):
-    "Sample with this explicit descending grid (for `method`, default the current one); sets steps and grid_kind='fitted'."
+    "Sample `method` (default the current one) on this explicit descending grid; sets its steps (steps2 for method2) and grid_kind='fitted'."
     g = torch.as_tensor(grid, dtype=torch.float64).flatten()
-    self.steps = len(g) - 1
-    self.grids[(method or self.method, self.steps)] = g
+    method = method or self.method
+    if method == self.method: self.steps = len(g) - 1
+    elif method == self.method2: self.steps2 = len(g) - 1
+    self.grids[(method, len(g) - 1)] = g
     self.grid_kind = 'fitted'
     return self
 
@@ -202,27 +379,56 @@ def _room(self:SamplerPreview) -> bool:
             self._acked += 1; self._lost += 1; return True
         return False
 
-# %% ../nbs/11_widgets.ipynb #c029
+# %% ../nbs/11_widgets.ipynb #w13
+def _run_line(c:dict, s, busy:float) -> dict:
+    "One sampler's progress line in a frame."
+    text = f"{c['method']}: step {s.i}/{c['steps']} · NFE {s.nfe} · {busy:.2f} s · t={s.t:.3g}"
+    return dict(method=c['method'], step=s.i, total=c['steps'], t=s.t, nfe=s.nfe, time=busy, text=text,
+                tip="steps done of the grid's intervals; NFE: Denoiser calls so far; seconds spent in this sampler; the time t of x_t")
+
 @patch
-def _send_frame(self:SamplerPreview, latest, cfgs, final:bool, elapsed:float, status:str):
-    "Encode and send one frame: x_t and x0-hat of each sampler."
-    image = len(latest[0].x.shape) >= 3
+def _frame(self:SamplerPreview, states:list, cfgs:list, status:str, elapsed:float, busy:list, final:bool=False) -> tuple:
+    "A frame's message and buffers: each sampler's progress and its x_t and x0-hat panels, one scale for each kind of panel."
+    image = states[0].x.dim() >= 3
+    views = [(s.x, s.x0) if image else (points2d(s.x), points2d(s.x0)) for s in states]
+    lims = [None, None]
+    if not image:   # the final frame fits its own points; others shrink by at most 20% a frame
+        lims = [max(max(view_limit(v[r]) for v in views), 0. if final else 0.8 * self._lims[r]) for r in range(2)]
+        self._lims = lims
     panels, bufs = [], []
-    for c, s in zip(cfgs, latest):
-        tag = f"{c['method']} " if len(cfgs) > 1 else ''
-        for name, x in ((f't={s.t:.3g}: x_t', s.x), ('x0-hat', s.x0)):
-            spec, b = encode_panel(x, tag + name, image, self.images)
-            panels.append(spec); bufs.append(b)
+    for g, (s, v) in enumerate(zip(states, views)):
+        for r, (label, x, tip) in enumerate(((f'x_t at t={s.t:.3g}', v[0], _TIP_XT), ('x0-hat', v[1], _TIP_X0))):
+            spec, b = encode_panel(x, label, image, self.images, lims[r])
+            panels.append(dict(spec, group=g, tip=tip)); bufs.append(b)
+    s0 = states[0]
+    return dict(type='frame', seq=0, final=final, status=status, elapsed=elapsed, step=s0.i, total=cfgs[0]['steps'], t=s0.t, nfe=s0.nfe,
+                runs=[_run_line(c, s, b) for c, s, b in zip(cfgs, states, busy)], panels=panels), bufs
+
+# %% ../nbs/11_widgets.ipynb #c029
+RECORD_BYTES = 256 * 2 ** 20   # most bytes of frames one run records for save_gif (beyond them only the final frame is added)
+
+@patch
+def _send_frame(self:SamplerPreview, latest, cfgs, final:bool, elapsed:float, status:str, busy:list):
+    "Encode, send and record one frame: x_t and x0-hat of each sampler."
+    msg, bufs = self._frame(latest, cfgs, status, elapsed, busy, final)
     with self._cv:
-        self._seq += 1; self._sent_at[self._seq] = self.clock()
-    s0 = latest[0]
-    msg = dict(type='frame', seq=self._seq, final=final, status=status, step=s0.i, total=cfgs[0]['steps'], t=s0.t, nfe=s0.nfe,
-               elapsed=elapsed, panels=panels, others=[dict(step=s.i, t=s.t, nfe=s.nfe) for s in latest[1:]])
+        self._seq += 1; msg['seq'] = self._seq; self._sent_at[self._seq] = self.clock()
     self.send(msg, bufs)
     self._frame_bytes.append(sum(len(b) for b in bufs))
+    kept = [self._kept(p, b) for p, b in zip(msg['panels'], bufs)]
+    if final or self._recorded_bytes + sum(map(len, kept)) <= RECORD_BYTES:
+        self._record.append((msg, kept)); self._recorded_bytes += sum(map(len, kept))
 
-# %% ../nbs/11_widgets.ipynb #c030
-#| export
+# %% ../nbs/11_widgets.ipynb #w14
+@patch
+def _start(self:SamplerPreview, cfgs:list) -> list:
+    "Reset the run's counters and record; one sample_iter per sampler, all from the same x_T."
+    self._stop.clear(); self._acks, self._lost, self._frame_bytes, self._latency, self._lims = 0, 0, [], [], [0., 0.]
+    self._record, self._recorded_bytes = [], 0
+    with self._cv: self._acked = self._seq
+    xT = self._prior()
+    return [sample_iter(copy.copy(self.den), xT.clone(), c['method'], c['steps'], torch.Generator(device=xT.device).manual_seed(self.seed + 1),
+                        grid=c['grid'], kind=c['kind'], **c['kw']) for c in cfgs]
 
 # %% ../nbs/11_widgets.ipynb #c031
 @patch
@@ -235,59 +441,57 @@ def _stream(self:SamplerPreview, cfgs:list):
 # %% ../nbs/11_widgets.ipynb #c032
 @patch
 def _stream_(self:SamplerPreview, cfgs:list):
-    clock, den = self.clock, self.den
-    self._stop.clear(); self._acks, self._lost, self._frame_bytes, self._latency = 0, 0, [], []
-    with self._cv: self._acked = self._seq
-    gen = torch.Generator(device=self.device or 'cpu').manual_seed(self.seed)
-    xT = initial_state(den, self.n, None, gen, torch.float32, self.device)
-    its = [sample_iter(copy.copy(den), xT.clone(), c['method'], c['steps'], torch.Generator(device=xT.device).manual_seed(self.seed + 1),
-                       grid=c['grid'], kind=c['kind'], **c['kw']) for c in cfgs]
-    P = den.path; span = P.t_max - P.t_min
-    latest, done, prog = [None] * len(its), [False] * len(its), [0.] * len(its)
-    t0 = last = clock(); sent0, throttled, held, n_steps = self._seq, 0, 0, 0
+    "Advance the sampler furthest behind in time; send a frame when the throttle and the browser allow; then finish."
+    clock, P = self.clock, self.den.path
+    its = self._start(cfgs)
+    k = len(its); latest, done, prog, busy = [None] * k, [False] * k, [0.] * k, [0.] * k
+    t0 = last = clock(); r = dict(steps=0, throttled=0, held=0, sent0=self._seq)
     self.status = 'running'
     while not all(done) and not self._stop.is_set():
-        j = min((k for k in range(len(its)) if not done[k]), key=lambda k: prog[k])
-        s = next(its[j], None)
+        j = min((i for i in range(k) if not done[i]), key=lambda i: prog[i])
+        a = clock(); s = next(its[j], None); busy[j] += clock() - a
         if s is None: done[j] = True; continue
-        latest[j], prog[j] = s, (P.t_max - s.t) / span; n_steps += 1
+        latest[j], prog[j] = s, (P.t_max - s.t) / (P.t_max - P.t_min); r['steps'] += 1
         if any(l is None for l in latest): continue
         now = clock()
-        if now - last < 1 / self.max_fps: throttled += 1
-        elif not self._room(): held += 1
-        else: self._send_frame(latest, cfgs, False, now - t0, 'running'); last = now
-    stopped = self._stop.is_set()
+        if now - last < 1 / self.max_fps: r['throttled'] += 1
+        elif not self._room(): r['held'] += 1
+        else: self._send_frame(latest, cfgs, False, now - t0, 'running', busy); last = now
     for it in its: it.close()
-    elapsed = clock() - t0
+    self._finish(latest, cfgs, clock() - t0, busy, r)
+
+# %% ../nbs/11_widgets.ipynb #c033
+@patch
+def _finish(self:SamplerPreview, latest:list, cfgs:list, elapsed:float, busy:list, r:dict):
+    "The final frame (after a bounded wait for room), the record of the run, the kept frame and the static copy."
+    stopped = self._stop.is_set()
     with self._cv: self._cv.wait_for(self._room, timeout=self.final_wait)   # the final frame waits for room, not forever
     status = 'stopped' if stopped else 'done'
-    if all(l is not None for l in latest): self._send_frame(latest, cfgs, True, elapsed, status)
+    if all(l is not None for l in latest): self._send_frame(latest, cfgs, True, elapsed, status, busy)
     if self.views:   # the browser acknowledges the final frame at once: wait for it (briefly), so the record below is complete
         with self._cv: self._cv.wait_for(lambda: self._acked >= self._seq, timeout=self.final_wait)
     self._latest, self._cfgs = latest, cfgs
     self.result = [l.x for l in latest if l is not None]
-    with self._cv: acked = self._acked - sent0 - self._lost
-    self.last_run = dict(steps=n_steps, frames=self._seq - sent0, acked=acked, throttled=throttled, held=held, stopped=stopped, elapsed=elapsed,
-                         nfe=[l.nfe for l in latest if l is not None], bytes=sum(self._frame_bytes), views=self.views,
+    with self._cv: acked = self._acked - r['sent0'] - self._lost
+    self.last_run = dict(steps=r['steps'], frames=self._seq - r['sent0'], acked=acked, throttled=r['throttled'], held=r['held'], stopped=stopped,
+                         elapsed=elapsed, nfe=[l.nfe for l in latest if l is not None], time=list(busy), bytes=sum(self._frame_bytes), views=self.views,
                          ack_latency=sorted(self._latency)[len(self._latency) // 2] if self._latency else None)
+    if self._record: self.frame = dict(msg=self._record[-1][0], buffers=self._record[-1][1])
+    self.recorded = len(self._record)
     self.status = status
-
-# %% ../nbs/11_widgets.ipynb #c033
-#| export
+    self.static.update()
 
 # %% ../nbs/11_widgets.ipynb #c034
 @patch
 def run(self:SamplerPreview, wait:bool=False, # sample in this thread (True) or a background one (False: the kernel stays responsive)
         ) -> SamplerPreview:
-    "Sample with the current settings, streaming frames to every view."
+    "Sample with the current settings (fitting a grid first if grid_kind='fitted' asks), streaming frames to every view."
     if self.running: return self
-    cfgs = [self._config(self.method, self.steps, True)] + ([self._config(self.method2, self.steps2, False)] if self.compare else [])
-    self.running = True
+    self.running, self.error = True, None
     def go_():
-        try: self._stream(cfgs)
-        except Exception as e: self.status = f"error: {type(e).__name__}: {e}"; self.error = e
+        try: self._stream([self._config(self.method, self.steps, True)] + ([self._config(self.method2, self.steps2, False)] if self.compare else []))
+        except Exception as e: self.status, self.error = f"error: {type(e).__name__}: {e}", e   # shown in the status line
         finally: self.running = False
-    self.error = None
     if wait:
         go_()
         if self.error is not None: raise self.error
@@ -308,70 +512,89 @@ def join(self:SamplerPreview, timeout:float|None=None) -> SamplerPreview:
 
 # %% ../nbs/11_widgets.ipynb #c039
 @patch
+def save_png(self:SamplerPreview, path) -> pathlib.Path:
+    "Write the kept frame (the last run's final frame) as a PNG."
+    path = pathlib.Path(path); self.image().save(path, 'PNG')
+    return path
+
+@patch
+def save_gif(self:SamplerPreview, path, fps:float|None=None, # frames a second (None: at the pace they were sent)
+             hold:float=1.5,           # seconds the last frame stays
+            ) -> pathlib.Path:
+    "Write the last run as an animated GIF: one GIF frame per frame sent."
+    if not self._record: raise ValueError("save_gif: no run recorded yet (press Run, or call run() first)")
+    ims = [frame_image(m, b, self.canvas_size) for m, b in self._record]
+    el = [m['elapsed'] for m, _ in self._record]
+    dur = [1000 / fps] * (len(ims) - 1) if fps else [b - a for a, b in zip(el, el[1:])]
+    dur = [max(20, round(d * (1 if fps else 1000), -1)) for d in dur] + [round(1000 * hold)]   # GIFs count in 10 ms; browsers slow < 20 ms
+    path = pathlib.Path(path)
+    ims[0].save(path, 'GIF', save_all=True, append_images=ims[1:], duration=dur, loop=0)
+    return path
+
+# %% ../nbs/11_widgets.ipynb #c040
+@patch
+def _export(self:SamplerPreview, fmt:str):
+    "The GIF and PNG buttons: write the file into the kernel's working folder (the notebook's) and say so in the status line."
+    try:
+        if fmt not in ('gif', 'png'): raise ValueError(f"format={fmt!r}: 'gif' or 'png'")
+        name = '-vs-'.join(c['method'] for c in self._cfgs) or 'prior'
+        path = (self.save_gif if fmt == 'gif' else self.save_png)(f'{name}-preview.{fmt}')
+        self.status = f"wrote {path}" + (f" ({self.recorded} frames)" if fmt == 'gif' else '')
+    except Exception as e: self.status = f"error: {type(e).__name__}: {e}"
+
+# %% ../nbs/11_widgets.ipynb #w17
+@patch
 def figure(self:SamplerPreview) -> go.Figure:
-    "The last frame of the latest run as a plotly figure (x_t and x0-hat of each sampler)."
-    if not self._latest: raise ValueError("run: no run yet (call run() first)")
+    "The last frame of the latest run as a plotly figure: x_t and x0-hat of each sampler, on the frame's shared scales."
+    if not self._latest or any(l is None for l in self._latest): raise ValueError("figure: no run yet (press Run, or call run() first)")
     cols = [(c['method'], name, x) for c, s in zip(self._cfgs, self._latest) for name, x in (('x_t', s.x), ('x0-hat', s.x0))]
     fig = make_subplots(rows=1, cols=len(cols), subplot_titles=[f"{m}: {name}" for m, name, _ in cols])
-    for k, (m, name, x) in enumerate(cols, 1):
-        if len(x.shape) >= 3: fig.add_trace(go.Image(z=image_grid(x, self.images).numpy()), row=1, col=k)
-        else:
-            p = points2d(x)[:3000]
-            fig.add_trace(go.Scattergl(x=p[:, 0].numpy(), y=p[:, 1].numpy(), mode='markers', marker=dict(size=2), showlegend=False), row=1, col=k)
+    for k, ((m, name, x), spec) in enumerate(zip(cols, self.frame['msg']['panels']), 1):
+        if len(x.shape) >= 3: fig.add_trace(go.Image(z=image_grid(x, self.images).numpy()), row=1, col=k); continue
+        p, lim = points2d(x)[:3000], [-spec['lim'], spec['lim']]
+        fig.add_trace(go.Scattergl(x=p[:, 0].numpy(), y=p[:, 1].numpy(), mode='markers', marker=dict(size=2, color='rgb%s' % (COLORS[(k - 1) // 2 % 4],)),
+                                   showlegend=False), row=1, col=k)
+        fig.update_xaxes(range=lim, row=1, col=k); fig.update_yaxes(range=lim, row=1, col=k)
     fig.update_layout(height=320, width=320 * len(cols), margin=dict(l=30, r=10, t=40, b=30))
     return fig
 
-# %% ../nbs/11_widgets.ipynb #c040
-#| export
-
-# %% ../nbs/11_widgets.ipynb #c043
-@patch
-def snapshot_state(self:SamplerPreview, max_points:int=2000) -> dict:
-    "The traits, and the last frame (at most max_points per panel, base64), for a static snapshot."
-    st = {k: getattr(self, k) for k in self.trait_names(sync=True) if not k.startswith('_') and k not in ('layout', 'tabbable', 'tooltip')}
-    if self._latest:
-        image = len(self._latest[0].x.shape) >= 3
-        panels, bufs = [], []
-        for c, s in zip(self._cfgs, self._latest):
-            tag = f"{c['method']} " if len(self._cfgs) > 1 else ''
-            for name, x in ((f't={s.t:.3g}: x_t', s.x), ('x0-hat', s.x0)):
-                spec, b = encode_panel(x if image else x[:max_points], tag + name, image, self.images)
-                panels.append(spec); bufs.append(base64.b64encode(b).decode())
-        s0 = self._latest[0]
-        st['snapshot_frame'] = dict(msg=dict(type='frame', seq=self.last_run.get('frames', 0), final=True, status=self.status, step=s0.i, total=self._cfgs[0]['steps'],
-                                             t=s0.t, nfe=s0.nfe, elapsed=self.last_run.get('elapsed', 0.), panels=panels), buffers=bufs)
-    return st
-
-# %% ../nbs/11_widgets.ipynb #c044
-def widget_snapshot_html(state:dict, script:str='sampler_preview.js', render:str='diffnbSamplerRender') -> str:
-    "HTML that draws a widget from embedded state with diffnb's script (served from the docs' static folder)."
-    uid = f"diffnb-{uuid.uuid4().hex[:10]}"
-    data = json.dumps(state).replace('</', '<\\/')
-    return (f'<div class="diffnb-snapshot" id="{uid}"></div><link rel="stylesheet" href="{DOCS_BASE}static/widgets.css">'
-            f'<script src="{DOCS_BASE}static/{script}"></script>'
-            f'<script>(function(){{ if (window.{render}) {render}({{model: diffnbStaticModel({data}), el: document.getElementById("{uid}")}}); }})();</script>')
-
 # %% ../nbs/11_widgets.ipynb #c045
 @patch
-def _repr_mimebundle_(self:SamplerPreview, **kw):
-    b = anywidget.AnyWidget._repr_mimebundle_(self, **kw)
-    data, meta = b if isinstance(b, tuple) else (b, {})
-    return {**data, 'text/html': widget_snapshot_html(self.snapshot_state())}, meta
+def static_bundle(self:SamplerPreview) -> dict:
+    "The static copy's mime bundle: the kept frame as a PNG."
+    buf = io.BytesIO(); self.image().save(buf, 'PNG')
+    return {'image/png': base64.b64encode(buf.getvalue()).decode(), 'text/plain': f'SamplerPreview: {self.status}'}
+
+@patch
+def _ipython_display_(self:SamplerPreview):
+    self.static.show(self, f"SamplerPreview(method={self.method!r}, steps={self.steps}, n={self.n})")
+
+# %% ../nbs/11_widgets.ipynb #w20
+def path_times(P:Path, n:int, spacing:str='uniform') -> Tensor:
+    "n ascending float64 times of P: uniform in t, in log t (from max(t_min, 1e-4 t_max)), or in log-SNR ('log_snr')."
+    spacing = check_choice('spacing', spacing, ('uniform', 'log', 'log_snr'))
+    if spacing == 'uniform': return torch.linspace(P.t_min, P.t_max, n, dtype=torch.float64)
+    if spacing == 'log':
+        lo = max(P.t_min, 1e-4 * P.t_max)
+        return torch.logspace(math.log10(lo), math.log10(P.t_max), n, dtype=torch.float64)
+    ends = P.log_snr(torch.tensor([P.t_min, P.t_max], dtype=torch.float64)).reshape(2, -1)[:, 0]
+    return P.t_of_log_snr(torch.linspace(ends[0].item(), ends[1].item(), n, dtype=torch.float64)).clamp(P.t_min, P.t_max)
 
 # %% ../nbs/11_widgets.ipynb #c052
 def integrate_paths(den:Denoiser,      # the model whose flow is followed
                     x:Tensor,          # (n, d) start: prior draws (reverse) or data (forward)
                     direction:str='reverse', # 'reverse' (t_max to t_min) or 'forward' (t_min to t_max)
                     gamma:float=0.,    # SDE noise level, as the samplers' sde (0: the probability-flow ODE, Heun steps)
-                    steps:int=200,     # uniform steps in t
+                    steps:int=200,     # steps of the time grid
                     generator:torch.Generator|None=None,
+                    spacing:str='uniform', # 'uniform' in t, or 'log' (uniform in log t, from max(t_min, 1e-4 t_max))
                    ) -> tuple:
     "(times, states (steps+1, n, d)) of ODE (gamma=0) or SDE paths of the marginal-preserving family."
     generator = as_generator(generator)
     direction = check_choice('direction', direction, ('reverse', 'forward'))
     if not gamma >= 0: raise ValueError(f"gamma={gamma}: must be >= 0")
     P = den.path
-    ts = torch.linspace(P.t_max, P.t_min, steps + 1, dtype=torch.float64)
+    ts = path_times(P, steps + 1, spacing).flip(0)
     if direction == 'forward': ts = ts.flip(0)
     x, sgn = x.to(den.net_dtype or torch.float64).clone(), 1. if direction == 'forward' else -1.   # networks in their own dtype, oracles in float64
     def drift(t, y):   # one Denoiser call: the score follows from the velocity, v = f x - g^2/2 score
@@ -394,42 +617,50 @@ class TrajectoryExplorer(W.VBox):
                  data:Tensor|None=None,    # data samples for a Denoiser's density (default: samples of the model)
                  n_paths:int=12, gamma:float=1., direction:str='reverse', axis:int=0,
                  steps:int=200, nx:int=160, nt:int=120, seed:int=0, normalize:bool=True, # normalize: each time's density to max 1
+                 log_t:bool=False,         # t on a log axis (and the paths on a grid uniform in log t)
                 ):
         if not isinstance(model, (GaussianMixture, Denoiser)): raise TypeError(f"model: a dn.GaussianMixture or dn.Denoiser, got {type(model).__name__}")
         self.model, self.data, self.nx, self.nt, self.steps, self.seed, self.normalize = model, data, nx, nt, steps, seed, normalize
         dim = model.dim if isinstance(model, GaussianMixture) else int(math.prod(model.event_shape or (1,)))
         if not 0 <= axis < dim: raise ValueError(f"axis={axis}: the data has {dim} coordinates")
         is_gm = isinstance(model, GaussianMixture)
-        self.w_path = W.Dropdown(options=list(PATHS), value=get_path(path).name if is_gm else model.path.name, description='path', disabled=not is_gm)
-        self.w_n = W.IntSlider(value=n_paths, min=1, max=64, description='paths')
-        self.w_gamma = W.FloatSlider(value=gamma, min=0., max=2., step=0.05, description='gamma')
-        self.w_dir = W.ToggleButtons(options=['reverse', 'forward'], value=direction, description='direction')
-        self.w_axis = W.Dropdown(options=list(range(dim)), value=axis, description='axis')
-        self.fig = go.FigureWidget()
-        super().__init__([W.HBox([self.w_path, self.w_dir]), W.HBox([self.w_n, self.w_gamma, self.w_axis]), self.fig])
+        self.w_path = W.Dropdown(options=list(PATHS), value=get_path(path).name if is_gm else model.path.name, description='path', disabled=not is_gm,
+                                 tooltip="the forward path (a mixture's density is exact on every path; a trained Denoiser keeps its own)")
+        self.w_n = W.IntSlider(value=n_paths, min=1, max=64, description='paths', tooltip='number of ODE and of SDE paths')
+        self.w_gamma = W.FloatSlider(value=gamma, min=0., max=2., step=0.05, description='gamma', tooltip="the SDE's noise level: 0 is the ODE, 1 the reverse-time SDE")
+        self.w_dir = W.ToggleButtons(options=['reverse', 'forward'], value=direction, description='direction',
+                                     tooltips=['from prior draws at t_max to t_min', 'from data at t_min to t_max'])
+        self.w_axis = W.Dropdown(options=list(range(dim)), value=axis, description='axis', tooltip='which coordinate of x is drawn', layout=W.Layout(width='150px'))
+        self.w_logt = W.Checkbox(value=log_t, description='log t', indent=False, tooltip='t on a log axis, paths on a grid uniform in log t', layout=W.Layout(width='80px'))
+        self.fig, self._shown = go.FigureWidget(), None
+        self.static = StaticCopy(lambda: figure_bundle(self._shown, 'TrajectoryExplorer'))
+        super().__init__([W.HBox([self.w_path, self.w_dir]), W.HBox([self.w_n, self.w_gamma, self.w_axis, self.w_logt]), self.fig])
         self.update()
         self._hold = False
-        for w in (self.w_path, self.w_n, self.w_gamma, self.w_dir, self.w_axis): w.observe(lambda ch: self._hold or self.update(), 'value')
+        for w in self._controls(): w.observe(lambda ch: self._hold or self.update(), 'value')
 
 # %% ../nbs/11_widgets.ipynb #c058
 @patch
 def _den(self:TrajectoryExplorer) -> Denoiser:
     return self.model.denoiser(self.w_path.value) if isinstance(self.model, GaussianMixture) else self.model
 
+@patch
+def _controls(self:TrajectoryExplorer) -> tuple: return (self.w_path, self.w_n, self.w_gamma, self.w_dir, self.w_axis, self.w_logt)
+
 # %% ../nbs/11_widgets.ipynb #c059
 @patch
 def compute(self:TrajectoryExplorer) -> dict:
     "Density map, ODE and SDE paths for the current settings."
-    den, n = self._den(), self.w_n.value
+    den, n, spacing = self._den(), self.w_n.value, 'log' if self.w_logt.value else 'uniform'
     P, g = den.path, torch.Generator().manual_seed(self.seed)
     if self.data is None and not isinstance(self.model, GaussianMixture): self.data = sample(den, 2000, 'dpmpp_2m', 30, generator=torch.Generator().manual_seed(self.seed + 7))
     src = self.model if isinstance(self.model, GaussianMixture) else self.data
     if self.w_dir.value == 'reverse': x = P.prior(n, (int(math.prod(den.event_shape or (1,))),), generator=g, dtype=torch.float64)
     else: x = (self.model.sample(n, generator=g) if isinstance(self.model, GaussianMixture) else self.data[torch.randperm(len(self.data), generator=g)[:n]]).flatten(1).double()
-    ts, ode = integrate_paths(den, x, self.w_dir.value, 0., self.steps)
-    _, sdep = integrate_paths(den, x, self.w_dir.value, self.w_gamma.value, self.steps, generator=g)
+    ts, ode = integrate_paths(den, x, self.w_dir.value, 0., self.steps, spacing=spacing)
+    _, sdep = integrate_paths(den, x, self.w_dir.value, self.w_gamma.value, self.steps, generator=g, spacing=spacing)
     ax = self.w_axis.value
-    tt = torch.linspace(P.t_min, P.t_max, self.nt, dtype=torch.float64)
+    tt = path_times(P, self.nt, spacing)
     lim = 1.1 * max(ode[..., ax].abs().max().item(), 3 * (P.alpha(P.t_max) ** 2 + P.sigma(P.t_max) ** 2).sqrt().item(), 1.)
     xs = torch.linspace(-lim, lim, self.nx, dtype=torch.float64)
     d = density_map(src, P, tt, xs, ax).exp()
@@ -446,35 +677,38 @@ def _lines(ts, paths):
 # %% ../nbs/11_widgets.ipynb #c061
 @patch
 def figure(self:TrajectoryExplorer, c:dict|None=None) -> go.Figure:
-    "The explorer's figure for the current settings."
+    "The explorer's figure for the current settings: the density with its colour bar, the paths, a legend that shows white lines."
     c = c or self.compute()
-    fig = go.Figure(go.Heatmap(x=c['tt'].numpy(), y=c['xs'].numpy(), z=c['d'].numpy(), colorscale='Viridis', showscale=False, name='p_t(x)'))
+    bar = dict(title=dict(text='p_t(x) / max' if self.normalize else 'p_t(x)', side='right'), thickness=12, len=0.9)
+    fig = go.Figure(go.Heatmap(x=c['tt'].numpy(), y=c['xs'].numpy(), z=c['d'].numpy(), colorscale='Viridis', colorbar=bar, name='p_t(x)'))
     for name, p, style in (('SDE', c['sde'], dict(color='rgba(255,140,60,0.8)', width=1)), ('ODE', c['ode'], dict(color='white', width=1.6))):
         X, Y = _lines(c['ts'], p)
         fig.add_trace(go.Scatter(x=X, y=Y, mode='lines', line=style, name=f"{name} ({self.w_dir.value})"))
     fig.update_layout(title=f"p_t(x) on {c['path'].name}, {self.w_dir.value}: ODE paths white, SDE (gamma={self.w_gamma.value:g}) orange",
-                      height=380, width=760, margin=dict(l=40, r=10, t=40, b=40), legend=dict(orientation='h', y=-0.2))
-    fig.update_xaxes(title_text='t'); fig.update_yaxes(title_text=f'x[{self.w_axis.value}]', range=[-c['lim'], c['lim']])
+                      height=400, width=780, margin=dict(l=50, r=10, t=40, b=40), legend=dict(orientation='h', y=-0.22, bgcolor='#3b3b4f', font=dict(color='white')))
+    fig.update_xaxes(title_text='t (log scale)' if self.w_logt.value else 't', type='log' if self.w_logt.value else 'linear')
+    fig.update_yaxes(title_text=f'x[{self.w_axis.value}]', range=[-c['lim'], c['lim']])
     return fig
 
 # %% ../nbs/11_widgets.ipynb #c062
 @patch
 def update(self:TrajectoryExplorer):
-    "Recompute and update the figure widget in place."
-    f = self.figure()
+    "Recompute and update the figure widget in place (and, half a second after the last change, the static copy)."
+    f = self._shown = self.figure()
     with self.fig.batch_update():
         if len(self.fig.data) != len(f.data): self.fig.data = []; self.fig.add_traces(list(f.data))
         else:
             for old, new in zip(self.fig.data, f.data): old.update(x=new.x, y=new.y, **({'z': new.z} if hasattr(new, 'z') else {}), name=new.name)
         self.fig.layout = f.layout
+    self.static.update(0.5)
 
 # %% ../nbs/11_widgets.ipynb #c063
 @patch
-def set(self:TrajectoryExplorer, path=None, n_paths=None, gamma=None, direction=None, axis=None):
+def set(self:TrajectoryExplorer, path=None, n_paths=None, gamma=None, direction=None, axis=None, log_t=None):
     "Set several controls and redraw once."
     self._hold = True
     try:
-        for w, v in ((self.w_path, path), (self.w_n, n_paths), (self.w_gamma, gamma), (self.w_dir, direction), (self.w_axis, axis)):
+        for w, v in zip(self._controls(), (path, n_paths, gamma, direction, axis, log_t)):
             if v is not None: w.value = v
     finally: self._hold = False
     self.update()
@@ -482,33 +716,64 @@ def set(self:TrajectoryExplorer, path=None, n_paths=None, gamma=None, direction=
 
 # %% ../nbs/11_widgets.ipynb #c064
 @patch
-def _repr_mimebundle_(self:TrajectoryExplorer, **kw):
-    "The live widget, with the figure as a static fallback (the docs)."
-    return {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'TrajectoryExplorer')}
+def _ipython_display_(self:TrajectoryExplorer): self.static.show(self, f"TrajectoryExplorer({self.w_path.value}, {self.w_dir.value})")
 
 # %% ../nbs/11_widgets.ipynb #c070
 _CURVES = (('alpha', 1, 1), ('sigma', 1, 1), ('log_snr', 1, 2), ('f', 2, 1), ('g2', 2, 2))
+X_AXES = {'log_snr': 'log-SNR (noise to the right)', 't_norm': 'normalised time (t - t_min) / (t_max - t_min)', 't': 't'}
+
+def robust_range(curves:list, q:float=0.02, log:bool=False) -> list:
+    "A y-range holding the central 1 - 2q of each curve's values (log10 of the values when log), padded by 8%."
+    vals = [np.log10(np.clip(v, 1e-300, None)) if log else v for v in curves]
+    lo, hi = min(np.quantile(v, q) for v in vals), max(np.quantile(v, 1 - q) for v in vals)
+    d = 0.08 * (hi - lo) or 0.5
+    return [float(lo - d), float(hi + d)]
+
+# %% ../nbs/11_widgets.ipynb #w22
+def _x_of(P:Path, t:Tensor, x:str):
+    "The x-axis coordinate of P's times t."
+    if x == 'log_snr': return P.log_snr(t).reshape(len(t), -1)[:, 0].numpy()
+    return ((t - P.t_min) / (P.t_max - P.t_min) if x == 't_norm' else t).numpy()
+
+def _mark_grid(fig:go.Figure, P:Path, g:Tensor, x:str, color:str):
+    "A sampler's grid marked on the upper right panel."
+    y = ((g - P.t_min) / (P.t_max - P.t_min) if x == 'log_snr' else P.log_snr(g).reshape(len(g), -1)[:, 0]).numpy()
+    fig.add_trace(go.Scatter(x=_x_of(P, g, x), y=y, mode='markers', marker=dict(color=color, size=7, symbol='line-ns-open', line=dict(width=2)),
+                             name=f'{P.name} grid', legendgroup=P.name, showlegend=False), row=1, col=2)
+
+def _axes_of_paths(fig:go.Figure, x:str, log1:bool, ranges:dict):
+    "Axis titles, the log-SNR axis reversed (noise to the right), log scales and the robust ranges of f and g^2."
+    fig.update_xaxes(title_text=X_AXES[x], row=2)
+    if x == 'log_snr': fig.update_xaxes(autorange='reversed')
+    if log1: fig.update_yaxes(type='log', row=1, col=1)
+    fig.update_yaxes(range=robust_range(ranges['f']), row=2, col=1)
+    fig.update_yaxes(type='log', range=robust_range(ranges['g2'], log=True), row=2, col=2)
+    fig.update_layout(height=560, width=840, margin=dict(l=40, r=10, t=40, b=40))
 
 # %% ../nbs/11_widgets.ipynb #c071
 def paths_figure(paths=('vp', 'vp_cosine', 'subvp', 'linear'), # path names or Paths
                  steps:int=10, kind:str|None='log_snr', # the time grid marked on each path (kind None: none)
+                 x:str='log_snr',       # the x-axis: 'log_snr', 't_norm' (normalised time) or 't'
                 ) -> go.Figure:
-    "alpha, sigma, log-SNR, f and g^2 of several paths against t, each with its sampler grid marked."
-    fig = make_subplots(rows=2, cols=2, subplot_titles=('alpha (solid), sigma (dashed)', 'log-SNR (grid marked)', 'f', 'g^2 (log scale)'))
+    "alpha, sigma, log-SNR, f and g^2 of several paths on one x-axis, each with its sampler grid marked."
+    x = check_choice('x', x, tuple(X_AXES))
+    Ps = [get_path(p) for p in paths]
+    log1 = any(float(P.sigma(P.t_max).max()) > 2 for P in Ps)   # VE or EDM: sigma far above alpha, so a log axis
+    fig = make_subplots(rows=2, cols=2, subplot_titles=(f"alpha (solid), sigma (dashed){' (log scale)' if log1 else ''}",
+                                                        'normalised time (grid marked)' if x == 'log_snr' else 'log-SNR (grid marked)',
+                                                        'f = d log alpha / dt (central 96%)', 'g^2 (log scale, central 96%)'))
     colors = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22']
-    for k, p in enumerate(paths):
-        P = get_path(p); c = colors[k % len(colors)]
-        t = torch.linspace(P.t_min, P.t_max, 200, dtype=torch.float64)
+    ranges = {'f': [], 'g2': []}
+    for k, P in enumerate(Ps):
+        c, t = colors[k % len(colors)], path_times(P, 200, 'log_snr' if x == 'log_snr' else 'uniform')
         for name, r, col in _CURVES:
-            v = getattr(P, name)(t).reshape(len(t), -1)[:, 0]
-            fig.add_trace(go.Scatter(x=t.numpy(), y=v.numpy(), mode='lines', name=P.name, legendgroup=P.name, showlegend=name == 'alpha',
+            v = (getattr(P, name)(t) if name != 'log_snr' or x != 'log_snr' else (t - P.t_min) / (P.t_max - P.t_min)).reshape(len(t), -1)[:, 0]
+            fig.add_trace(go.Scatter(x=_x_of(P, t, x), y=v.numpy(), mode='lines', name=P.name, legendgroup=P.name, showlegend=name == 'alpha',
                                      line=dict(color=c, dash='dash' if name == 'sigma' else 'solid')), row=r, col=col)
-        if kind:
-            g = time_grid(P, steps, kind, data_scale=1.)
-            fig.add_trace(go.Scatter(x=g.numpy(), y=P.log_snr(g).numpy(), mode='markers', marker=dict(color=c, size=7, symbol='line-ns-open', line=dict(width=2)),
-                                     name=f'{P.name} grid', legendgroup=P.name, showlegend=False), row=1, col=2)
-    fig.update_yaxes(type='log', row=2, col=2)
-    fig.update_layout(height=520, width=820, margin=dict(l=40, r=10, t=40, b=30))
+        tu = path_times(P, 400)
+        for name in ranges: ranges[name].append(getattr(P, name)(tu).reshape(len(tu), -1)[:, 0].numpy())
+        if kind: _mark_grid(fig, P, time_grid(P, steps, kind, data_scale=1.), x, c)
+    _axes_of_paths(fig, x, log1, ranges)
     return fig
 
 # %% ../nbs/11_widgets.ipynb #c074
@@ -516,31 +781,48 @@ class PathExplorer(W.VBox):
     "Schedules of several paths with their sampler grids marked, and train/sample mismatch flags."
     def __init__(self, paths=('vp', 'vp_cosine', 'subvp', 'linear'), steps:int=10, kind:str='log_snr',
                  trainer:Trainer|None=None, sampler:dict|None=None, # sampler: dict(den=, path=, param=, grid=) checked against trainer
+                 x:str='log_snr',          # the x-axis: 'log_snr', 't_norm' or 't'
                 ):
         self.trainer, self.sampler = trainer, dict(sampler or {})
         if kind not in TIME_GRIDS: raise ValueError(f"kind={kind!r}: one of {', '.join(TIME_GRIDS)}")
-        self.w_paths = W.SelectMultiple(options=list(PATHS), value=tuple(get_path(p).name for p in paths), description='paths', rows=5)
-        self.w_kind = W.Dropdown(options=[k for k in TIME_GRIDS if k != 'auto'] + ['auto'], value=kind, description='grid')
-        self.w_steps = W.IntSlider(value=steps, min=1, max=50, description='steps')
-        self.flags = W.HTML()
+        self.w_paths = W.SelectMultiple(options=list(PATHS), value=tuple(get_path(p).name for p in paths), description='paths', rows=5,
+                                        tooltip='paths to draw (ctrl/shift-click for several)')
+        self.w_x = W.Dropdown(options=[(v, k) for k, v in X_AXES.items()], value=check_choice('x', x, tuple(X_AXES)), description='x-axis',
+                              tooltip='log-SNR compares paths on different clocks (VP, VE, EDM); normalised time maps each [t_min, t_max] to [0, 1]')
+        self.w_kind = W.Dropdown(options=[k for k in TIME_GRIDS if k != 'auto'] + ['auto'], value=kind, description='grid', tooltip='the sampler time grid marked on each path')
+        self.w_steps = W.IntSlider(value=steps, min=1, max=50, description='steps', tooltip="the grid's steps")
+        self.flags, self._shown = W.HTML(), None
+        self.static = StaticCopy(lambda: figure_bundle(self._shown, 'PathExplorer'))
         self.fig = go.FigureWidget(self.figure())
-        super().__init__([W.HBox([self.w_paths, W.VBox([self.w_kind, self.w_steps])]), self.flags, self.fig])
+        super().__init__([W.HBox([self.w_paths, W.VBox([self.w_x, self.w_kind, self.w_steps])]), self.flags, self.fig])
         self.check()
-        for w in (self.w_paths, self.w_kind, self.w_steps): w.observe(lambda ch: self.update(), 'value')
-    def figure(self) -> go.Figure:
-        "The figure for the current settings."
-        return paths_figure(self.w_paths.value, self.w_steps.value, self.w_kind.value)
-    def update(self):
-        "Redraw the figure."
-        f = self.figure()
-        with self.fig.batch_update(): self.fig.data = []; self.fig.add_traces(list(f.data)); self.fig.layout = f.layout
-    def check(self) -> list:
-        "The mismatch report (also shown in the widget)."
-        found = mismatches(self.trainer, **self.sampler) if self.trainer is not None and self.sampler else []
-        self.flags.value = ('' if self.trainer is None else '<b style="color:#2c7a2c">train and sample configurations match</b>' if not found
-                            else '<div style="color:#b03030"><b>train/sample mismatch</b><ul>' + ''.join(f'<li>{html.escape(m)}</li>' for m in found) + '</ul></div>')
-        return found
-    def _repr_mimebundle_(self, **kw): return {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.figure(), 'PathExplorer')}
+        for w in (self.w_paths, self.w_x, self.w_kind, self.w_steps): w.observe(lambda ch: self.update(), 'value')
+
+# %% ../nbs/11_widgets.ipynb #w25
+@patch
+def figure(self:PathExplorer) -> go.Figure:
+    "The figure for the current settings."
+    self._shown = paths_figure(self.w_paths.value, self.w_steps.value, self.w_kind.value, self.w_x.value)
+    return self._shown
+
+@patch
+def update(self:PathExplorer):
+    "Redraw the figure (and, half a second after the last change, the static copy)."
+    f = self.figure()
+    with self.fig.batch_update(): self.fig.data = []; self.fig.add_traces(list(f.data)); self.fig.layout = f.layout
+    self.static.update(0.5)
+
+# %% ../nbs/11_widgets.ipynb #w26
+@patch
+def check(self:PathExplorer) -> list:
+    "The mismatch report (also shown in the widget)."
+    found = mismatches(self.trainer, **self.sampler) if self.trainer is not None and self.sampler else []
+    self.flags.value = ('' if self.trainer is None else '<b style="color:#2c7a2c">train and sample configurations match</b>' if not found
+                        else '<div style="color:#b03030"><b>train/sample mismatch</b><ul>' + ''.join(f'<li>{html.escape(m)}</li>' for m in found) + '</ul></div>')
+    return found
+
+@patch
+def _ipython_display_(self:PathExplorer): self.static.show(self, f"PathExplorer({', '.join(self.w_paths.value)})")
 
 # %% ../nbs/11_widgets.ipynb #c078
 class TrainingMonitor(W.VBox):
@@ -567,6 +849,7 @@ class TrainingMonitor(W.VBox):
         self.b_train, self.b_stop, self.label = W.Button(description='Train', button_style='success'), W.Button(description='Stop', button_style='danger'), W.HTML('ready')
         self.b_train.on_click(lambda _: self.train(self.w_n.value)); self.b_stop.on_click(lambda _: self.stop())
         self._stop, self._thread, self.checkpoint, self.sample_log, self.running = threading.Event(), None, None, [], False
+        self.static = StaticCopy(lambda: figure_bundle(self.trainer.plot(), repr(self.trainer)))
         super().__init__([W.HBox([self.w_n, self.b_train, self.b_stop, self.label]), W.HBox([self.loss_fig, self.sample_fig])])
 
 # %% ../nbs/11_widgets.ipynb #c079
@@ -609,6 +892,7 @@ def _loop(self:TrainingMonitor, n:int):
         self.checkpoint = tr.save(self.folder)
         self._draw_loss(); self.running = False
         self.label.value = f"{'stopped' if self.stopped else 'done'} at step {tr.step}; checkpoint {self.checkpoint}"
+        self.static.update()
 
 # %% ../nbs/11_widgets.ipynb #c082
 @patch
@@ -635,9 +919,7 @@ def join(self:TrainingMonitor, timeout:float|None=None) -> TrainingMonitor:
     return self
 
 @patch
-def _repr_mimebundle_(self:TrainingMonitor, **kw):
-    "The live widget, with the loss curve as a static fallback (the docs)."
-    return {**W.VBox._repr_mimebundle_(self, **kw), **figure_bundle(self.trainer.plot(), repr(self.trainer))}
+def _ipython_display_(self:TrainingMonitor): self.static.show(self, f"TrainingMonitor({self.trainer!r})")
 
 # %% ../nbs/11_widgets.ipynb #c088
 def load_ipython_extension(ip):

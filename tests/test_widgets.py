@@ -1,10 +1,11 @@
 """Kernel-less tests of the widgets: a recording comm stands in for the browser, an injected clock for time."""
-import math, threading, time
+import math, time
 import numpy as np, pytest, torch
 import diffnb as dn
 from diffnb.data import density_map, image_grid
-from diffnb.widgets import (SamplerPreview, TrajectoryExplorer, PathExplorer, TrainingMonitor, integrate_paths,
-                            paths_figure, points2d, encode_panel, load_ipython_extension)
+from PIL import Image
+from diffnb.widgets import (SamplerPreview, TrajectoryExplorer, PathExplorer, TrainingMonitor, integrate_paths, paths_figure, points2d,
+                            encode_panel, load_ipython_extension, view_limit, ticks, frame_image, draw_panel, path_times, robust_range, COLORS)
 from diffnb.train import mismatches
 
 class Clock:
@@ -67,7 +68,7 @@ def test_frames_throttled_ordered_sized_and_final():
     total = fr[-1][0]['elapsed']
     assert len(fr) - 1 <= math.floor(total * 30) + 1 and len(fr) >= 10
     for c, bufs in fr:
-        assert [p['label'].split(':')[-1].strip() for p in c['panels']] == ['x_t', 'x0-hat']
+        assert [p['label'].split()[0] for p in c['panels']] == ['x_t', 'x0-hat'] and [p['group'] for p in c['panels']] == [0, 0]
         assert [len(x) for x in bufs] == [500 * 2 * 4] * 2
     last, bufs = fr[-1]
     assert last['step'] == 50 and last['status'] == 'done' and last['nfe'] == 50
@@ -138,8 +139,9 @@ def test_compare_mode_same_noise():
     b = Browser(w)
     w.run(wait=True)
     c, bufs = b.frames[-1]
-    assert len(c['panels']) == 4 and c['panels'][2]['label'].startswith('heun') and len(bufs) == 4
-    assert c['step'] == 12 and c['others'][0]['step'] == 6 and w.last_run['nfe'][0] == 12 and w.last_run['nfe'][1] in (11, 12)
+    assert len(c['panels']) == 4 and [p['group'] for p in c['panels']] == [0, 0, 1, 1] and len(bufs) == 4
+    assert [r['method'] for r in c['runs']] == ['euler', 'heun'] and [r['step'] for r in c['runs']] == [12, 6]
+    assert c['runs'][1]['text'].startswith('heun: step 6/6 · NFE ') and w.last_run['nfe'][0] == 12 and w.last_run['nfe'][1] in (11, 12)
     den = dn.ring_mixture().denoiser('vp')
     for m, s, x in (('euler', 12, w.result[0]), ('heun', 6, w.result[1])):
         ref = dn.sample(den, prior(300, 0), m, s, generator=torch.Generator().manual_seed(1))
@@ -200,8 +202,10 @@ def test_points2d_and_panels():
     P = torch.tensor([[2., -1., 0.], [1., 2., 4.]]); P = P / P.norm(dim=1, keepdim=True)
     assert torch.allclose(P @ P.T, torch.eye(2), atol=1e-6) and torch.allclose(p, x @ P.T, atol=1e-6)
     assert points2d(torch.randn(10, 1)).shape == (10, 2)
-    spec, b = encode_panel(torch.randn(7, 2), 'a')
-    assert spec == dict(label='a', kind='points', n=7) and len(b) == 56
+    x = torch.randn(7, 2)
+    spec, b = encode_panel(x, 'a')
+    lim = view_limit(x)
+    assert spec == dict(label='a', kind='points', n=7, lim=lim, ticks=ticks(lim)) and len(b) == 56
 
 def test_bad_inputs():
     den = ring_den()
@@ -217,13 +221,182 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match='axis'): TrajectoryExplorer(dn.ring_mixture(), axis=2)
     with pytest.raises(TypeError, match='trainer'): TrainingMonitor(None)
 
-def test_snapshot_bundle():
-    w = SamplerPreview(ring_den(), n=5000, method='euler', steps=3)
+# ---- status, shared scales, the kept frame, exports and the static copy
+
+def test_view_limit_and_ticks_exact():
+    p = torch.stack([torch.arange(101.), -torch.arange(101.)], 1)
+    assert view_limit(p) == pytest.approx(1.2 * 98)                 # the 98th percentile of max(|x|, |y|) = 0..100
+    assert view_limit(p, prev=1000.) == 800. and view_limit(torch.zeros(5, 2)) == 1.
+    assert view_limit(torch.tensor([[float('nan'), 0.], [1., 1.]])) == pytest.approx(1.2)   # non-finite points do not blow up the view
+    for lim in (0.05, 0.7, 3.1, 11., 80., 1234.):
+        t = ticks(lim)
+        step = t[1] - t[0]
+        assert t == sorted(t) and 0 in t and max(t) <= 0.92 * lim + 1e-9 and max(t) + step > 0.92 * lim and 1 <= len(t) // 2 <= 3, (lim, t)
+        assert f'{step / 10 ** math.floor(math.log10(step)):.6f}' in ('1.000000', '2.000000', '5.000000'), (lim, t)
+
+def test_status_reports_errors_and_fitting_and_run_is_busy_meanwhile():
+    w = SamplerPreview(ring_den(), n=64, method='dpmpp_2m', steps=4, grid_kind='fitted', fit_kw=dict(pilot=32, max_evals=4))
+    seen = []
+    w.observe(lambda ch: seen.append((ch.new, w.running)), 'status')
     w.run(wait=True)
-    data, _ = w._repr_mimebundle_()
-    h = data['text/html']
-    assert 'diffnbSamplerRender' in h and 'static/sampler_preview.js' in h and '"n": 2000' in h   # subsampled
-    assert 'application/vnd.jupyter.widget-view+json' in data
+    assert seen[0] == ('fitting a 4-step grid for dpmpp_2m (dn.fit_grid)', True), seen   # Run stays disabled while fitting
+    assert [s for s, _ in seen[1:]] == ['ready', 'running', 'done'] and all(r for _, r in seen) and not w.running, seen
+    w.steps = 0                                                   # the browser's steps box can set 0
+    b = Browser(w)
+    w._on_msg(w, {'type': 'run'}, [])                             # the Run button: the error goes to the status line, not the log
+    w.join(10)
+    assert w.status == 'error: ValueError: steps=0: must be an integer >= 1' and not w.running
+    states = [d['state'] for d, _ in b.msgs if d.get('method') == 'update']
+    assert {'running': True} in states and {'status': w.status} in states and {'running': False} in states, states
+    w.steps = 3; w.grid_kind = 'auto'
+    w.den = dn.Denoiser(lambda x, t: x * float('nan'), 'vp', 'x0', event_shape=(2,))
+    with pytest.raises(Exception) as e: w.run(wait=True)             # a Denoiser that turns NaN mid-run: the sampler's own error, shown
+    assert w.status == f'error: {e.type.__name__}: {e.value}' and w.error is e.value and not w.running, w.status
+
+def test_compare_mode_panels_share_one_scale():
+    "x_t panels of both samplers share one view, and x0-hat panels another: the larger of their own (final frame: no smoothing)."
+    w = SamplerPreview(ring_den(), n=400, method='euler', steps=2, compare=True, method2='heun', steps2=8)
+    b = Browser(w)
+    w.run(wait=True)
+    c, _ = b.frames[-1]
+    own = [[view_limit(points2d(x)) for x in (s.x, s.x0)] for s in w._latest]
+    assert own[0][0] != pytest.approx(own[1][0], rel=1e-3), own    # the two samplers' clouds differ in spread
+    for r in range(2):
+        assert c['panels'][r]['lim'] == c['panels'][2 + r]['lim'] == max(own[0][r], own[1][r])
+        assert c['panels'][r]['ticks'] == ticks(c['panels'][r]['lim'])
+    for c, _ in b.frames[:-1]:                                    # and in every frame of the run
+        assert c['panels'][0]['lim'] == c['panels'][2]['lim'] and c['panels'][1]['lim'] == c['panels'][3]['lim']
+    fig = w.figure()
+    assert fig.layout.xaxis.range == fig.layout.xaxis3.range == (-c['panels'][0]['lim'], c['panels'][0]['lim'])
+
+def test_prior_view_before_the_first_run():
+    w = SamplerPreview(ring_den(), n=300, method='euler', steps=5, seed=3)
+    f = w.frame
+    assert [p['kind'] for p in f['msg']['panels']] == ['points', 'empty'] and f['msg']['status'] == 'ready'
+    xT = torch.frombuffer(bytearray(f['buffers'][0]), dtype=torch.float32).reshape(300, 2)
+    assert torch.equal(xT, prior(300, 3))                         # the very x_T a run starts from
+    w.seed = 4
+    assert torch.equal(torch.frombuffer(bytearray(w.frame['buffers'][0]), dtype=torch.float32).reshape(300, 2), prior(300, 4))
+    w.run(wait=True)
+    kept = w.frame
+    w.seed = 5
+    assert w.frame is kept and kept['msg']['final']               # after a run the last frame stays
+
+def test_kept_frame_gif_and_png(tmp_path):
+    "The GIF has one frame per frame sent (at their pace), the PNG is the final frame as sent, the kept frame holds at most `keep` points."
+    clock = Clock()
+    w = preview(ring_den(clock, dt=0.02), clock, n=500, method='euler', steps=30, keep=200)
+    b = Browser(w)
+    with pytest.raises(ValueError, match='no run recorded'): w.save_gif(tmp_path / 'none.gif')
+    w.run(wait=True)
+    fr = b.frames
+    assert w.recorded == len(fr) == w.last_run['frames'] and len(w.frame['buffers'][0]) == 200 * 8
+    assert w.frame['msg'] == fr[-1][0] and w.frame['buffers'][0] == fr[-1][1][0][:1600]
+    with Image.open(w.save_gif(tmp_path / 'run.gif')) as g:
+        assert g.n_frames == len(fr)
+        durations = []
+        for k in range(g.n_frames): g.seek(k); durations.append(g.info['duration'])
+    gaps = [round(1000 * (b_['elapsed'] - a['elapsed']), -1) for (a, _), (b_, _) in zip(fr, fr[1:])]
+    assert durations == [max(20, d) for d in gaps] + [1500], (durations, gaps)
+    with Image.open(w.save_png(tmp_path / 'last.png')) as png:
+        assert np.array_equal(np.asarray(png.convert('RGB')), np.asarray(frame_image(fr[-1][0], [x[:1600] for x in fr[-1][1]], w.canvas_size)))
+    with Image.open(w.save_gif(tmp_path / 'fast.gif', fps=50)) as g:
+        g.seek(1); assert g.n_frames == len(fr) and g.info['duration'] == 20
+
+def test_the_record_is_bounded_and_ends_on_the_final_frame(monkeypatch):
+    import diffnb.widgets as wm
+    monkeypatch.setattr(wm, 'RECORD_BYTES', 3 * 2 * 100 * 8)        # room for three frames of two 100-point panels
+    w = SamplerPreview(ring_den(), n=100, method='euler', steps=30, max_fps=1e9)
+    b = Browser(w)
+    w.run(wait=True)
+    assert len(b.frames) == 31 and w.recorded == 4 and [m['seq'] for m, _ in w._record] == [1, 2, 3, 31]
+
+def test_export_buttons_write_files_and_say_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    w = SamplerPreview(ring_den(), n=100, method='euler', steps=4, compare=True, method2='heun', steps2=2)
+    w._on_msg(w, {'type': 'export', 'format': 'gif'}, [])
+    assert w.status == 'error: ValueError: save_gif: no run recorded yet (press Run, or call run() first)'
+    w.run(wait=True)
+    w._on_msg(w, {'type': 'export', 'format': 'gif'}, [])
+    assert w.status == f'wrote euler-vs-heun-preview.gif ({w.recorded} frames)' and (tmp_path / 'euler-vs-heun-preview.gif').exists()
+    w._on_msg(w, {'type': 'export', 'format': 'png'}, [])
+    assert w.status == 'wrote euler-vs-heun-preview.png' and Image.open(tmp_path / 'euler-vs-heun-preview.png').size == w.image().size
+    w._on_msg(w, {'type': 'export', 'format': 'mp4'}, [])
+    assert w.status == "error: ValueError: format='mp4': 'gif' or 'png'"
+
+def test_values_set_from_the_browser_are_checked_in_the_status_line():
+    w = SamplerPreview(ring_den(), n=50, method='euler', steps=3)
+    w.n = 0                                                       # typed into the widget before any run
+    assert w.status == 'error: ValueError: n=0: must be an integer >= 1'
+    w.n = 40
+    assert w.status == 'ready' and len(w.frame['buffers'][0]) == 40 * 8
+    w.images = 0
+    with pytest.raises(ValueError, match='images=0'): w.run(wait=True)
+    assert w.status == 'error: ValueError: images=0: must be an integer >= 1'
+
+def test_use_grid_for_the_second_sampler():
+    w = SamplerPreview(ring_den(), n=50, method='euler', steps=3, compare=True, method2='heun')
+    g = dn.time_grid(dn.get_path('vp'), 5, 'karras')
+    w.use_grid(g, method='heun')
+    assert (w.steps, w.steps2, w.grid_kind) == (3, 5, 'fitted') and w.grids[('heun', 5)] is not None
+    w.use_grid(dn.time_grid(dn.get_path('vp'), 3, 'log_snr'))
+    w.run(wait=True)
+    ref = dn.sample(dn.ring_mixture().denoiser('vp'), prior(50, 0), 'heun', grid=g)
+    assert torch.allclose(w.result[1], ref, atol=1e-6) and w.last_run['nfe'][0] == 3
+
+def test_views_come_and_go():
+    w = SamplerPreview(ring_den(), n=10, steps=2)
+    for m in ('hello', 'hello', 'bye'): w._on_msg(w, {'type': m}, [])
+    assert w.views == 1
+    for m in ('bye', 'bye'): w._on_msg(w, {'type': m}, [])
+    assert w.views == 0
+
+def test_draw_panel_puts_points_where_the_browser_does():
+    spec, b = encode_panel(torch.tensor([[1., -1.], [0., 0.]]), 'x', lim=2.)
+    im = np.asarray(draw_panel(spec, b, 100))
+    sc = (100 / 2 - 4) / 2.
+    u, v = math.floor(50 + 1 * sc), math.floor(50 + 1 * sc)        # (1, -1): right of and below the centre
+    assert tuple(im[v, u]) == tuple(im[v + 1, u + 1]) == COLORS[0] and tuple(im[5, 95]) == (255, 255, 255)
+    img_spec, img_b = encode_panel(torch.ones(4, 1, 2, 2), 'x0', image=True, k=4)   # white 2x2 images with white gutters
+    assert np.asarray(draw_panel(img_spec, img_b, 50)).min() == 255
+
+def _shell():
+    from IPython.core.interactiveshell import InteractiveShell
+    return InteractiveShell.instance()
+
+def test_static_copy_is_displayed_after_the_widget_and_refreshed_when_a_run_ends():
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+    import base64, io
+    _shell()
+    w = SamplerPreview(ring_den(), n=200, method='euler', steps=5)
+    with capture_output() as cap:
+        display(w)
+        w.run(wait=True)
+    outs = cap.outputs
+    assert len(outs) == 4, [sorted(o.data) for o in outs]
+    live, marker, copy, update = outs
+    assert sorted(live.data) == ['application/vnd.jupyter.widget-view+json', 'text/plain'] and live.data['text/plain'] == "SamplerPreview(method='euler', steps=5, n=200)"
+    assert 'diffnb-static' in marker.data['text/html'] and ':has(' in marker.data['text/html'] and 'script' not in marker.data['text/html']
+    did = copy.transient['display_id']
+    assert not copy.update and update.update and update.transient['display_id'] == did
+    first = Image.open(io.BytesIO(base64.b64decode(copy.data['image/png'])))
+    last = Image.open(io.BytesIO(base64.b64decode(update.data['image/png'])))
+    assert np.array_equal(np.asarray(first.convert('RGB')), np.asarray(frame_image(*_prior_of(w), w.canvas_size)))
+    assert np.array_equal(np.asarray(last.convert('RGB')), np.asarray(w.image())) and w.frame['msg']['final']
+
+def _prior_of(w):
+    w2 = SamplerPreview(w.den, n=w.n, method=w.method, steps=w.steps, seed=w.seed)
+    return w2.frame['msg'], w2.frame['buffers']
+
+def test_images_trait_sets_the_grid():
+    x, _ = dn.digits()
+    w = SamplerPreview(dn.EmpiricalOracle(x[:100]).denoiser('vp'), n=16, method='ddim', steps=3)
+    assert w.is_image and w.frame['msg']['panels'][0]['kind'] == 'image' and w.frame['msg']['panels'][0]['h'] == 37   # 4x4 prior grid
+    w.images = 4
+    assert w.frame['msg']['panels'][0]['h'] == 19                  # the prior view follows the control before a run
+    w.run(wait=True)
+    assert w.frame['msg']['panels'][1]['h'] == 19 and w.image().size[0] == 2 * w.canvas_size + 20
 
 # ---- trajectory explorer
 
@@ -273,6 +446,45 @@ def test_trajectory_explorer_trained_2d_model():
     te = TrajectoryExplorer(tr.denoiser(), data=tr.x, axis=1, n_paths=3, steps=20, nx=30, nt=20)
     assert te.w_path.disabled and te.fig.layout.yaxis.title.text == 'x[1]'
 
+def test_path_times():
+    P = dn.get_path('edm')
+    t = path_times(P, 9, 'log')
+    assert t[0] == pytest.approx(80e-4) and t[-1] == pytest.approx(80.) and torch.allclose(torch.diff(t.log()), torch.diff(t.log())[0].expand(8))
+    u = path_times(dn.get_path('ve'), 5)
+    assert u.tolist() == pytest.approx([0., 0.25, 0.5, 0.75, 1.])
+    l = dn.get_path('linear').log_snr(path_times(dn.get_path('linear'), 7, 'log_snr'))
+    assert torch.allclose(torch.diff(l), torch.diff(l)[0].expand(6), atol=1e-9)
+    with pytest.raises(ValueError, match='spacing'): path_times(P, 3, 'cubic')
+
+def test_trajectory_explorer_colour_bar_legend_and_log_t():
+    te = TrajectoryExplorer(GM1, 'edm', n_paths=3, steps=30, nx=30, nt=20)
+    hm = te.fig.data[0]
+    assert hm.showscale is not False and hm.colorbar.title.text == 'p_t(x) / max'
+    bg = te.fig.layout.legend.bgcolor
+    assert bg == '#3b3b4f' and te.fig.layout.legend.font.color == 'white'     # the white ODE line shows in the legend
+    te.set(log_t=True, direction='forward')
+    assert te.fig.layout.xaxis.type == 'log' and te.fig.data[2].x[0] == pytest.approx(8e-3)
+    t = np.array([v for v in te.fig.data[2].x[:31]])
+    assert np.allclose(np.diff(np.log(t)), np.log(80 / 8e-3) / 30)   # a grid uniform in log t
+    ends = np.array(te.fig.data[2].y[30::32])
+    assert np.abs(ends).max() > 5                                     # forward paths reach the prior's scale (sigma 80)
+
+def test_path_explorer_axes_and_robust_ranges():
+    fig = paths_figure(('vp', 'linear'), steps=4)
+    lo, hi = fig.layout.yaxis3.range
+    assert -100 < lo < -10 and hi > 0, (lo, hi)                      # linear's f reaches -1000 near t_max; VP's stays above -10
+    assert fig.layout.xaxis.autorange == 'reversed' and fig.layout.xaxis3.title.text.startswith('log-SNR')
+    lam = dn.get_path('vp').log_snr(dn.time_grid(dn.get_path('vp'), 4, 'log_snr'))
+    assert np.allclose(fig.data[5].x, lam.numpy())                    # the grid marked at its log-SNR
+    fn = paths_figure(('vp', 've', 'edm'), kind=None, x='t_norm')
+    assert fn.layout.yaxis.type == 'log' and all(np.asarray(d.x).min() == 0 and np.asarray(d.x).max() == pytest.approx(1) for d in fn.data)
+    # 2%-98% of each curve: 0.02..0.98 and 0..0 (the two -1000s left out), so [0, 0.98] padded by 8%
+    assert robust_range([np.linspace(0, 1, 101), np.r_[np.zeros(99), -1000, -1000]]) == pytest.approx([-0.0784, 0.98 + 0.0784])
+    pe = PathExplorer(paths=('vp', 'edm'))
+    pe.w_x.value = 't'
+    assert pe.fig.layout.xaxis.autorange is None and max(pe.fig.data[6].x) == pytest.approx(80)
+    with pytest.raises(ValueError, match="x='time'"): paths_figure(x='time')
+
 # ---- path explorer, monitor, extension
 
 def test_mismatches():
@@ -286,7 +498,7 @@ def test_mismatches():
     assert 'mismatch' in pe.flags.value and len(pe.check()) == 1
 
 def test_path_explorer_figure():
-    fig = paths_figure(('vp', 've'), steps=5)
+    fig = paths_figure(('vp', 've'), steps=5, x='t')
     assert len(fig.data) == 12 and list(fig.data[5].x) == dn.time_grid(dn.get_path('vp'), 5, 'log_snr').tolist()
     pe = PathExplorer(paths=('vp',))
     assert len(pe.fig.data) == 6
@@ -317,6 +529,26 @@ def test_training_monitor_shows_an_image_grid_of_the_size_asked(tmp_path):
     z = np.asarray(mon.sample_fig.data[0].z)
     assert z.shape == (2 * 9 + 1, 2 * 9 + 1, 3) and mon.sample_log[-1][1].shape == (9, 1, 8, 8)
     with pytest.raises(ValueError, match='images=0: must be an integer >= 1'): TrainingMonitor(tr, images=0)
+
+def test_explorers_and_monitor_leave_static_copies(tmp_path):
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+    _shell()
+    te = TrajectoryExplorer(GM1, 'vp', n_paths=2, steps=10, nx=20, nt=10)
+    tr = dn.Trainer(dn.MLP(2, hidden=8, depth=1), 'vp', dn.toy('ring8', 64), batch_size=16)
+    mon = TrainingMonitor(tr, every=100, folder=str(tmp_path))
+    with capture_output() as cap:
+        display(te); display(PathExplorer(paths=('vp',))); display(mon)
+        te.set(n_paths=3); te.static._timer.join(5)
+        mon.train(3, wait=True)
+    outs = cap.outputs
+    kinds = [sorted(o.data) for o in outs]
+    assert len(outs) == 3 * 3 + 2, kinds
+    for k in (0, 3, 6): assert 'application/vnd.jupyter.widget-view+json' in outs[k].data and 'diffnb-static' in outs[k + 1].data['text/html']
+    assert all('application/vnd.plotly.v1+json' in outs[k].data for k in (2, 5, 8))
+    te_update, mon_update = outs[9], outs[10]
+    assert te_update.update and te_update.transient == outs[2].transient and len(te_update.data['application/vnd.plotly.v1+json']['data'][2]['x']) == 3 * 12
+    assert mon_update.update and mon_update.transient == outs[8].transient
 
 def test_load_ipython_extension():
     from IPython.core.interactiveshell import InteractiveShell

@@ -30,16 +30,29 @@ import json as _json, secrets as _secrets, socket as _socket, subprocess as _sub
 def free_port() -> int:
     with _socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
+# JupyterLab's own settings for the tests: no news pop-up over the page (it covered widgets in screenshots)
+LAB_SETTINGS = {'@jupyterlab/apputils-extension:notification': {'fetchNews': 'false', 'checkForUpdates': False}}
+
 class Lab:
     "JupyterLab on 127.0.0.1 with a token, serving `root`: `with Lab(root) as lab: lab.url, lab.token`."
-    def __init__(self, root): self.root = Path(root)
+    def __init__(self, root, settings:dict|None=None):   # settings: {'package:plugin': {key: value}} on top of LAB_SETTINGS
+        self.root, self.settings = Path(root), {**LAB_SETTINGS, **(settings or {})}
+    def _write_settings(self) -> Path:
+        "User settings and workspaces of this Lab only, in hidden folders of its root (never the user's ~/.jupyter)."
+        d = self.root / '.lab-settings'
+        for key, value in self.settings.items():
+            pkg, plugin = key.split(':')
+            f = d / pkg / f'{plugin}.jupyterlab-settings'; f.parent.mkdir(parents=True, exist_ok=True); f.write_text(_json.dumps(value))
+        (self.root / '.lab-workspaces').mkdir(exist_ok=True)
+        return d
     def __enter__(self):
         port, self.token = free_port(), _secrets.token_hex(16)
         self.log = open(self.root / 'lab.log', 'w')
+        env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(self._write_settings()), JUPYTERLAB_WORKSPACES_DIR=str(self.root / '.lab-workspaces'))
         self.proc = _subprocess.Popen([sys.executable, '-m', 'jupyter', 'lab', '--no-browser', '--allow-root', '--expose-app-in-browser',
                                        '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={port}', f'--IdentityProvider.token={self.token}',
                                        f'--ServerApp.root_dir={self.root}', '--LabApp.news_url=',
-                                       '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'], stdout=self.log, stderr=_subprocess.STDOUT)
+                                       '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'], stdout=self.log, stderr=_subprocess.STDOUT, env=env)
         self.url = f'http://127.0.0.1:{port}'
         for _ in range(240):
             try: _urlreq.urlopen(f'{self.url}/api/status?token={self.token}', timeout=2); return self
@@ -98,3 +111,14 @@ class KernelProbe:
         if r['content']['status'] != 'ok' or '@@' not in text: raise RuntimeError(f"kernel probe failed: {text[-3000:]}")
         return _json.loads(text.split('@@')[-1])
     def close(self): self.kc.stop_channels()
+
+def save_notebook(page, timeout:float=30):
+    "Save the current notebook (File > Save) and wait until it is clean."
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function("() => { const w = window.jupyterapp.shell.currentWidget; return w && w.context && !w.context.model.dirty; }", timeout=timeout * 1000)
+
+def shutdown_kernels(url:str, token:str) -> int:
+    "Shut every kernel of a Lab down through its REST API (ending their sessions); returns how many."
+    sessions = _json.loads(_urlreq.urlopen(f'{url}/api/sessions?token={token}', timeout=10).read())
+    for s in sessions: _urlreq.urlopen(_urlreq.Request(f"{url}/api/sessions/{s['id']}?token={token}", method='DELETE'), timeout=30)
+    return len(sessions)
