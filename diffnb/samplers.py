@@ -17,10 +17,10 @@ from .denoisers import Denoiser, CFG, lincomb, batch_time
 # %% auto #0
 __all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'TABLEAUS', 'ODE_METHODS', 'VARIANCE_ESTIMATORS', 'Step', 'SamplerInfo',
            'SamplerRegistry', 'register', 'ddim', 'ddpm', 'initial_state', 'sample_iter', 'sample', 'ODEInfo',
-           'dormand_prince', 'odeint', 'euler', 'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'edm',
-           'restart', 'euler_ancestral', 'dpm_2', 'dpmpp_2s_ancestral', 'dpmpp_sde', 'lms', 'deis', 'dpmpp_2m',
-           'dpmpp_3m', 'dpmpp_2m_sde', 'unipc', 'analytic_dpm', 'fit_grid', 'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO',
-           'ddpm_elbo']
+           'dormand_prince', 'odeint', 'euler', 'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'langevin',
+           'edm', 'restart', 'euler_ancestral', 'dpm_2', 'dpmpp_2s_ancestral', 'dpmpp_sde', 'lms', 'deis', 'dpmpp_2m',
+           'dpmpp_3m', 'dpmpp_2m_sde', 'unipc', 'analytic_dpm', 'estimate_correct', 'fit_grid', 'Moments',
+           'gaussian_moments', 'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
 
 # %% ../nbs/04_samplers.ipynb #c006
 @dataclass
@@ -91,7 +91,7 @@ class _Run:
         self.at = {t: i for i, t in enumerate(self.ts)}                    # grid time -> index
         self.tb = [torch.full((1,), t, dtype=dtype, device=like.device).expand(like.shape[0]) for t in self.ts]   # views: no fill
         self.ca, self.cs, self.cda, self.cds, self.cf, self.cg2 = (self.K(v) for v in (a, s, da, ds, self.f, self.g2))
-        self.last = None
+        self.last, self.noise_source = None, None   # noise_source: the moment propagator's unit draws in place of random ones
     def K(self, v:Tensor) -> list:
         "Per-grid-point coefficients for the step loop: Python floats on scalar paths, tensors per coordinate on diagonal ones."
         return v.tolist() if not self.diag else list(v.to(dtype=self.dtype, device=self.like.device).unbind(0))
@@ -144,6 +144,7 @@ def x0_last(self:_Run) -> Tensor:
 @patch
 def noise(self:_Run, z:Tensor) -> Tensor:
     "A standard normal draw shaped like z, from the run's generator."
+    if self.noise_source is not None and z.shape[0] == self.like.shape[0]: return self.noise_source(z)
     return torch.randn(z.shape, generator=self.generator, dtype=z.dtype, device=z.device)
 
 # %% ../nbs/04_samplers.ipynb #c014
@@ -186,14 +187,14 @@ def ddim(r, z, eta=0.):
         yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c018
-@register('ddpm', order=1, stochastic=True, evals=1, variance='beta_tilde')
-def ddpm(r, z, variance='beta_tilde'):
+@register('ddpm', order=1, stochastic=True, evals=1, variance='beta_tilde', last_noise=False)
+def ddpm(r, z, variance='beta_tilde', last_noise=False):
     "Ancestral DDPM (Ho et al. 2020): the posterior mean, plus noise of variance beta-tilde^2 (the posterior's) or beta^2 (the forward step's)."
     if variance not in ('beta_tilde', 'beta'): raise ValueError(f"variance={variance!r}: must be 'beta_tilde' or 'beta'")
     for i in range(r.N):
         x0, eps = r.D(z, i, need_eps=False)
         b2, bt2, _ = _posterior_var(r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1])
-        if i == r.N - 1: b2 = bt2 = 0.                                      # the last step is deterministic: DDIM's
+        if i == r.N - 1 and not last_noise: b2 = bt2 = 0.                   # the last step is deterministic (DDIM's) unless asked
         mean = _kernel(r, i, z, x0, eps, A=r.ca[i + 1], E=_sqrt0(r.cs[i + 1]**2 - bt2))
         z = r.add_noise(mean, _sqrt0(b2 if variance == 'beta' else bt2))
         yield r.ts[i + 1], z, x0
@@ -290,6 +291,23 @@ def _stepped(r, steps_of, method:str, progress:bool, total:int|None):
         yield i, t, z, x0, nfe
     if bar is not None: bar.close()
 
+# %% ../nbs/04_samplers.ipynb #c026a
+def _start(den, n_or_xT, method, steps, generator, grid, kind, shape, data_scale, y, scale, dtype, device, opts) -> tuple:
+    "Everything a run needs, each argument checked: (method, its SamplerInfo, the Denoiser (guided when scale is given), x at t_max, the run)."
+    method, generator, info = _sampler_args(den, method, generator, opts)
+    if scale is not None: den = _guided(den, scale)
+    x = initial_state(den, n_or_xT, shape, generator, dtype, device)
+    return method, info, den, x, _Run(den, _sampler_grid(den, x, info, steps, grid, kind, data_scale), x, y, generator, x.dtype)
+
+def _walk(r, info, x:Tensor, opts:dict, progress:bool, denoise:bool):
+    "The run's `Step`s in the caller's coordinates; the last one x0-hat at t_min (or, ascending or not denoising, the state at the grid's end)."
+    P = r.path
+    for i, t, z, x0, nfe in _stepped(r, info.fn(r, P.to_basis(x), **opts), info.name, progress, r.N if info.evals else None):
+        if t != r.ts[-1]: yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), nfe)
+    if r.ascending or not denoise: yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), nfe); return
+    with torch.no_grad(): out = P.from_basis(_final_denoise(r, z), x)
+    yield Step(i, t, out, out, nfe)
+
 # %% ../nbs/04_samplers.ipynb #c027
 def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, oracle, guided)
                 n_or_xT,             # number of samples (drawn from the prior) or the state at t_max
@@ -309,15 +327,8 @@ def sample_iter(den:Denoiser,        # what to sample: any Denoiser (network, or
                 **opts,              # the method's options (see SAMPLERS[method].options)
                ):
     "Yield a `Step` after each step of `method`; the last one holds x0-hat at t_min."
-    method, generator, info = _sampler_args(den, method, generator, opts)
-    if scale is not None: den = _guided(den, scale)
-    P, x = den.path, initial_state(den, n_or_xT, shape, generator, dtype, device)
-    r = _Run(den, _sampler_grid(den, x, info, steps, grid, kind, data_scale), x, y, generator, x.dtype)
-    for i, t, z, x0, nfe in _stepped(r, info.fn(r, P.to_basis(x), **opts), method, progress, r.N if info.evals else None):
-        if t != r.ts[-1]: yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), nfe)
-    if r.ascending or not denoise: yield Step(i, t, P.from_basis(z, x), P.from_basis(x0, x), nfe); return
-    with torch.no_grad(): out = P.from_basis(_final_denoise(r, z), x)
-    yield Step(i, t, out, out, nfe)
+    method, info, den, x, r = _start(den, n_or_xT, method, steps, generator, grid, kind, shape, data_scale, y, scale, dtype, device, opts)
+    yield from _walk(r, info, x, opts, progress, denoise)
 
 # %% ../nbs/04_samplers.ipynb #c028
 def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator=None,
@@ -399,13 +410,15 @@ def _comb(y:tuple, h:float, coefs:list, ks:list) -> tuple:
     return tuple(out)
 
 # %% ../nbs/04_samplers.ipynb #c040
-def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None) -> list:
-    "The stage derivatives of one explicit Runge-Kutta step."
+def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None) -> tuple:
+    "The stage derivatives of one explicit Runge-Kutta step, and the last stage's state (with first-same-as-last tableaus, the step's result)."
     c, A, _, _ = TABLEAUS[method]
     if hasattr(fn, 'prepare'): fn.prepare([t + c[i] * h for i in range(1, len(c))])   # a drift may fetch what its stage times need at once
-    ks = [fn(t, y) if k1 is None else k1]
-    for i in range(1, len(c)): ks.append(fn(t + c[i] * h, _comb(y, h, A[i], ks)))
-    return ks
+    ks, yi = [fn(t, y) if k1 is None else k1], y
+    for i in range(1, len(c)):
+        yi = _comb(y, h, A[i], ks)
+        ks.append(fn(t + c[i] * h, yi))
+    return ks, yi
 
 def _finite(y:tuple) -> bool: return all(math.isfinite(v.sum().item()) for v in y)
 
@@ -452,15 +465,14 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
                   ):
     "Adaptive Dormand-Prince 5(4) from t0 to t1: yields (t, y) after each accepted step."
     _check_tol(rtol, atol)
-    info, (_, _, b, db) = info if info is not None else ODEInfo('dopri5'), TABLEAUS['dopri5']
+    info, db = info if info is not None else ODEInfo('dopri5'), TABLEAUS['dopri5'][3]
     direction, t, k1, bad = 1. if t1 > t0 else -1., t0, fn(t0, y), 0
     if not _finite(k1): raise FloatingPointError(f"dopri5: non-finite values at step 0 (t={t0:g}); the Denoiser or the grid is at fault")
     h = _first_step(fn, t0, y, k1, direction, rtol, atol, abs(t1 - t0))
     while direction * (t1 - t) > 1e-12 * max(1., abs(t1)):
         if info.steps + info.rejected >= max_steps: raise RuntimeError(f"dopri5: did not reach t={t1:g} within max_steps={max_steps} (t={t:g}); loosen rtol/atol")
         h = min(h, abs(t1 - t))
-        ks = _rk_stages(fn, t, y, direction * h, 'dopri5', k1)
-        yn = _comb(y, direction * h, b, ks[:6])
+        ks, yn = _rk_stages(fn, t, y, direction * h, 'dopri5', k1)    # first same as last: the 7th stage is taken at the step's result
         e = _err_norm(y, yn, ks, direction * h, db, rtol, atol)
         if not math.isfinite(e):                # a trial step that overflowed or met NaN: retry smaller, a few times
             bad, h, info.rejected = bad + 1, h * 0.2, info.rejected + 1
@@ -481,7 +493,7 @@ def _fixed(fn, y:tuple, grid:list, method:str, info:ODEInfo|None=None, check:boo
     "A fixed-step method through the times of `grid` (either direction): yields (t, y) after each step."
     b = TABLEAUS[method][2]
     for t, tn in zip(grid[:-1], grid[1:]):
-        y = _comb(y, tn - t, b, _rk_stages(fn, t, y, tn - t, method))
+        y = _comb(y, tn - t, b, _rk_stages(fn, t, y, tn - t, method)[0])
         if info is not None: info.steps += 1; info.ts.append(tn)
         if check and not _finite(y): raise FloatingPointError(f"{method}: non-finite state at t={tn:g}; the Denoiser or the step size is at fault")
         yield tn, y
@@ -577,21 +589,20 @@ def euler_maruyama(r, z):
     yield from sde(r, z, 1.)
 
 # %% ../nbs/04_samplers.ipynb #c059
-def _langevin(r, z, eps, s, snr:float) -> Tensor:
-    "One Langevin corrector step z + e score + sqrt(2e) xi, score = -eps/s, its size e set by the signal-to-noise ratio (Song et al. 2021, Algorithm 5)."
-    xi = r.noise(z)
+def _langevin(z:Tensor, eps:Tensor, s, snr:float, xi:Tensor, alpha=1.) -> Tensor:
+    "One Langevin step z + e score + sqrt(2e) xi, score = -eps/s, its size e = 2 alpha (snr |xi| / |score|)^2 (Song et al. 2021, Algorithm 5)."
     mean_norm = lambda v: v.flatten(1).norm(dim=1).mean()
     if isinstance(s, float):     # a scalar path: |score| = |eps| / s, and the step is two in-place updates
-        e = 2 * (snr * mean_norm(xi).item() * s / max(mean_norm(eps).item(), 1e-12))**2
+        e = 2 * alpha * (snr * mean_norm(xi).item() * s / max(mean_norm(eps).item(), 1e-12))**2
         return lincomb((1., z), (-e / s, eps), (math.sqrt(2 * e), xi))
     score = -eps / s
-    e = 2 * (snr * mean_norm(xi) / mean_norm(score).clamp(min=1e-12))**2
+    e = 2 * alpha * (snr * mean_norm(xi) / mean_norm(score).clamp(min=1e-12))**2
     return z + e * score + torch.sqrt(2 * e) * xi
 
 # %% ../nbs/04_samplers.ipynb #c060
 @register('pc', order=1, stochastic=True, evals=2, snr=0.16, corrector_steps=1, grid='log_snr')
 def pc(r, z, snr=0.16, corrector_steps=1):
-    "Predictor-corrector (Song et al.): a reverse-SDE step, then Langevin steps at the new time."
+    "Predictor-corrector (Song et al. 2021): a reverse-SDE step, then Langevin steps at the new time, sized by Song et al.'s rule."
     if not snr > 0: raise ValueError(f"snr={snr}: must be > 0")
     if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0: raise ValueError(f"corrector_steps={corrector_steps!r}: must be an integer >= 0")
     for i in range(r.N):
@@ -600,8 +611,26 @@ def pc(r, z, snr=0.16, corrector_steps=1):
         if i < r.N - 1:
             for _ in range(int(corrector_steps)):
                 x0, eps = r.D(z, i + 1)
-                z = _langevin(r, z, eps, r.cs[i + 1], snr)
+                z = _langevin(z, eps, r.cs[i + 1], snr, r.noise(z), (r.ca[i] / r.ca[i + 1])**2)   # Song et al.'s alpha_i: 1 - beta_i on VP, 1 on VE
         yield r.ts[i + 1], z, x0
+
+# %% ../nbs/04_samplers.ipynb #c060c
+def langevin(den:Denoiser,      # the score: den.score at time t
+             x:Tensor,          # the starting points
+             t:float,           # the time whose marginal p_t the dynamics keep
+             steps:int=100,     # Langevin steps
+             snr:float=0.16,    # Song et al.'s signal-to-noise ratio, which sets each step's size
+             generator:torch.Generator|int|None=None,
+            ) -> Tensor:
+    "Langevin dynamics at a fixed time t: x + e score + sqrt(2e) xi, `steps` times (Song et al. 2021's corrector, on its own)."
+    generator = as_generator(generator)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps={steps!r}: must be an integer >= 1")
+    if not snr > 0: raise ValueError(f"snr={snr!r}: must be > 0")
+    r = _Run(den, den.path.check_t(torch.tensor([t, t], dtype=torch.float64)), x, None, generator, x.dtype)
+    z = den.path.to_basis(x)
+    with torch.no_grad():
+        for _ in range(steps): z = _langevin(z, r.D(z, 0)[1], r.cs[0], snr, r.noise(z))
+    return den.path.from_basis(z, x)
 
 # %% ../nbs/04_samplers.ipynb #c062
 def _heun_tilde(r, xt:Tensor, s0:float, d:Tensor, s1:float, t1:float, a1) -> tuple:
@@ -619,9 +648,9 @@ def edm(r, z, S_churn=0., S_min=0., S_max=float('inf'), S_noise=1.):
     sig = [s / a for s, a in zip(r.cs, r.ca)]                                     # per coordinate on a diagonal path
     for i in range(r.N):
         xt, s_hat = _times(z, 1 / r.ca[i]), sig[i]
-        gamma = min(S_churn / r.N, math.sqrt(2) - 1) if S_churn > 0 and S_min <= s_hat <= S_max and i < r.N - 1 else 0.
+        gamma = min(S_churn / r.N, math.sqrt(2) - 1) if S_churn > 0 and S_min <= s_hat <= S_max else 0.
         if gamma > 0:
-            s_hat = min(s_hat * (1 + gamma), sig[0])
+            s_hat = min(s_hat * (1 + gamma), (r.path.sigma(r.path.t_max) / r.path.alpha(r.path.t_max)).item())   # t_hat within the path's range
             t_hat, a_hat = _at_ratio(r, s_hat)
             xt = r.add_noise(xt.clone(), math.sqrt(max(s_hat**2 - sig[i]**2, 0.)) * S_noise)   # xt may be z itself: the caller's last state
             x0, d = r.D_at(a_hat * xt, t_hat)
@@ -904,17 +933,38 @@ def _optimal_step(r, i:int, z:Tensor, x0:Tensor, eps:Tensor, var_x0) -> Tensor:
     e = _sqrt0(s1 * s1 - bt2)
     return r.add_noise(lincomb((a1, x0), (e, eps)), _sqrt0(bt2 + (a1 - a0 * e / s0)**2 * var_x0))
 
-@register('analytic_dpm', order=1, stochastic=True, evals=1, data=None)
-def analytic_dpm(r, z, data=None):
-    "Ancestral sampling with Analytic-DPM's optimal variance (Bao et al. 2022), the posterior variance measured on `data` (training points)."
-    if data is None: raise ValueError("data: analytic_dpm needs data= (a few hundred training points) to estimate the optimal variance")
-    x0_data, var_x0 = r.path.to_basis(torch.as_tensor(data).to(z)), []
-    for i in range(r.N):   # E||x0 - x0-hat(x_t)||^2 / d at each grid time
+def _x0_variances(r, data, diagonal:bool, method:str) -> list:
+    "E||x0 - x0-hat(x_t)||^2 / d at each grid time, measured on training points `data` (per coordinate when `diagonal`)."
+    if data is None: raise ValueError(f"data: {method} needs data= (a few hundred training points) to estimate the posterior variance")
+    x0_data, var_x0 = r.path.to_basis(torch.as_tensor(data).to(r.like)), []
+    for i in range(r.N):
         err = (x0_data - r.D_at(lincomb((r.ca[i], x0_data), (r.cs[i], r.noise(x0_data))), r.ts[i])[0]).pow(2)
-        var_x0.append(r.K(err.mean(0, keepdim=True))[0] if r.diag else err.mean().item())
+        var_x0.append(err.mean(0) if diagonal else r.K(err.mean(0, keepdim=True))[0] if r.diag else err.mean().item())
+    return var_x0
+
+@register('analytic_dpm', order=1, stochastic=True, evals=1, data=None, diagonal=False)
+def analytic_dpm(r, z, data=None, diagonal=False):
+    "Ancestral sampling with Analytic-DPM's optimal variance (Bao et al. 2022) measured on `data` (training points); per coordinate when `diagonal`."
+    var_x0 = _x0_variances(r, data, diagonal, 'analytic_dpm')
     for i in range(r.N):
         x0, eps = r.D(z, i)
         z = _optimal_step(r, i, z, x0, eps, var_x0[i])
+        yield r.ts[i + 1], z, x0
+
+# %% ../nbs/04_samplers.ipynb #c079b
+@register('estimate_correct', order=1, stochastic=True, evals=1, eta=1., x0_std=0., data=None)
+def estimate_correct(r, z, eta=1., x0_std=0., data=None):
+    "Su's estimate-and-correct step: x0 ~ N(x0-hat, x0_std^2), then DDIM's kernel given x0 with noise c = eta beta-tilde (DDPM, DDIM and Analytic-DPM as cases)."
+    if not 0 <= eta <= 1: raise ValueError(f"eta={eta}: must be in [0, 1]")
+    if x0_std != 'analytic' and not (isinstance(x0_std, (int, float)) and x0_std >= 0): raise ValueError(f"x0_std={x0_std!r}: a number >= 0 or 'analytic'")
+    var_x0 = _x0_variances(r, data, False, 'estimate_correct') if x0_std == 'analytic' else [float(x0_std)**2] * r.N
+    for i in range(r.N):
+        x0, eps = r.D(z, i, need_eps=False)
+        sd = _sqrt0(var_x0[i])
+        x0_hat = r.add_noise(x0.clone(), sd) if sd else x0                           # the estimate: a draw around x0-hat
+        c2 = eta * eta * _posterior_var(r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1])[1] if i < r.N - 1 else 0.
+        e = _sqrt0(r.cs[i + 1]**2 - c2) / r.cs[i]                                     # the kernel's weight on (x_t - alpha_t x0) / sigma_t
+        z = r.add_noise(lincomb((e, z), (r.ca[i + 1] - e * r.ca[i], x0_hat)), _sqrt0(c2))
         yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c081
@@ -954,6 +1004,52 @@ def fit_grid(den:Denoiser,           # the model the grid is for
     res = minimize(loss, theta0, method='Powell', options=dict(maxfev=max_evals, xtol=1e-3, ftol=1e-4))
     best = res.x if res.fun <= loss(theta0) else theta0
     return grid_of(best)
+
+# %% ../nbs/04_samplers.ipynb #c082b
+@dataclass
+class Moments:
+    "Mean and covariance of a sampler's state after a step (the last: of its output)."
+    t: float
+    mean: Tensor
+    cov: Tensor
+
+class _UnitNoise:
+    "The moment propagator's noise: draw c puts the unit vector e_k in row first + c d + k and zeros elsewhere; it counts its draws."
+    def __init__(self, first:int): self.first, self.draws = first, 0
+    def __call__(self, z:Tensor) -> Tensor:
+        out, d = torch.zeros_like(z), z[0].numel()
+        lo = self.first + self.draws * d
+        rows = torch.arange(lo, max(lo, min(lo + d, z.shape[0])))
+        out.view(z.shape[0], d)[rows, rows - lo] = 1.
+        self.draws += 1
+        return out
+
+# %% ../nbs/04_samplers.ipynb #c082c
+def gaussian_moments(den:Denoiser,       # a Denoiser affine in x: the exact one of Gaussian data (a one-component GaussianMixture)
+                     mean, cov,           # x at the grid's first time ~ N(mean, cov): shapes (d,) and (d, d)
+                     method:str='dpmpp_2m', steps:int=20, grid=None, kind:str='auto', data_scale:float|None=None,
+                     generator:torch.Generator|int|None=None, # analytic_dpm's variance estimate, the only random draw left
+                     denoise:bool=True,   # end on the output x0-hat (False: on the state at the grid's last time)
+                     **opts) -> list:
+    "The exact mean and covariance after every step of `method` from x_T ~ N(mean, cov): the sampler run once on a structured batch."
+    if method in ('pc', 'dopri5'): raise ValueError(f"method={method!r}: its steps depend on the batch (step size or step control), so its output is not affine in x_T")
+    m, C = torch.as_tensor(mean, dtype=torch.float64).flatten(), torch.as_tensor(cov, dtype=torch.float64)
+    d, L = m.numel(), torch.linalg.cholesky(C)
+    def run(noise_rows:int):
+        xT = torch.cat([m[None], m + L.T, (m + 2 * L[:, 0])[None], m.expand(noise_rows, d)])   # mean, each direction, the probe, the noise rows
+        _, info, den_, x, r = _start(den, xT, method, steps, generator, grid, kind, None, data_scale, None, None, torch.float64, None, opts)
+        r.noise_source = src = _UnitNoise(d + 2)
+        return [s for s in _walk(r, info, x, opts, False, denoise)], src.draws
+    draws = run(0)[1]
+    return [_moments_of(s, d) for s in run(draws * d)[0]]
+
+def _moments_of(s:Step, d:int) -> Moments:
+    "A structured batch's Step as a mean and a covariance (refusing a Denoiser that is not affine)."
+    X = s.x.flatten(1)
+    D = torch.cat([X[1:d + 1], X[d + 2:]]) - X[0]
+    if (X[d + 1] - X[0] - 2 * D[0]).abs().max() > 1e-7 * (1 + X.abs().max()):
+        raise ValueError("den: gaussian_moments needs a Denoiser affine in x (the exact denoiser of Gaussian data, e.g. GaussianMixture([mu], [cov]).denoiser(path))")
+    return Moments(s.t, X[0], D.T @ D)
 
 # %% ../nbs/04_samplers.ipynb #c102
 from torch import nn

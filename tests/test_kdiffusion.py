@@ -70,3 +70,16 @@ def test_dpmpp_2m_sde_equals_kdiffusions_midpoint_form_until_its_last_step():
     K.sample_dpmpp_2m_sde(lambda x, s: den.x0(x, s), xT.clone(), grid, disable=True, noise_sampler=ns, callback=lambda d: seen.append(d['x']))
     assert len(seen) == len(ours) == 8
     assert max((a - b).abs().max().item() for a, b in zip(ours[:-1], seen[1:])) < 1e-10
+
+def test_edm_churn_is_algorithm_2_as_kdiffusions_sample_heun_runs_it():
+    "EDM's stochastic sampler (Karras et al. 2022, Algorithm 2: churn inside [S_min, S_max], noise scaled by S_noise) equals k-diffusion's sample_heun with the same draws."
+    K, P = kdiffusion(), dn.get_path('edm')
+    den = GM.denoiser(P)
+    xT = P.prior(64, (2,), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grid = dn.time_grid(P, 12, 'karras', t_max=40.)                   # sigma_hat = 40 (1 + gamma) stays inside the path's range
+    opts = dict(S_churn=30., S_min=0.05, S_max=50., S_noise=1.003)       # churn from the first step: sample_heun draws noise at every step, used or not
+    ours = dn.sample(den, xT / 2, 'edm', grid=grid, denoise=False, generator=torch.Generator().manual_seed(5), **opts)
+    torch.manual_seed(5)                                              # sample_heun draws its churn noise from torch's default generator
+    theirs = K.sample_heun(lambda x, s: den.x0(x, s), xT.clone() / 2, grid, disable=True, s_churn=30., s_tmin=0.05, s_tmax=50., s_noise=1.003)
+    plain = dn.sample(den, xT / 2, 'edm', grid=grid, denoise=False)
+    assert (ours - theirs).abs().max().item() < 1e-10 and (ours - plain).abs().max().item() > 1e-3    # the churn did something
