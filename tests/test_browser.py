@@ -1,4 +1,4 @@
-"""Real components in a real browser: JupyterLab showing diffnb's rich displays, and the offline docs preview, in Debian chromium.
+"""Real components in a real browser: JupyterLab showing diffnb's rich displays, in Debian chromium (the docs site: tests/test_docs.py).
 
 Skipped with a one-line reason when no browser is found, unless DIFFNB_REQUIRE_BROWSER=1 (as in CI), where that is a failure.
 Screenshots are kept in build/artifacts/: look at them.
@@ -94,20 +94,3 @@ def test_jupyterlab_renders_rich_displays(page, lab):
     heat = page.locator('.jp-OutputArea .js-plotly-plot').nth(1).locator('.hm, image').count()
     assert heat >= 1, "the GaussianMixture figure has no heat map"
     page.screenshot(path=str(ARTIFACTS / 'lab_displays.png'))
-
-def test_docs_preview_offline(page, tmp_path):
-    "The static docs preview of a module page draws its plotly figures and typesets math with no network."
-    sys.path.insert(0, str(ROOT / 'tools'))
-    from docs import build_preview
-    from nbrun import NBS
-    out = build_preview([NBS / 'index.ipynb', NBS / '00_paths.ipynb'], out_dir=tmp_path / 'docs')
-    page.goto((out / 'paths.html').as_uri())
-    page.wait_for_function("document.querySelectorAll('.plotly-figure .main-svg').length >= 3", timeout=30_000)
-    n_fig = page.locator('.plotly-figure').count()
-    drawn = page.evaluate("[...document.querySelectorAll('.plotly-figure')].filter(d => d.querySelector('path.js-line, path.point')).length")
-    assert drawn == n_fig, f"{drawn} of {n_fig} figures drew data"
-    if (out / 'katex').exists():
-        page.wait_for_selector('.katex', timeout=10_000)
-        assert page.locator('.katex').count() > 20
-    assert page.locator('nav a').count() >= 2 and 'Forward paths' in page.title()
-    page.screenshot(path=str(ARTIFACTS / 'docs_paths.png'))

@@ -1,10 +1,13 @@
-"""Build the docs. With Quarto on PATH: `nbdev_docs`. Without it: a static, offline HTML preview of the executed notebooks in _docs/.
+"""Build the docs. With Quarto on PATH: `nbdev_docs` (the canonical site). Without it: an offline site in _docs/ that opens from file://.
 
-The preview takes the papermill-executed copies (build/executed, run by `make test`; any missing or stale one is executed here),
-runs nbdev's docs processing on them (show_doc, directives), and renders each page with a sidebar, code highlighting, outputs,
-and plotly.js inlined once per page, so the pages work with no network.
+The offline site is made by mkdocs-material with mkdocs-jupyter from nbdev's processed notebooks: the papermill-executed copies
+(build/executed, run by `make test`; any missing or stale one is executed here) go through nbdev's docs processing (show_doc with
+tools/docrender.py, directives), then `prepare` applies what Quarto would (the cells' #| options, the front matter, show_doc's
+markdown as page text, links between notebooks as links between pages) and turns each plotly figure into a div drawn by the one
+copy of plotly.js in assets/. mkdocs-material gives the search (offline plugin), the per-page table of contents, prev/next links and
+the responsive layout; MathJax comes from a local copy (the django-static-mathjax wheel ships MathJax 3, and nothing else).
 """
-import html, json, os, re, shutil, subprocess, sys
+import json, os, re, shutil, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,7 +15,10 @@ sys.path.insert(0, str(ROOT / 'tools'))
 from nbrun import NBS, EXECUTED, notebooks, execute
 
 OUT = ROOT / '_docs'
-STAGE = ROOT / 'build' / 'docs_src'
+STAGE = ROOT / 'build' / 'docs_src'    # executed copies, handed to nbdev's processing
+SITE_SRC = ROOT / 'build' / 'docs_site'   # the pages and assets mkdocs builds from
+ASSETS = Path(__file__).resolve().parent / 'docs_assets'
+DOCS_URL = 'https://diffnb.github.io/diffnb/'   # nbdev's doc links and the widgets' scripts point at the published site
 
 def page_name(rel:Path) -> str:
     "nbdev's page name: the notebook path with a leading number prefix dropped, as .html."
@@ -39,154 +45,195 @@ def process(executed:list) -> Path:
     from nbdev.serve import proc_nbs
     with contextlib.redirect_stderr(io.StringIO()): return proc_nbs(path=str(STAGE), force=True, n_workers=2)
 
-# ---- rendering
+# ---- from processed notebooks to mkdocs-jupyter's pages
 
-def _md(text:str) -> str:
-    import mistune
-    text = re.sub(r'\{target="_blank"[^}]*\}', '', text)   # Quarto link attributes from show_doc
-    # keep TeX intact: protect $...$ and $$...$$ from markdown's emphasis rules
-    maths = []
-    def keep(m): maths.append(m.group(0)); return f'\x00{len(maths) - 1}\x00'
-    text = re.sub(r'\$\$.+?\$\$|\$[^$\n]+?\$', keep, text, flags=re.S)
-    out = mistune.html(text)
-    return re.sub('\x00(\\d+)\x00', lambda m: html.escape(maths[int(m.group(1))]), out)
+def slug(text:str) -> str:
+    "The id mkdocs-jupyter gives a heading (and its table of contents links to): `Path.plot` -> `pathplot`."
+    from mkdocs_jupyter.utils import slugify
+    return slugify(text)
 
-def _code(src:str) -> str:
-    from pygments import highlight
-    from pygments.lexers import PythonLexer
-    from pygments.formatters import HtmlFormatter
-    return highlight(src, PythonLexer(), HtmlFormatter(cssclass='highlight'))
+def fix_links(text:str, rel:Path) -> str:
+    "Links to the published site or to notebooks become relative links to this site's pages; Quarto's link attributes go."
+    up = '../' * (len(rel.parts) - 1)
+    text = re.sub(r'\[source\]\((\S+?)\)\{target="_blank"[^}]*\}', r'<a class="doc-source" href="\1" target="_blank">source</a>', text)   # show_doc's
+    text = re.sub(r'\{target="_blank"[^}]*\}', '', text)
+    def page(m):
+        target, frag = m.group(2), m.group(3) or ''
+        if target.startswith(DOCS_URL): target = up + target[len(DOCS_URL):]
+        elif target.endswith('.ipynb'): target = page_name(Path(target))
+        else: return m.group(0)
+        return f"{m.group(1)}{target}{'#' + slug(frag[1:]) if frag else ''}"
+    # markdown links `](...)` and HTML attributes `href="..."` / `src="..."`
+    text = re.sub(r'(\]\()((?:https://diffnb\.github\.io/diffnb/|(?!\w+:|#))[^)\s#]*)(#[^)\s]*)?', page, text)
+    text = re.sub(r'((?:href|src)=")((?:https://diffnb\.github\.io/diffnb/|(?!\w+:|#))[^"#]*)(#[^"]*)?', page, text)
+    return text
 
-_ansi = re.compile(r'\x1b\[[0-9;]*m')
+def _directives(src:str) -> tuple:
+    "(Quarto cell options, source without them) of a code cell."
+    opts = dict(re.findall(r'^#\|\s*([\w-]+):\s*(.*?)\s*$', src, re.M))
+    return opts, re.sub(r'^#\|.*\n?', '', src, flags=re.M).strip('\n')
 
-def _output(o:dict, asis:bool, n_fig:list) -> str:
-    t = o.get('output_type')
-    if t == 'stream': return f'<pre class="stream">{html.escape(_ansi.sub("", "".join(o["text"])))}</pre>'
-    if t == 'error': return f'<pre class="error">{html.escape(_ansi.sub("", chr(10).join(o["traceback"])))}</pre>'
-    d = o.get('data', {})
+def _markdown_cell(src:str) -> dict: return {'cell_type': 'markdown', 'metadata': {}, 'source': src}
+
+def _figure_html(fig:dict, n:int, up:str) -> str:
+    "A plotly figure as a div and a call to the site's one plotly.js (the script tag comes with the page's first figure)."
+    spec = json.dumps({'data': fig.get('data', []), 'layout': fig.get('layout', {})}).replace('</', '<\\/')
+    load = f'<script src="{up}assets/plotly.min.js"></script>' if n == 1 else ''
+    return (f'{load}<div id="plotly-{n}" class="plotly-figure"></div><script>(function(f) {{ Plotly.newPlot("plotly-{n}", '
+            f'f.data, f.layout, {{responsive: true, displaylogo: false}}); }})({spec});</script>')
+
+def _output(o:dict, n_fig:list, up:str, rel:Path) -> dict:
+    "One output as the site shows it: figures as drawn divs, widgets by their static form, links made relative."
+    d = o.get('data')
+    if not d: return o
+    d = dict(d)
     if 'application/vnd.plotly.v1+json' in d:
         n_fig[0] += 1
-        fig = d['application/vnd.plotly.v1+json']
-        div = f'plotly-{n_fig[0]}'
-        return (f'<div id="{div}" class="plotly-figure"></div><script>Plotly.newPlot("{div}", {json.dumps(fig.get("data", []))}, '
-                f'{json.dumps(fig.get("layout", {}))}, {json.dumps(fig.get("config", {"responsive": True}))});</script>')
-    if 'text/html' in d: return f'<div class="html-output">{"".join(d["text/html"])}</div>'
-    if 'image/png' in d: return f'<img src="data:image/png;base64,{"".join(d["image/png"]).strip()}">'
-    if 'image/svg+xml' in d: return ''.join(d['image/svg+xml'])
-    if 'text/markdown' in d: return f'<div class="{"doc" if asis else "md-output"}">{_md("".join(d["text/markdown"]))}</div>'
-    if 'text/plain' in d: return f'<pre class="text">{html.escape("".join(d["text/plain"]))}</pre>'
-    return ''
+        d = {'text/html': _figure_html(d.pop('application/vnd.plotly.v1+json'), n_fig[0], up)}
+    if len(d) > 1: d.pop('application/vnd.jupyter.widget-view+json', None)   # no kernel here: the static form stands in
+    if 'text/html' in d: d['text/html'] = fix_links(''.join(d['text/html']), rel)
+    return {**o, 'data': d}
 
-def _options(src:str):
-    opts = dict(re.findall(r'^#\|\s*([\w-]+):\s*(.*)$', src, re.M))
-    flags = re.findall(r'^#\|\s*([\w-]+)\s*$', src, re.M)
-    body = re.sub(r'^#\|.*\n?', '', src, flags=re.M).strip('\n')
-    return opts, flags, body
-
-def render_nb(path:Path) -> tuple:
-    "(title, html body, has plotly figures) of one processed notebook."
-    nb = json.loads(path.read_text())
-    title, parts, n_fig = path.stem, [], [0]
+def prepare(nb:dict, rel:Path) -> dict:
+    "A processed notebook as mkdocs-jupyter's page: what Quarto would show, with the site's links and figures."
+    import yaml
+    up, cells, n_fig = '../' * (len(rel.parts) - 1), [], [0]
     for c in nb['cells']:
         src = ''.join(c['source'])
-        if c['cell_type'] == 'raw':
-            import yaml
+        if c['cell_type'] == 'raw':   # nbdev's front matter: the title and the summary
             try: meta = yaml.safe_load(src.strip().strip('-')) or {}
             except yaml.YAMLError: meta = {}
-            title = meta.get('title', title)
-            if meta.get('description'): parts.append(f'<p class="description">{_md(meta["description"])}</p>')
+            if isinstance(meta, dict) and meta.get('title'):
+                cells.append(_markdown_cell(f"# {meta['title']}" + (f"\n\n> {meta['description']}" if meta.get('description') else '')))
             continue
         if c['cell_type'] == 'markdown':
-            if 'AUTOGENERATED' in src: continue
-            parts.append(f'<div class="md">{_md(src)}</div>'); continue
-        opts, flags, body = _options(src)
-        if opts.get('include') == 'false' or 'hide' in flags: continue
-        cell = []
-        if opts.get('echo') != 'false' and body: cell.append(f'<div class="input">{_code(body)}</div>')
-        if opts.get('output') != 'false':
-            outs = ''.join(_output(o, opts.get('output') == 'asis', n_fig) for o in c.get('outputs', []))
-            if outs: cell.append(f'<div class="output">{outs}</div>')
-        if cell: parts.append(f'<div class="cell">{"".join(cell)}</div>')
-    return title, '\n'.join(parts), n_fig[0] > 0
+            if src.strip() and 'AUTOGENERATED' not in src: cells.append(_markdown_cell(fix_links(src, rel)))
+            continue
+        opts, body = _directives(src)
+        if opts.get('include') == 'false': continue
+        outs = [] if opts.get('output') == 'false' else [_output(o, n_fig, up, rel) for o in c.get('outputs', [])]
+        if opts.get('output') == 'asis':   # show_doc: its markdown is page text (headings in the table of contents)
+            cells += [_markdown_cell(fix_links(''.join(o['data']['text/markdown']), rel)) for o in outs if 'text/markdown' in o.get('data', {})]
+            continue
+        if opts.get('echo') == 'false' and not outs: continue
+        cell = {'cell_type': 'code', 'execution_count': None, 'metadata': {}, 'outputs': outs, 'source': body}
+        if opts.get('echo') == 'false' or not body.strip(): cell['metadata']['transient'] = {'remove_source': True}
+        cells.append(cell)
+    meta = {k: v for k, v in nb.get('metadata', {}).items() if k in ('kernelspec', 'language_info')}   # no widget state: no CDN widget manager
+    return {'cells': cells, 'metadata': meta, 'nbformat': 4, 'nbformat_minor': 5}
 
-CSS = """
-body { margin: 0; font-family: -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; color: #222; }
-header { background: #2c3e50; color: #fff; padding: 10px 20px; font-size: 20px; }
-header a { color: #fff; text-decoration: none; font-weight: 600; }
-nav { position: fixed; top: 44px; bottom: 0; width: 220px; overflow-y: auto; padding: 16px; background: #f6f8fa; border-right: 1px solid #ddd; font-size: 14px; }
-nav h4 { margin: 14px 0 6px; color: #555; text-transform: uppercase; font-size: 12px; }
-nav a { display: block; padding: 3px 0; color: #2a6fb0; text-decoration: none; }
-nav a.current { font-weight: 700; color: #111; }
-main { margin-left: 260px; max-width: 980px; padding: 10px 30px 60px; }
-.description { font-size: 18px; color: #555; }
-.cell { margin: 12px 0; }
-.input .highlight { background: #f7f7f9; border: 1px solid #e3e3e8; border-radius: 4px; padding: 4px 10px; overflow-x: auto; }
-.input pre, .output pre { margin: 4px 0; font-size: 13px; }
-.output { padding: 2px 10px; border-left: 3px solid #d0d7de; overflow-x: auto; }
-.output pre.text { white-space: pre-wrap; }
-.output pre.error { color: #b00; }
-.doc { border-left: 3px solid #2a6fb0; padding-left: 10px; background: #fbfdff; }
-table { border-collapse: collapse; margin: 8px 0; } td, th { border: 1px solid #ddd; padding: 3px 8px; font-size: 14px; }
-code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
-"""
+# ---- the sidebar: the index's tables name the rooms and the tutorials
 
-KATEX = ROOT / 'build' / 'katex'
+def index_entries(index:Path=NBS / 'index.ipynb') -> list:
+    "(link text, notebook path relative to nbs/) of each link in the index's tables, in order."
+    nb = json.loads(index.read_text())
+    text = '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+    rows = [l for l in text.splitlines() if l.lstrip().startswith('|')]
+    return [(t.strip('`* '), target) for row in rows for t, target in re.findall(r'\[([^\]]+)\]\(((?!\w+:)[^)#\s]+\.ipynb)(?:#[^)]*)?\)', row)]
 
-def fetch_katex() -> bool:
-    "KaTeX from the npm registry (once, into build/katex), so the preview renders math offline; False when npm is missing."
-    if (KATEX / 'katex.min.js').exists(): return True
-    if not shutil.which('npm'): return False
-    import tarfile, tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        r = subprocess.run(['npm', 'pack', 'katex@0.16', '--silent'], cwd=tmp, capture_output=True, text=True, timeout=120)
-        tgz = list(Path(tmp).glob('katex-*.tgz'))
-        if r.returncode or not tgz: return False
-        with tarfile.open(tgz[0]) as tf: tf.extractall(tmp, filter='data')
-        if KATEX.exists(): shutil.rmtree(KATEX)
-        shutil.copytree(Path(tmp) / 'package' / 'dist', KATEX)
-    return True
+def nb_title(nb:Path) -> str:
+    "A notebook's title: its first cell's '# Title'."
+    first = ''.join(json.loads(nb.read_text())['cells'][0]['source'])
+    m = re.match(r'#\s+(.+)', first)
+    return m.group(1).strip() if m else nb.stem
 
-MATH = """<link rel="stylesheet" href="{up}katex/katex.min.css"><script defer src="{up}katex/katex.min.js"></script>
-<script defer src="{up}katex/contrib/auto-render.min.js" onload="renderMathInElement(document.body, {{delimiters: [
-{{left: '$$', right: '$$', display: true}}, {{left: '$', right: '$', display: false}}], throwOnError: false}});"></script>"""
+def sidebar(nbs:list) -> list:
+    """(section, [(title, notebook relative to nbs/)]) of the sidebar: the index, the rooms (notebooks of nbs/ that the index's
+    tables link to) and every tutorial, named as the tables name them (a tutorial they do not name keeps its own title).
+    Other notebooks (internal ones) get pages but no place in the sidebar."""
+    rels = [nb.relative_to(NBS) for nb in nbs]
+    entries = {}
+    for t, p in index_entries():
+        if Path(p) in rels: entries.setdefault(Path(p), t)
+    rooms = [(t, p) for p, t in entries.items() if len(p.parts) == 1 and p.name != 'index.ipynb']
+    tuts = [(t, p) for p, t in entries.items() if p.parts[0] == 'tutorials']
+    tuts += [(nb_title(NBS / p), p) for p in sorted(rels) if p.parts[0] == 'tutorials' and p not in entries]
+    return [('Home', [('Home', Path('index.ipynb'))] if Path('index.ipynb') in rels else []), ('Library', rooms), ('Tutorials', tuts)]
 
-def _page(title, body, nav, plotly_js, math=False) -> str:
-    from pygments.formatters import HtmlFormatter
-    css = CSS + HtmlFormatter(cssclass='highlight').get_style_defs('.highlight')
-    js = (f'<script>{plotly_js}</script>' if plotly_js else '') + (MATH.format(up=nav[1]) if math else '')
-    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)} - diffnb</title>'
-            f'<style>{css}</style>{js}</head><body><header><a href="{nav[1]}index.html">diffnb</a></header>'
-            f'<nav>{nav[0]}</nav><main><h1>{html.escape(title)}</h1>{body}</main></body></html>')
+def quarto_sidebar() -> list:
+    "The Quarto site's sidebar contents (nbs/_quarto.yml), the same as the offline site's."
+    home, *sections = sidebar(notebooks())
+    return ['index.ipynb'] * bool(home[1]) + [{'section': sec, 'contents': [{'text': t, 'href': str(p)} for t, p in items]} for sec, items in sections]
+
+def write_quarto_sidebar():
+    "Put quarto_sidebar() into nbs/_quarto.yml, the rest of the file as it is (after the index's tables change: `python tools/docs.py sidebar`)."
+    import yaml, textwrap
+    class Dumper(yaml.SafeDumper):   # list items indented under their key, as the file writes them
+        def increase_indent(self, flow=False, indentless=False): return super().increase_indent(flow, False)
+    f = NBS / '_quarto.yml'
+    block = textwrap.indent(yaml.dump({'contents': quarto_sidebar()}, Dumper=Dumper, sort_keys=False, width=120), '    ')
+    text, n = re.subn(r'(?m)^(  sidebar:\n(?:    (?!contents:).*\n)*)    contents:\n(?:      .*\n)*', lambda m: m.group(1) + block, f.read_text())
+    if n != 1: raise ValueError(f"{f}: no website.sidebar.contents to replace")
+    f.write_text(text)
+
+# ---- the site
+
+def site_file(rel:Path) -> str:
+    "The page's notebook in mkdocs' docs folder: named as nbdev names the page (paths.ipynb -> paths.html)."
+    return page_name(rel).replace('.html', '.ipynb')
+
+def mkdocs_config(nbs:list, out_dir:Path) -> dict:
+    "mkdocs' configuration of the offline site of notebooks `nbs`."
+    nav = [{sec: site_file(items[0][1])} if sec == 'Home' else {sec: [{t: site_file(p)} for t, p in items]} for sec, items in sidebar(nbs) if items]
+    listed = {p for _, items in sidebar(nbs) for _, p in items}
+    return {
+        'site_name': 'diffnb', 'site_description': 'Notebook-first diffusion, score-based and flow generative models',
+        'docs_dir': str(SITE_SRC), 'site_dir': str(out_dir), 'use_directory_urls': False,
+        'theme': {'name': 'material', 'font': False,   # no web fonts: the site works offline
+                  'features': ['navigation.footer', 'navigation.sections', 'navigation.top', 'toc.follow',
+                               'search.highlight', 'content.code.copy'],
+                  'palette': {'primary': 'indigo', 'accent': 'indigo'}},
+        'plugins': [{'search': {'separator': r'[\s\-,:!=\[\]()"`/]+|\.(?!\d)'}},   # `dn.sample` finds `sample`; `dpmpp_2m` stays a word
+                    'offline', {'mkdocs-jupyter': {'include': ['*.ipynb'], 'no_prompt': True, 'toc_depth': 3,
+                                                          'ignore_h1_titles': True,   # the sidebar names pages as the index does
+                                                          'cache_dir': str(ROOT / 'build' / 'mkdocs-jupyter-cache')}}],
+        'hooks': [str(ROOT / 'tools' / 'docs_hooks.py')],
+        'nav': nav,
+        'not_in_nav': '\n'.join('/' + site_file(nb.relative_to(NBS)) for nb in nbs if nb.relative_to(NBS) not in listed),
+        'extra': {'generator': False, 'polyfills': ['assets/iframe-worker-shim.js']},   # the search worker on file://, from a local copy
+        'extra_css': ['assets/site.css'],
+        'extra_javascript': ['assets/mathjax-config.js', 'assets/mathjax/tex-svg-full.js'],
+    }
+
+def copy_assets():
+    "plotly.js once for the site, MathJax, the search worker's file:// shim, the site's CSS, and the widgets' scripts (static/)."
+    import plotly, importlib.util
+    a = SITE_SRC / 'assets'; a.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(plotly.__file__).parent / 'package_data' / 'plotly.min.js', a / 'plotly.min.js')
+    mj = Path(importlib.util.find_spec('mathjax').submodule_search_locations[0]) / 'static' / 'mathjax' / 'es5' / 'tex-svg-full.js'
+    (a / 'mathjax').mkdir(exist_ok=True); shutil.copy(mj, a / 'mathjax' / mj.name)
+    for f in ASSETS.iterdir(): shutil.copy(f, a / f.name)
+    static = ROOT / 'diffnb' / 'static'
+    if static.exists(): shutil.copytree(static, SITE_SRC / 'static', dirs_exist_ok=True)
 
 def build_preview(nbs=None, out_dir:Path=OUT) -> Path:
-    "Execute (if needed), process and render the notebooks into `out_dir` (_docs/); returns the folder."
+    "Execute (if needed), process and build the offline site into `out_dir` (_docs/); returns the folder."
+    import logging
+    from mkdocs.config import load_config
+    from mkdocs.commands.build import build
+    import yaml
+    nbs = nbs or notebooks()
     processed = process(ensure_executed(nbs))
-    pages = sorted(p for p in processed.rglob('*.ipynb') if p.relative_to(processed).parts[0] not in ('.ipynb_checkpoints',))
-    rendered = {p.relative_to(processed): render_nb(p) for p in pages}
-    plotly_js = (Path(__import__('plotly').__file__).parent / 'package_data' / 'plotly.min.js').read_text()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    static = ROOT / 'diffnb' / 'static'   # widget scripts: the pages' widget snapshots load them from static/
-    if static.exists(): shutil.copytree(static, out_dir / 'static', dirs_exist_ok=True)
-    math = fetch_katex()
-    if math: shutil.copytree(KATEX, out_dir / 'katex', dirs_exist_ok=True)
-    else: print('KaTeX could not be fetched (no npm?): math shows as TeX source')
-    for rel, (title, body, has_fig) in rendered.items():
-        up = '../' * (len(rel.parts) - 1)
-        links = {'Home': [], 'Library': [], 'Tutorials': []}
-        for r, (t, _, _) in rendered.items():
-            sec = 'Home' if r.name == 'index.ipynb' and len(r.parts) == 1 else 'Tutorials' if r.parts[0] == 'tutorials' else 'Library'
-            cur = ' class="current"' if r == rel else ''
-            links[sec].append(f'<a href="{up}{page_name(r)}"{cur}>{html.escape(t)}</a>')
-        nav = ''.join(f'<h4>{s}</h4>' + ''.join(v) for s, v in links.items() if v)
-        body = body.replace('https://diffnb.github.io/diffnb/', up)   # nbdev's doc links point at the published site
-        body = re.sub(r'href="(?!https?:)([^"#]+)\.ipynb(#[^"]*)?"', lambda m: f'href="{page_name(Path(m.group(1) + ".ipynb"))}{m.group(2) or ""}"', body)   # links between notebooks are links between pages
-        out = out_dir / page_name(rel); out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(_page(title, body, (nav, up), plotly_js if has_fig else '', math))
+    if SITE_SRC.exists(): shutil.rmtree(SITE_SRC)
+    for nb in nbs:
+        rel = nb.relative_to(NBS)
+        dst = SITE_SRC / site_file(rel); dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(json.dumps(prepare(json.loads((processed / rel).read_text()), rel)))
+    copy_assets()
+    cfg_file = ROOT / 'build' / 'mkdocs.yml'   # kept, so `mkdocs serve -f build/mkdocs.yml` shows the same site
+    cfg_file.write_text(yaml.safe_dump(mkdocs_config(nbs, out_dir), sort_keys=False))
+    for name in ('mkdocs', 'mkdocs.plugins.mkdocs_jupyter', 'mkdocs.mkdocs-jupyter'): logging.getLogger(name).setLevel(logging.WARNING)
+    logging.basicConfig(format='mkdocs %(levelname)s: %(message)s')
+    for h in logging.getLogger().handlers:   # nbconvert's note on images without alt text, once per page: not news
+        h.addFilter(lambda r: 'Alternative text is missing' not in r.getMessage())
+    build(load_config(str(cfg_file)))
     return out_dir
 
 if __name__ == '__main__':
+    if sys.argv[1:] == ['sidebar']: write_quarto_sidebar(); print('wrote the sidebar of nbs/_quarto.yml'); sys.exit(0)
     if shutil.which('quarto'):
         for nb in ensure_executed(): pass
-        sys.exit(subprocess.call([str(Path(sys.executable).parent / 'nbdev_docs')], cwd=ROOT))
+        env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT / 'tools'), os.environ.get('PYTHONPATH')]))}   # show_doc's renderer
+        sys.exit(subprocess.call([str(Path(sys.executable).parent / 'nbdev_docs')], cwd=ROOT, env=env))
     out = build_preview()
-    print(f"static docs preview (Quarto is not installed): {out / 'index.html'}")
+    print(f"offline docs (mkdocs-material; Quarto is not installed): {out / 'index.html'}")
