@@ -162,7 +162,14 @@ def run_diffnb(spec, model, ctx, steps, g):
     P = PATHS[spec.path]
     den = model.for_diffnb(P)
     opts = dict(spec.opts)
-    if spec.name == 'analytic_dpm': opts['data'] = ctx.data
+    if spec.name == 'analytic_dpm' and opts.get('x0_var') == 'once':   # measured once per path and steps, outside the timed rounds
+        key = ('x0_var', spec.path, spec.kind, steps)
+        if key not in ctx.grids:
+            model.pilot = True
+            try: ctx.grids[key] = dn.samplers.x0_variances(den, ctx.data, dn.time_grid(P, steps, spec.kind), generator=40_000)
+            finally: model.pilot = False
+        opts['x0_var'] = ctx.grids[key]
+    elif spec.name == 'analytic_dpm': opts['data'] = ctx.data
     grid = None
     if spec.kind == 'fitted':   # fitted once per problem, path, method and steps (a one-off like training), on a 512-point pilot
         key = (spec.path, spec.name, steps)
@@ -280,7 +287,7 @@ def kdiffusion():
 
 DIFFNB_METHODS = ('ddim', 'ddpm', 'euler', 'heun', 'dpmpp_2m', 'dpmpp_3m', 'unipc', 'deis', 'lms', 'dpm_2', 'dpmpp_2m_sde', 'dpmpp_sde',
                   'dpmpp_2s_ancestral', 'euler_ancestral', 'edm', 'restart', 'analytic_dpm', 'sde')
-FITTED = ('dpmpp_2m', 'dpmpp_3m', 'unipc', 'deis')   # the deterministic methods given a fitted grid (each fit costs ~600 pilot runs)
+FITTED = ('dpmpp_2m', 'unipc')   # the deterministic methods given a fitted grid (each fit costs ~600 pilot runs)
 FIT_MAX_NFE = 20                                    # fitted grids only up to this budget: a fit at 50 steps costs minutes per problem
 RESTART = dict(repeats=1, restart_steps=2)          # restart sampling light enough for 10-20 NFE: 4 calls beyond the grid's
 
@@ -544,7 +551,7 @@ def own_baseline(spec) -> str:
 
 def overhead(steps, repeats, log) -> str:
     "Per-NFE time outside the model, in microseconds, for every sampler of every library, with a trivial model."
-    specs = [diffnb_spec(m) for m, info in dn.SAMPLERS.items() if 'head' not in info.options] + peer_specs() + [   # npr_dpm, sn_dpm need a trained head
+    specs = [diffnb_spec(m) for m, info in dn.SAMPLERS.items() if 'head' not in info.options] + [diffnb_spec('analytic_dpm', x0_var='once')] + peer_specs() + [   # npr_dpm, sn_dpm need a trained head
         Spec('k-diffusion', 'sample_dpm_adaptive (rtol=0.05, atol=0.0078)', 'sample_dpm_adaptive', 0, opts=dict(rtol=0.05, atol=0.0078)),
         *HAND_LOOPS.values()]
     cols = {}
@@ -577,7 +584,7 @@ def overhead(steps, repeats, log) -> str:
     return (f'## Per-step overhead beyond the model call\n\n{steps} steps (adaptive: its own NFE), trivial model (x0-hat = x/2), '
             f'median of {repeats} repeats after one warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads. '
             'Overhead = (wall time - time inside the model views - time drawing the initial state) / NFE. '
-            'diffnb rows use the EDM path and the log_snr grid; analytic_dpm estimates its variance on 256 extra points.\n\n'
+            'diffnb rows use the EDM path and the log_snr grid; analytic_dpm estimates its variance on 256 extra points every run, or, in the x0_var=once row, once (x0_variances, outside the timed rounds).\n\n'
             + table(header, rows) + '\n\n' + noise_floor(repeats))
 
 def noise_floor(repeats) -> str:

@@ -19,8 +19,8 @@ __all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'TABLEAUS', 'ODE_METHODS', 'VARIANCE_E
            'SamplerRegistry', 'register', 'ddim', 'ddpm', 'initial_state', 'sample_iter', 'sample', 'ODEInfo',
            'dormand_prince', 'odeint', 'euler', 'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'langevin',
            'edm', 'restart', 'euler_ancestral', 'dpm_2', 'dpmpp_2s_ancestral', 'dpmpp_sde', 'lms', 'deis', 'dpmpp_2m',
-           'dpmpp_3m', 'dpmpp_2m_sde', 'unipc', 'analytic_dpm', 'estimate_correct', 'fit_grid', 'Moments',
-           'gaussian_moments', 'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
+           'dpmpp_3m', 'dpmpp_2m_sde', 'unipc', 'analytic_dpm', 'x0_variances', 'estimate_correct', 'fit_grid',
+           'Moments', 'gaussian_moments', 'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
 
 # %% ../nbs/04_samplers.ipynb #c006
 @dataclass
@@ -933,23 +933,43 @@ def _optimal_step(r, i:int, z:Tensor, x0:Tensor, eps:Tensor, var_x0) -> Tensor:
     e = _sqrt0(s1 * s1 - bt2)
     return r.add_noise(lincomb((a1, x0), (e, eps)), _sqrt0(bt2 + (a1 - a0 * e / s0)**2 * var_x0))
 
-def _x0_variances(r, data, diagonal:bool, method:str) -> list:
-    "E||x0 - x0-hat(x_t)||^2 / d at each grid time, measured on training points `data` (per coordinate when `diagonal`)."
-    if data is None: raise ValueError(f"data: {method} needs data= (a few hundred training points) to estimate the posterior variance")
+def _x0_variances(r, data, diagonal:bool, method:str, x0_var=None) -> list:
+    "E||x0 - x0-hat(x_t)||^2 / d at each grid time but the last, measured on training points `data` (per coordinate when `diagonal`), or `x0_var` as given."
+    if x0_var is not None: return _given_variances(r, x0_var)
+    if data is None: raise ValueError(f"data: {method} needs data= (a few hundred training points) to estimate the posterior variance, or x0_var= from x0_variances")
     x0_data, var_x0 = r.path.to_basis(torch.as_tensor(data).to(r.like)), []
     for i in range(r.N):
         err = (x0_data - r.D_at(lincomb((r.ca[i], x0_data), (r.cs[i], r.noise(x0_data))), r.ts[i])[0]).pow(2)
         var_x0.append(err.mean(0) if diagonal else r.K(err.mean(0, keepdim=True))[0] if r.diag else err.mean().item())
     return var_x0
 
-@register('analytic_dpm', order=1, stochastic=True, evals=1, data=None, diagonal=False)
-def analytic_dpm(r, z, data=None, diagonal=False):
-    "Ancestral sampling with Analytic-DPM's optimal variance (Bao et al. 2022) measured on `data` (training points); per coordinate when `diagonal`."
-    var_x0 = _x0_variances(r, data, diagonal, 'analytic_dpm')
+def _given_variances(r, x0_var) -> list:
+    "Posterior variances passed in (one per grid step, scalars or per coordinate in basis coordinates), in the loop's form."
+    v = torch.as_tensor(x0_var, dtype=torch.float64)
+    if v.shape[0] != r.N or not bool((v >= 0).all()): raise ValueError(f"x0_var: needs {r.N} values >= 0 (one per step of this grid), got shape {tuple(v.shape)}")
+    return v.tolist() if v.dim() == 1 else [u.to(r.like) for u in v.unbind(0)]
+
+@register('analytic_dpm', order=1, stochastic=True, evals=1, data=None, diagonal=False, x0_var=None)
+def analytic_dpm(r, z, data=None, diagonal=False, x0_var=None):
+    "Ancestral sampling with Analytic-DPM's optimal variance (Bao et al. 2022) measured on `data` (training points; per coordinate when `diagonal`) or given as x0_var."
+    var_x0 = _x0_variances(r, data, diagonal, 'analytic_dpm', x0_var)
     for i in range(r.N):
         x0, eps = r.D(z, i)
         z = _optimal_step(r, i, z, x0, eps, var_x0[i])
         yield r.ts[i + 1], z, x0
+
+# %% ../nbs/04_samplers.ipynb #c079e
+def x0_variances(den:Denoiser,  # the model whose posterior variance is measured
+                 data,           # training points (n, *event): a few hundred to a few thousand
+                 grid,           # the sampler's descending grid (time_grid or fit_grid)
+                 diagonal:bool=False, # per coordinate (in the path's basis) instead of one number per time
+                 generator:torch.Generator|int|None=None,
+                ) -> Tensor:
+    "E||x0 - x0-hat(x_t)||^2 / d at each of the grid's times but the last: Analytic-DPM's measurement, made once and passed as x0_var= to sample many batches."
+    x0 = torch.as_tensor(data, dtype=torch.float64)
+    g = _check_grid(grid, den.path)
+    with torch.no_grad(): v = _x0_variances(_Run(den, g, x0, None, as_generator(generator), torch.float64), x0, diagonal, 'x0_variances')
+    return torch.stack([torch.as_tensor(u) for u in v])
 
 # %% ../nbs/04_samplers.ipynb #c079b
 @register('estimate_correct', order=1, stochastic=True, evals=1, eta=1., x0_std=0., data=None)
