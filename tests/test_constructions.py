@@ -728,3 +728,17 @@ def test_udm_inverse_bridge_is_the_ddim_sampler():
     assert torch.allclose(udm_sample(post, C, xT, output='estimate'), ref, atol=1e-6)
     steps = list(udm_iter(post, C, xT, kind='partial', eta=lambda t: 0.))          # eta per level
     assert torch.allclose(steps[-1][2], ref, atol=1e-6)
+
+def test_restorer_finds_the_conditional_median_of_a_masked_gaussian():
+    "Under the l1 loss the best restorer of a masked Gaussian pixel is its conditional mean (the median) given the visible ones; a linear restorer finds it."
+    from torch import nn
+    class LinearRestorer(nn.Module):
+        def __init__(self, d): super().__init__(); self.W = nn.Linear(d, d, bias=False)
+        def forward(self, x, t): return self.W(x.flatten(1)).reshape(x.shape)
+    L = torch.tensor([[1., 0, 0, 0], [0.8, 0.6, 0, 0], [0.5, 0.3, 0.7, 0], [0.2, -0.4, 0.3, 0.8]])
+    C, mask = L @ L.T, Mask(levels=1, size=2, seed=0)
+    k = int(mask.masks[1].nonzero()[0]); V = [j for j in range(4) if j != k]
+    W_opt = torch.eye(4); W_opt[k, k] = 0; W_opt[k, V] = C[k, V] @ torch.linalg.inv(C[V][:, V])
+    tr = RestorerTrainer(LinearRestorer(4), mask, torch.randn(20_000, 4, generator=torch.Generator().manual_seed(0)) @ L.T, batch_size=512, lr=1e-2, seed=0)
+    for _ in tr.steps(1500): pass
+    assert (tr.model().W.weight.detach() - W_opt)[:, V].abs().max() < 0.03
