@@ -13,7 +13,7 @@ $(STAMP): setup.py settings.ini
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -qq $(TORCH) numpy            # torch first: the CPU wheel, not a CUDA build pulled in by a dependency
 	$(PIP) install -qq -e ".[dev]"
-	$(PIP) install -qq --no-deps k-diffusion torchsde trampoline   # k-diffusion's own requirements would replace torch
+	$(PIP) install -qq --no-deps k-diffusion torchsde trampoline torch-fidelity   # their own requirements would replace torch (torch-fidelity's torchvision; diffnb loads only its Inception-v3, which needs torch alone)
 	$(PY) -m ipykernel install --sys-prefix --name diffnb --display-name "Python (diffnb)" >/dev/null
 	@touch $@
 

@@ -8,8 +8,15 @@ sampler at all 1000 steps (x0-hat clipped to [-1, 1], diffusers' default for ima
 with every default, sampled by dn.sample with its defaults (DPM-Solver++(2M), 20 NFE). Both train on the first 1500 digits, without flips.
 
     .venv/bin/python benchmarks/images.py                  # 2000 steps each: about 6 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/images.py --loader         # decoding a PNG folder with 0, 1, 2 DataLoader workers: about a minute
+
+`--loader` measures the data path of a lazy folder (image_data(folder, lazy=True)): a folder of 32x32 PNG files written for the run,
+decoded batch by batch by Trainer(workers=N). With a network that costs almost nothing (an MLP of 8 hidden units) decoding is the
+bottleneck; with the 'tiny' U-Net the workers decode while the main process trains. Times include starting the workers.
 """
-import argparse, subprocess, time
+import argparse, os, statistics, subprocess, tempfile, time
+import numpy as np
+from PIL import Image
 from pathlib import Path
 import torch
 torch.set_num_threads(2)   # this machine's cores: more threads oversubscribe it
@@ -19,13 +26,56 @@ from diffnb.train import digit_features
 from train import plain_ddpm, sample_diffusers_dpm, sample_diffusers_ddpm
 
 OUT = Path(__file__).parent / 'results' / 'images.md'
+LOADER_OUT = Path(__file__).parent / 'results' / 'images_loader.md'
+
+def png_folder(root, n, size=32, seed=0):
+    "n RGB PNG files of size x size in ten class folders: smooth random colour fields plus pixel noise, about CIFAR-10's file sizes."
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        (root / f'c{i % 10}').mkdir(exist_ok=True)
+        low = rng.integers(0, 256, (4, 4, 3)).repeat(size // 4, 0).repeat(size // 4, 1)
+        img = (low + rng.normal(0, 24, (size, size, 3))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / f'c{i % 10}' / f'{i:05d}.png')
+    return root
+
+def loader(a):
+    "Images per second through Trainer(workers=N) on a lazy PNG folder, for N in 0, 1, 2, with a free network and with the 'tiny' U-Net."
+    torch.set_num_threads(1)                                        # the main process: one core for the step, the other for a worker
+    t_all = time.perf_counter()
+    root = png_folder(Path(tempfile.mkdtemp()), a.files)
+    data = image_data(root, lazy=True)
+    nets = {'MLP, 8 hidden units (decoding is the bottleneck)': lambda: dn.MLP(3 * 32 * 32, hidden=8, depth=1, n_classes=10),
+            "'tiny' U-Net": lambda: dn.UNet.preset('tiny', in_channels=3, n_classes=10)}
+    lines = ['# Reading a PNG folder with DataLoader workers (benchmarks/images.py --loader)', '',
+             f'{a.files} RGB 32x32 PNG files (mean {statistics.mean(f.stat().st_size for f in root.rglob("*.png")):.0f} bytes), image_data(folder, lazy=True), '
+             f'batch {a.batch}, {a.loader_steps} optimiser steps per run including the workers\' start, median of {a.repeats} runs; torch {torch.__version__}, '
+             f'1 torch thread in the main process, {os.cpu_count()} CPU cores shared with other work (load average {os.getloadavg()[0]:.1f} at the start: timings are noisy).', '',
+             '| network | workers | images/s | / workers=0 |', '|---|---:|---:|---:|']
+    for name, make in nets.items():
+        base = None
+        for w in (0, 1, 2):
+            rates = []
+            for _ in range(a.repeats):
+                torch.manual_seed(0)
+                tr = dn.Trainer(make(), 'edm', data, batch_size=a.batch, workers=w)
+                t0 = time.perf_counter(); list(tr.steps(a.loader_steps)); rates.append(a.loader_steps * a.batch / (time.perf_counter() - t0))
+            r = statistics.median(rates); base = base or r
+            lines.append(f'| {name} | {w} | {r:.0f} | {r / base:.2f} |')
+    lines += ['', f'run time {time.perf_counter() - t_all:.0f} s']
+    md = '\n'.join(lines) + '\n'
+    print(md); Path(a.out if a.out != str(OUT) else LOADER_OUT).write_text(md)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument('--steps', type=int, default=2000); ap.add_argument('--batch', type=int, default=128)
     ap.add_argument('--n', type=int, default=800, help='samples per row (at most 898: the floor takes two disjoint halves of the 1797 digits)')
     ap.add_argument('--out', default=str(OUT))
+    ap.add_argument('--loader', action='store_true', help='measure DataLoader workers on a PNG folder instead (results/images_loader.md)')
+    ap.add_argument('--files', type=int, default=3000, help='--loader: PNG files in the folder')
+    ap.add_argument('--loader-steps', type=int, default=40, help='--loader: optimiser steps per run')
+    ap.add_argument('--repeats', type=int, default=3, help='--loader: runs per setting (the median is reported)')
     a = ap.parse_args()
+    if a.loader: return loader(a)
     t_all = time.perf_counter()
     x, _ = dn.digits()
     train = x[:1500]

@@ -4,15 +4,15 @@
 
 # %% ../nbs/12_cli.ipynb #c002
 from __future__ import annotations
-import argparse, html, json, struct, sys, time, zlib
+import argparse, base64, html, json, struct, sys, time, zlib
 from pathlib import Path as FilePath
 import torch
 from .paths import PATHS
-from .data import TOYS, toy, image_grid
+from .data import TOYS, toy, image_grid, digits, image_data
 from .nets import UNET_PRESETS
-from .metrics import sliced_wasserstein, mmd
+from .metrics import sliced_wasserstein, mmd, frechet_distance, noise_floor
 from .samplers import SAMPLERS, sample
-from .train import Trainer, RECIPE, LR_SCHEDULES, PRECISIONS, default_net, resolve_device, load_denoiser, training_data
+from .train import Trainer, RECIPE, LR_SCHEDULES, PRECISIONS, default_net, resolve_device, load_denoiser, training_data, digit_features
 
 # %% auto #0
 __all__ = ['DEMO_SAMPLERS', 'CLI_METHODS', 'write_png', 'picture', 'run_demo', 'write_report', 'build_parser', 'main']
@@ -25,13 +25,13 @@ def _info(args) -> int:
 
 # %% ../nbs/12_cli.ipynb #c008
 def _train(args) -> int:
-    data = training_data(args.data, args.n, args.seed, args.size)
+    data = training_data(args.data, args.n, args.seed, args.size, args.lazy)
     if (FilePath(args.out) / 'latest').exists():
-        tr = Trainer.load(args.out, data=data, device=args.device, total_steps=args.steps)
+        tr = Trainer.load(args.out, data=data, device=args.device, total_steps=args.steps, workers=args.workers)
         print(f"resuming {args.out} at step {tr.step} of {args.steps}", flush=True)
     else: tr = Trainer(default_net(data, args.net), args.path, data, batch_size=args.batch_size, lr=args.lr, total_steps=args.steps, device=args.device,
                        seed=args.seed, folder=args.out, save_every=max(1, args.steps // 10), accum=args.accum, precision=args.precision,
-                       lr_schedule=args.lr_schedule)
+                       lr_schedule=args.lr_schedule, workers=args.workers)
     print(f"training {type(tr.net).__name__} on {args.data} {tuple(tr.x.shape)} for {max(0, args.steps - tr.step)} steps on {tr.device}", flush=True)
     grids = _sample_grids(args.out, args.seed) if args.sample_every else None
     tr.fit(max(0, args.steps - tr.step), progress=not args.quiet, every=args.sample_every, callback=grids)
@@ -100,9 +100,29 @@ def _sample(args) -> int:
 DEMO_SAMPLERS = (('dpmpp_2m_sde', 50, 'reverse SDE', {}), ('heun', 25, 'pfODE, 2nd order', dict(kind='karras')), ('dpmpp_2m', 10, 'few-step', {}),
                  ('dopri5', 20, 'adaptive pfODE', dict(rtol=1e-3, atol=1e-3)))
 
+# %% ../nbs/12_cli.ipynb #c016a
+def _image_demo(out:FilePath, steps:int, device, seed:int, progress:bool, n:int=500) -> dict:
+    "The default image recipe on the 8x8 digits: a class-conditional U-Net, n samples (digits.png: 60 of them, a column per digit), FD-digits."
+    x, y = digits()
+    data = image_data(x, labels=y, hflip=False)                  # a mirrored digit is another glyph
+    tr = Trainer(default_net(data), 'edm', data, batch_size=128, total_steps=steps, device=device, seed=seed)
+    if progress: print(f"training a U-Net on the 8x8 digits for {steps} steps on {tr.device}", flush=True)
+    t0 = time.perf_counter(); tr.fit(steps, progress=progress); train_s = time.perf_counter() - t0
+    den = tr.denoiser()
+    xs = sample(den, n, generator=torch.Generator().manual_seed(seed + 4), y=torch.arange(n) % 10).cpu().clamp(-1, 1)
+    write_png(out / 'digits.png', (image_grid(xs, 60, cols=10).float() / 255).repeat_interleave(4, 0).repeat_interleave(4, 1))
+    tr.save(out / 'digits-checkpoint')
+    feats = digit_features(seed=seed)
+    fd = lambda a, b: frechet_distance(feats(a), feats(b))
+    real = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 5))[:n]]
+    return dict(grid='digits.png', steps=steps, train_seconds=round(train_s, 1), n=n, nfe=den.nfe, params=sum(p.numel() for p in tr.net.parameters()),
+                fd_digits=fd(xs, real), fd_floor=noise_floor(fd, x, n, generator=torch.Generator().manual_seed(seed + 6)))
+
 # %% ../nbs/12_cli.ipynb #c017
-def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, progress:bool=True) -> dict:
-    "Train on the 8-Gaussian ring, sample with several samplers, write out/report.html; returns the report's numbers."
+def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, progress:bool=True,
+             image_steps:int=400,   # training steps of the digits U-Net (0: no image part)
+            ) -> dict:
+    "Train on the 8-Gaussian ring and on the 8x8 digits, sample, write out/report.html (with digits.png); returns the report's numbers."
     out = FilePath(out); out.mkdir(parents=True, exist_ok=True)
     data, held_out = toy('ring8', 20_000, seed=seed), toy('ring8', n, seed=seed + 1)
     tr = Trainer(default_net(data), 'edm', data, total_steps=steps, device=device, seed=seed)
@@ -120,6 +140,7 @@ def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, 
                  mmd=mmd(toy('ring8', n, seed=seed + 3), held_out))
     report = dict(steps=steps, train_seconds=round(train_s, 1), device=str(tr.device), rows=rows, floor=floor,
                   final_loss=sum(tr.losses[-100:]) / len(tr.losses[-100:]))
+    if image_steps: report['images'] = _image_demo(out, image_steps, device, seed, progress)
     write_report(out / 'report.html', report, tr, held_out, clouds)
     tr.save(out / 'checkpoint')
     (out / 'report.json').write_text(json.dumps(report, indent=1))
@@ -127,8 +148,19 @@ def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, 
     return report
 
 # %% ../nbs/12_cli.ipynb #c018
+def _image_section(path, img:dict|None) -> str:
+    "The report's digits section: the sample grid embedded as a PNG, FD-digits against its floor."
+    if not img: return ''
+    png = base64.b64encode((FilePath(path).parent / img['grid']).read_bytes()).decode()
+    return (f"<h2>Images: the 8x8 digits</h2><p>The default image recipe, a class-conditional U-Net of {img['params']:,} parameters, "
+            f"{img['steps']} steps at batch 128 in {img['train_seconds']} s; {img['n']} samples by the default sampler at {img['nfe']} NFE, "
+            f"60 of them below (a column per digit, <code>{html.escape(img['grid'])}</code>). FD-digits {img['fd_digits']:.2f}; its floor, "
+            f"two halves of the real digits, {img['fd_floor']:.2f}.</p><img alt='samples of the digits model' src='data:image/png;base64,{png}' "
+            "style='image-rendering:pixelated;border:1px solid #ccc'>")
+
+#| export
 def write_report(path, report:dict, tr:Trainer, data, clouds:dict) -> None:
-    "A self-contained HTML report: the samplers' table, data against samples, the loss curve (plotly.js inlined once)."
+    "A self-contained HTML report: the samplers' table, data against samples, the loss curve (plotly.js inlined once), the digits' grid."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     names = list(clouds)
@@ -145,13 +177,13 @@ def write_report(path, report:dict, tr:Trainer, data, clouds:dict) -> None:
     body = (f"<h1>diffnb demo</h1><p>{report['steps']} training steps in {report['train_seconds']} s on {report['device']}; "
             f"final loss {report['final_loss']:.4f}. Metrics against {len(data)} held-out data points.</p>{table}"
             f"<h2>Samples</h2>{fig.to_html(full_html=False, include_plotlyjs=True)}"
-            f"<h2>Training loss</h2>{tr.plot().to_html(full_html=False, include_plotlyjs=False)}")
+            f"<h2>Training loss</h2>{tr.plot().to_html(full_html=False, include_plotlyjs=False)}" + _image_section(path, report.get('images')))
     css = "body{font-family:sans-serif;max-width:1200px;margin:20px auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:4px 10px}"
     FilePath(path).write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>diffnb demo</title><style>{css}</style></head><body>{body}</body></html>")
 
 # %% ../nbs/12_cli.ipynb #c019
 def _demo(args) -> int:
-    run_demo(args.out, args.steps, args.n, args.device, args.seed, progress=not args.quiet)
+    run_demo(args.out, args.steps, args.n, args.device, args.seed, progress=not args.quiet, image_steps=args.image_steps)
     return 0
 
 # %% ../nbs/12_cli.ipynb #c021
@@ -174,6 +206,8 @@ def _train_parser(sub, fmt:dict) -> argparse.ArgumentParser:
     t.add_argument('--accum', type=int, default=1, help='micro-batches per optimiser step (gradient accumulation; must divide the batch size)')
     t.add_argument('--precision', default='auto', choices=PRECISIONS, help="'auto': bf16 on CUDA, fp32 on the CPU; fp16 needs CUDA")
     t.add_argument('--sample-every', type=int, default=None, help='write OUT/samples-STEP.png (EMA samples: a grid for images) every this many steps')
+    t.add_argument('--lazy', action='store_true', help="keep a folder's images in their files, decoded batch by batch (data larger than memory)")
+    t.add_argument('--workers', type=int, default=0, help='processes decoding batches (DataLoader workers; the batches are the same as with 0)')
     t.set_defaults(func=_train)
     return t
 
@@ -196,8 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--label', type=int, default=None, help='class label (conditional models)')
     s.add_argument('--guidance', type=float, default=1., help='classifier-free guidance scale with --label')
     s.set_defaults(func=_sample)
-    d = sub.add_parser('demo', help='train on the 8-Gaussian ring, compare samplers, write a report', **fmt)
+    d = sub.add_parser('demo', help='train on the 8-Gaussian ring and the 8x8 digits, compare samplers, write a report', **fmt)
     d.add_argument('--out', default='demo', help='folder of report.html'); d.add_argument('--steps', type=int, default=3000, help='optimiser steps')
+    d.add_argument('--image-steps', type=int, default=400, help="optimiser steps of the digits U-Net (0: leave the image part out)")
     d.add_argument('--n', type=int, default=5000, help='samples per sampler')
     d.set_defaults(func=_demo)
     for p_ in (t, s, d):
@@ -216,6 +251,8 @@ def main(argv:list|None=None) -> int:
     if getattr(args, 'steps', 1) < 1: ap.error(f'--steps {args.steps}: must be >= 1')
     if getattr(args, 'n', 2) < (1 if args.command == 'sample' else 2): ap.error(f"{'-n' if args.command == 'sample' else '--n'} {args.n}: must be >= {1 if args.command == 'sample' else 2}")
     if getattr(args, 'sample_every', None) is not None and args.sample_every < 1: ap.error(f'--sample-every {args.sample_every}: must be >= 1')
+    if getattr(args, 'image_steps', 0) < 0: ap.error(f'--image-steps {args.image_steps}: must be >= 0')
+    if getattr(args, 'workers', 0) < 0: ap.error(f'--workers {args.workers}: must be >= 0')
     if getattr(args, 'threads', None) is not None:
         if args.threads < 1: ap.error(f'--threads {args.threads}: must be >= 1')
         torch.set_num_threads(args.threads)

@@ -17,7 +17,7 @@ from .denoisers import Denoiser
 
 # %% auto #0
 __all__ = ['TOYS', 'IMAGE_SUFFIXES', 'GaussianMixture', 'density_map', 'ring_mixture', 'random_mixture', 'EmpiricalOracle', 'toy',
-           'digits', 'ImageData', 'image_data', 'image_grid']
+           'digits', 'ImageData', 'FolderImages', 'image_data', 'image_grid']
 
 # %% ../nbs/02_data.ipynb #c006
 def _as64(x, name):
@@ -379,7 +379,7 @@ def digits() -> tuple[Tensor, Tensor]:
 @dataclass
 class ImageData:
     "Images stored as uint8 (n, C, H, W), served as float in [-1, 1]; labels and class names where the source has them."
-    images: Tensor                # uint8 (n, C, H, W), C = 1 (grayscale) or 3 (RGB)
+    images: Tensor                # uint8 (n, C, H, W), C = 1 (grayscale) or 3 (RGB): in memory, memory-mapped, or FolderImages (read from files)
     labels: Tensor|None = None    # int64 (n,), indices into classes
     classes: list|None = None     # class names (a folder's sub-folder names)
     hflip: bool = True            # random horizontal flips when a Trainer draws a batch
@@ -392,16 +392,23 @@ class ImageData:
     @property
     def shape(self) -> torch.Size: return self.images.shape
     def dim(self) -> int: return 4
+    @property
+    def lazy(self) -> bool: return not isinstance(self.images, Tensor)   # the pixels stay in the folder's files
     def __repr__(self):
         c = f", {len(self.classes)} classes" if self.classes else (", labelled" if self.labels is not None else '')
-        return f"ImageData({len(self)} images of {self.shape[1]}x{self.shape[2]}x{self.shape[3]}{c}, hflip={self.hflip})"
+        return f"ImageData({len(self)} images of {self.shape[1]}x{self.shape[2]}x{self.shape[3]}{c}, hflip={self.hflip}{', read from files' if self.lazy else ''})"
 
 # %% ../nbs/02_data.ipynb #c061
 @patch
+def read(self:ImageData, idx=None) -> Tensor:
+    "The uint8 images at idx (all of them by default): from memory, from a memory map, or decoded from their files."
+    u = self.images if idx is None else self.images[idx]
+    return u if isinstance(u, Tensor) else u.load()
+
+@patch
 def decode(self:ImageData, idx=None) -> Tensor:
     "Float32 images in [-1, 1]: all of them, or those at idx."
-    u = self.images if idx is None else self.images[idx]
-    return u.float() / 127.5 - 1
+    return self.read(idx).float() / 127.5 - 1
 
 @patch
 def __getitem__(self:ImageData, i):
@@ -442,16 +449,29 @@ def _image_files(root:FilePath) -> tuple[list, list|None, list|None]:
     return files, [classes.index(f.relative_to(root).parts[0]) for f in files], classes
 
 # %% ../nbs/02_data.ipynb #c066
-def _open_images(files:list, root:FilePath) -> list:
-    "Each file read by Pillow (fully loaded), or a ValueError naming those it cannot read."
+def _scan(files:list, root:FilePath, size) -> tuple[str, tuple]:
+    "The mode every image is read in (RGB if any is in colour, else grayscale) and their size (h, w), from the files' headers alone."
     from PIL import Image
-    ims, bad = [], []
+    heads, bad = [], []
     for f in files:
         try:
-            with Image.open(f) as im: im.load(); ims.append(im.copy())
+            with Image.open(f) as im: heads.append((im.mode, im.size))
         except (OSError, ValueError, Image.DecompressionBombError): bad.append(str(f.relative_to(root)))
     if bad: raise ValueError(f"source={str(root)!r}: {len(bad)} file(s) Pillow cannot read: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
-    return ims
+    floats = [f for f, (m, _) in zip(files, heads) if m == 'F']
+    if floats: raise ValueError(f"source={str(root)!r}: {floats[0].relative_to(root)} is a 32-bit float image; save it with 8 or 16 bits per channel")
+    gray = [m in ('1', 'L') or m.startswith('I') for m, _ in heads]          # 16-bit grayscale ('I;16') is read as 8-bit grayscale
+    mode = 'L' if all(gray) else 'RGB'
+    if mode == 'RGB' and any(gray):
+        warnings.warn(f"source={str(root)!r}: {sum(gray)} grayscale image(s) among colour ones converted to RGB (e.g. {files[gray.index(True)].relative_to(root)})")
+    if size is not None: return mode, (size, size) if isinstance(size, int) else tuple(size)
+    sizes = sorted({s for _, s in heads})
+    if len(sizes) > 1:
+        (w1, h1), (w2, h2) = sizes[:2]
+        eg = lambda sz: files[next(i for i, (_, s) in enumerate(heads) if s == sz)].relative_to(root)
+        raise ValueError(f"source={str(root)!r}: images differ in size, {h1}x{w1} (e.g. {eg((w1, h1))}) and {h2}x{w2} (e.g. {eg((w2, h2))}); "
+                         "pass size= to resize and centre-crop them to one size")
+    return mode, sizes[0][::-1]
 
 # %% ../nbs/02_data.ipynb #c067
 def _eight_bit(im, f:FilePath, root:FilePath):
@@ -461,25 +481,62 @@ def _eight_bit(im, f:FilePath, root:FilePath):
     if im.mode.startswith('I'): return Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
     return im
 
-def _to_one_format(ims:list, files:list, root:FilePath, size) -> Tensor:
-    "The images in one mode (RGB if any is in colour, else grayscale) and one size, stacked as uint8 (n, C, H, W)."
-    from PIL import ImageOps, Image
-    ims = [_eight_bit(im, f, root) for im, f in zip(ims, files)]
-    gray = [im.mode in ('1', 'L') for im in ims]
-    mode = 'L' if all(gray) else 'RGB'
-    if mode == 'RGB' and any(gray):
-        warnings.warn(f"source={str(root)!r}: {sum(gray)} grayscale image(s) among colour ones converted to RGB (e.g. {files[gray.index(True)].relative_to(root)})")
-    ims = [im.convert(mode) for im in ims]
-    if size is not None:
-        h, w = (size, size) if isinstance(size, int) else size
-        ims = [ImageOps.fit(im, (w, h), Image.Resampling.BICUBIC) for im in ims]
-    sizes = {im.size for im in ims}
-    if len(sizes) > 1:
-        (w1, h1), (w2, h2) = sorted(sizes)[:2]
-        eg = lambda sz: files[next(i for i, im in enumerate(ims) if im.size == sz)].relative_to(root)
-        raise ValueError(f"source={str(root)!r}: images differ in size, {h1}x{w1} (e.g. {eg((w1, h1))}) and {h2}x{w2} (e.g. {eg((w2, h2))}); "
-                         "pass size= to resize and centre-crop them to one size")
-    return _uint8_images(np.stack([np.asarray(im) for im in ims]))
+def _read_file(f:FilePath, root:FilePath, mode:str, hw:tuple, fit:bool) -> np.ndarray:
+    "One image file decoded as uint8 (C, H, W) in `mode` ('L' or 'RGB'), resized and centre-cropped to hw = (h, w) when fit is set."
+    from PIL import Image, ImageOps
+    try:
+        with Image.open(f) as im:
+            im.load()
+            im = _eight_bit(im, f, root).convert(mode)
+    except (OSError, Image.DecompressionBombError) as e: raise ValueError(f"source={str(root)!r}: Pillow cannot read {f.relative_to(root)} ({e})") from None
+    if fit: im = ImageOps.fit(im, (hw[1], hw[0]), Image.Resampling.BICUBIC)
+    a = np.array(im)                                              # a writable copy for torch
+    if a.shape[:2] != tuple(hw):
+        raise ValueError(f"source={str(root)!r}: {f.relative_to(root)} is {a.shape[0]}x{a.shape[1]}, the others {hw[0]}x{hw[1]}; pass size= to resize them all")
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+# %% ../nbs/02_data.ipynb #c067b
+class FolderImages:
+    "A folder's images as a read-only uint8 (n, C, H, W) array kept on disk: Pillow decodes a file only when its row is read."
+    dtype = torch.uint8
+    def __init__(self, root:FilePath, # the folder
+                 files:list,          # its image files, in row order
+                 mode:str,            # 'L' (grayscale) or 'RGB', what every file is converted to
+                 hw:tuple,            # (h, w) of every image
+                 fit:bool=False,      # resize and centre-crop each file to hw (size= was given)
+                ):
+        self.root, self.files, self.mode, self.hw, self.fit = FilePath(root), list(files), mode, tuple(hw), fit
+    @property
+    def shape(self) -> torch.Size: return torch.Size((len(self.files), 1 if self.mode == 'L' else 3, *self.hw))
+    def dim(self) -> int: return 4
+    def __len__(self): return len(self.files)
+    def __repr__(self): return f"FolderImages({len(self)} files of {str(self.root)!r} as {self.mode} {self.hw[0]}x{self.hw[1]})"
+    def __getitem__(self, i):
+        "A slice is a view of those files (nothing is read); an index reads one image (C, H, W), a list or tensor of indices a batch."
+        if isinstance(i, slice): return FolderImages(self.root, self.files[i], self.mode, self.hw, self.fit)
+        read = lambda k: torch.from_numpy(_read_file(self.files[k], self.root, self.mode, self.hw, self.fit))
+        idx = torch.as_tensor(i)
+        if idx.dtype == torch.bool: idx = idx.nonzero().flatten()
+        if idx.dim() == 0: return read(int(idx))
+        out = torch.empty((len(idx), *self.shape[1:]), dtype=torch.uint8)
+        for j, k in enumerate(idx.tolist()): out[j] = read(k)
+        return out
+
+# %% ../nbs/02_data.ipynb #c067c
+@patch
+def load(self:FolderImages) -> Tensor:
+    "Every image decoded, as one uint8 tensor."
+    return self[torch.arange(len(self))]
+
+@patch
+def fingerprint(self:ImageData):
+    "Bytes that identify the images, chunk by chunk: their pixels, or for a lazy folder its files' names and sizes and how they are read."
+    if not self.lazy:
+        for i in range(0, len(self), 65536): yield self.images[i:i + 65536].contiguous().numpy().tobytes()
+        return
+    im = self.images                                              # decoding every file to hash it would read the whole set
+    yield f"{im.mode} {im.hw} {im.fit}\n".encode()
+    for f in im.files: yield f"{f.relative_to(im.root)}\t{f.stat().st_size}\n".encode()
 
 # %% ../nbs/02_data.ipynb #c068
 def _rows_source(source) -> tuple:
@@ -494,29 +551,49 @@ def _rows_source(source) -> tuple:
     labels = torch.as_tensor([r[lab] for r in source]).long() if lab else None
     return _uint8_images(np.stack(ims)), labels, None
 
+# %% ../nbs/02_data.ipynb #c068a
+def _folder(root:FilePath, size) -> tuple:
+    "(FolderImages, labels, classes) of an image folder, checked from the files' headers."
+    files, labels, classes = _image_files(root)
+    mode, hw = _scan(files, root, size)
+    return FolderImages(root, files, mode, hw, fit=size is not None), None if labels is None else torch.tensor(labels), classes
+
+def _checked_labels(labels, n:int) -> Tensor|None:
+    "Labels as int64 (n,), or a ValueError naming what is wrong with them."
+    if labels is None: return None
+    try: lab = labels.detach().cpu() if isinstance(labels, Tensor) else torch.as_tensor(np.asarray(labels))
+    except (TypeError, ValueError, RuntimeError): raise ValueError(f"labels: must be integers >= 0, got {type(labels).__name__}") from None
+    whole = lab.dtype != torch.bool and not lab.is_complex() and (not lab.is_floating_point() or bool((lab == lab.round()).all()))
+    if not whole: raise ValueError(f"labels: must be integers >= 0, got {lab.dtype} values such as {lab.flatten()[:3].tolist()}")
+    lab = lab.long()
+    if lab.shape != (n,): raise ValueError(f"labels: shape {tuple(lab.shape)}, expected ({n},): one per image")
+    if bool((lab < 0).any()): raise ValueError("labels: must be integers >= 0")
+    return lab
+
 # %% ../nbs/02_data.ipynb #c069
 def image_data(source,                 # a folder of images, an array (uint8, or float in [0, 1] / [-1, 1]), a torchvision or Hugging Face dataset
                labels=None,            # labels for an array (a folder's come from its sub-folders)
                size:int|tuple|None=None, # resize and centre-crop every image to size (h, w) or size x size
                hflip:bool=True,        # random horizontal flips when training
                cache:str|None=None,    # a .npy file: a folder is decoded into it once and memory-mapped after (data larger than memory)
+               lazy:bool=False,        # keep a folder's images in their files, decoded when a batch draws them (Trainer(workers=N) decodes in parallel)
               ) -> ImageData:
     "Images from a folder, an array or a dataset as one ImageData (uint8 storage, float in [-1, 1] when drawn)."
     if isinstance(source, ImageData): return source
+    folder = isinstance(source, (str, os.PathLike))
+    if lazy and (cache is not None or not folder):
+        raise ValueError(f"lazy=True: reads a folder's files batch by batch; {'cache= memory-maps a decoded copy instead: give one of them' if folder else f'this source ({type(source).__name__}) is already in memory'}")
+    if folder and labels is not None: raise ValueError(f"labels: a folder's labels come from its class sub-folders; {str(source)!r} takes none")
     if cache is not None: return _cached(source, labels, size, hflip, FilePath(cache))
     classes = None
-    if isinstance(source, (str, os.PathLike)):
-        root = FilePath(source)
-        files, labels, classes = _image_files(root)
-        images = _to_one_format(_open_images(files, root), files, root, size)
-        labels = None if labels is None else torch.tensor(labels)
+    if folder:
+        images, labels, classes = _folder(FilePath(source), size)
+        if not lazy: images = images.load()
     elif hasattr(source, 'column_names') or (hasattr(source, 'data') and hasattr(source, 'targets')): images, labels, classes = _rows_source(source)
     else: images = _uint8_images(source)
-    if size is not None and not isinstance(source, (str, os.PathLike)) and tuple(images.shape[2:]) != ((size, size) if isinstance(size, int) else tuple(size)):
+    if size is not None and not folder and tuple(images.shape[2:]) != ((size, size) if isinstance(size, int) else tuple(size)):
         raise ValueError(f"size={size!r}: resizing applies to image folders; these images are {images.shape[2]}x{images.shape[3]}")
-    labels = None if labels is None else torch.as_tensor(labels).long()
-    if labels is not None and bool((labels < 0).any()): raise ValueError("labels: must be integers >= 0")
-    return ImageData(images, labels, classes, hflip)
+    return ImageData(images, _checked_labels(labels, images.shape[0]), classes, hflip)
 
 # %% ../nbs/02_data.ipynb #c071
 def image_grid(x:Tensor,           # (n, C, H, W) or (n, H, W) images, data in [-1, 1]
@@ -539,15 +616,23 @@ def image_grid(x:Tensor,           # (n, C, H, W) or (n, H, W) images, data in [
     return out
 
 # %% ../nbs/02_data.ipynb #c073
+def _write_cache(d:ImageData, cache:FilePath, chunk:int=1024):
+    "Write d's uint8 images into the .npy file cache, a chunk of images at a time (a folder is never held in memory whole)."
+    tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
+    out = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=tuple(d.shape))
+    for i in range(0, len(d), chunk): out[i:i + chunk] = d.read(slice(i, i + chunk)).numpy()
+    out.flush(); del out
+    os.replace(tmp, cache)                                        # a cache file exists only once it is complete
+
 def _cached(source, labels, size, hflip:bool, cache:FilePath) -> ImageData:
     "The ImageData of `source` through the uint8 .npy cache file (written on first use, memory-mapped after)."
     import json
     if cache.suffix != '.npy': raise ValueError(f"cache={str(cache)!r}: must name a .npy file")
-    meta = cache.with_suffix('.json')
-    listing = sorted(str(f.relative_to(source)) for f in _image_files(FilePath(source))[0]) if isinstance(source, (str, os.PathLike)) else None
+    meta, folder = cache.with_suffix('.json'), isinstance(source, (str, os.PathLike))
+    listing = sorted(str(f.relative_to(source)) for f in _image_files(FilePath(source))[0]) if folder else None
     if not cache.exists():
-        d = image_data(source, labels, size, hflip)
-        np.save(cache, d.images.numpy())
+        d = image_data(source, labels, size, hflip, lazy=folder)
+        _write_cache(d, cache)
         meta.write_text(json.dumps(dict(labels=None if d.labels is None else d.labels.tolist(), classes=d.classes, files=listing,
                                         size=list(size) if isinstance(size, tuple) else size)))
     info = json.loads(meta.read_text()) if meta.exists() else {}

@@ -4,12 +4,12 @@
 
 # %% ../nbs/03_metrics.ipynb #c002
 from __future__ import annotations
-import math, warnings
+import importlib, importlib.util, math, sys, types, warnings
 from dataclasses import dataclass, fields
 from pathlib import Path as FilePath
 import torch
 from torch import Tensor
-from .paths import as_generator
+from .paths import as_generator, resolve_device
 from .data import GaussianMixture
 import numpy as np
 
@@ -254,11 +254,20 @@ def compare_ica(x:Tensor,              # data (B, *event)
     return pd.DataFrame({k: r.summary() for k, r in rows.items()}).T, ica
 
 # %% ../nbs/03_metrics.ipynb #c041
+def _frechet_gram(a:Tensor, b:Tensor) -> float:
+    "The Fréchet distance through n x n Gram matrices, exact when a set has fewer points than dimensions."
+    A, B = a - a.mean(0), b - b.mean(0)
+    if len(A) > len(B): A, B = B, A
+    K = A @ B.T                                                  # nonzero eigenvalues of C_a C_b are those of K K^T / ((n_a - 1)(n_b - 1))
+    cross = torch.linalg.eigvalsh(K @ K.T).clamp(min=0).sqrt().sum().item() / math.sqrt((len(A) - 1) * (len(B) - 1))
+    return max(((a.mean(0) - b.mean(0))**2).sum().item() + A.pow(2).sum().item() / (len(A) - 1) + B.pow(2).sum().item() / (len(B) - 1) - 2 * cross, 0.)
+
 def frechet_distance(feats_a:Tensor, # features of one set (n_a, d), e.g. real images through a feature network
                      feats_b:Tensor, # features of the other (n_b, d)
                     ) -> float:
     "Fréchet distance between Gaussians fitted to two feature sets (FID on Inception features): gaussian_w2 squared."
     a, b = _pair_check(feats_a, feats_b, ('feats_a', 'feats_b'))
+    if min(len(a), len(b)) < a.shape[1]: return _frechet_gram(a, b)   # a covariance of rank below d: n x n matrices instead of d x d
     moments = lambda f: (f.mean(0), torch.cov(f.T).reshape(f.shape[1], f.shape[1]))
     return gaussian_w2(*moments(a), *moments(b))**2
 
@@ -323,20 +332,57 @@ def precision_recall(real:Tensor, fake:Tensor, # real and generated features (n,
     return PrecisionRecall(_inside(f, r, _knn_radius(r, k)), _inside(r, f, _knn_radius(f, k)))
 
 # %% ../nbs/03_metrics.ipynb #c055
-INCEPTION_WEIGHTS = 'pt_inception-2015-12-05-6726825d.pth'   # torch-fidelity's port of the TensorFlow Inception-v3 used for FID
+INCEPTION_WEIGHTS = 'weights-inception-2015-12-05-6726825d.pth'   # torch-fidelity's port of the TensorFlow Inception-v3 used for FID
 
-def inception_features(images:Tensor,       # (n, C, H, W) images in [-1, 1], C = 1 or 3
+def _fidelity_inception():
+    "torch-fidelity's FID Inception-v3 class; where its package cannot be imported (no usable torchvision), its Inception modules alone."
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        return FeatureExtractorInceptionV3
+    except (ImportError, RuntimeError, OSError) as e: err = e       # its __init__ imports torchvision for the CLIP, VGG and DINOv2 extractors
+    spec = importlib.util.find_spec('torch_fidelity')
+    if spec is None: raise ImportError("inception_features: needs torch-fidelity (pip install --no-deps torch-fidelity; its Inception-v3 needs only torch)") from err
+    mine = lambda: [k for k in sys.modules if k == 'torch_fidelity' or k.startswith('torch_fidelity.')]
+    held = {k: sys.modules.pop(k) for k in mine()}
+    pkg = types.ModuleType('torch_fidelity')
+    pkg.__path__, pkg.__spec__ = list(spec.submodule_search_locations), spec
+    sys.modules['torch_fidelity'] = pkg                                # the package without running its __init__
+    try: return importlib.import_module('torch_fidelity.feature_extractor_inceptionv3').FeatureExtractorInceptionV3
+    finally:
+        for k in mine(): del sys.modules[k]
+        sys.modules.update(held)
+
+# %% ../nbs/03_metrics.ipynb #c055a
+def _inception(weights:FilePath):
+    "torch-fidelity's FID Inception-v3 with the weights of a local file, refused by name unless it holds tensors that fit."
+    cls = _fidelity_inception()
+    try: torch.load(weights, map_location='cpu', weights_only=True)
+    except Exception as e: raise ValueError(f"weights={str(weights)!r}: not a file of tensors torch loads safely ({type(e).__name__}); expected {INCEPTION_WEIGHTS}") from None
+    try: return cls('inception-v3-compat', ['2048'], feature_extractor_weights_path=str(weights)).eval()
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"weights={str(weights)!r}: does not fit Inception-v3 ({str(e).splitlines()[0][:160]}); expected {INCEPTION_WEIGHTS}") from None
+
+def _images_u8(images) -> Tensor:
+    "Images as uint8 (n, C, H, W): uint8 as they are, float in [-1, 1] (clamped) rounded; (n, H, W) is grayscale."
+    x = images if isinstance(images, Tensor) else torch.as_tensor(np.asarray(images))
+    if x.dim() == 3: x = x[:, None]
+    if x.dim() != 4 or x.shape[1] not in (1, 3) or len(x) == 0:
+        raise ValueError(f"images: shape {tuple(x.shape)}; expected (n, C, H, W) with n >= 1 and C = 1 or 3, or (n, H, W)")
+    if x.dtype == torch.uint8: return x
+    if not x.is_floating_point() or not bool(torch.isfinite(x).all()): raise ValueError(f"images: {x.dtype}; expected uint8, or finite floats in [-1, 1]")
+    return ((x.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+# %% ../nbs/03_metrics.ipynb #c055b
+def inception_features(images:Tensor,       # (n, C, H, W) or (n, H, W) images: float in [-1, 1] or uint8, C = 1 or 3, any size
                        weights:str,         # the local weights file (INCEPTION_WEIGHTS)
                        batch_size:int=100, device='cpu') -> Tensor:
-    "(n, 2048) float64 Inception-v3 pool features through torch-fidelity, from a local weights file (nothing is downloaded)."
+    "(n, 2048) float64 Inception-v3 pool features, FID's and KID's, through torch-fidelity from a local weights file (nothing is downloaded)."
     if not FilePath(weights).is_file():
         raise ValueError(f"weights={str(weights)!r}: no such file; FID needs Inception-v3's weights as a local file ({INCEPTION_WEIGHTS}, from torch-fidelity's releases)")
-    try: from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-    except ImportError as e: raise ImportError("inception_features: needs torch-fidelity (pip install torch-fidelity, which brings torchvision)") from e
-    fe = FeatureExtractorInceptionV3('inception-v3-compat', ['2048'], feature_extractor_weights_path=str(weights)).eval().to(device)
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size]
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        with torch.no_grad(): out.append(fe(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).to(device))[0].double().cpu())
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
+    x, dev = _images_u8(images), resolve_device(device)
+    fe, out = _inception(FilePath(weights)).to(dev), []
+    for i in range(0, len(x), batch_size):
+        u = x[i:i + batch_size]
+        with torch.no_grad(): out.append(fe(u.expand(-1, 3, -1, -1).to(dev))[0].double().cpu())   # grayscale: one channel three times
     return torch.cat(out)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #c002
 from __future__ import annotations
-import contextlib, hashlib, inspect, json, math, numbers, os, re, shutil, time, warnings
+import collections, contextlib, hashlib, inspect, json, math, numbers, os, re, shutil, time, warnings
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 import copy
@@ -201,11 +201,13 @@ def training_data(spec:str,          # a toy name, 'digits', a folder of images,
                   n:int=20_000,       # points of a toy
                   seed:int=0,         # the toy's seed
                   size:int|None=None, # resize and centre-crop a folder's images to size x size
+                  lazy:bool=False,    # keep a folder's images in their files, decoded as batches draw them
                  ):
     "Training data named on a command line (diffnb train, python -m diffnb.distributed)."
     if size is not None and not FilePath(spec).is_dir(): raise ValueError(f"--size {size}: resizes a folder's images; {spec!r} is not a folder (a toy's size is --points)")
+    if lazy and not FilePath(spec).is_dir(): raise ValueError(f"--lazy: reads a folder's files batch by batch; {spec!r} is not a folder")
     if spec in TOYS: return toy(spec, n, seed=seed)
-    if FilePath(spec).is_dir(): return image_data(spec, size=size)
+    if FilePath(spec).is_dir(): return image_data(spec, size=size, lazy=lazy)
     if spec == 'digits': return digits()
     p = FilePath(spec)
     if p.suffix == '.npy' and p.exists(): return torch.as_tensor(np.load(p)).float()
@@ -247,7 +249,7 @@ class Trainer:
                  total_steps:int|None=None,  # where the cosine schedule reaches 0 (None: the end of each steps(n)/fit(n) call)
                  p_uncond:float=0.1,         # label dropout for classifier-free guidance (conditional data only)
                  sigma_data:float|None=None, # data standard deviation (default: measured on the data)
-                 device='auto', seed:int=0,
+                 device='auto', seed:int=0, workers:int=0, # workers: processes decoding batches (torch DataLoader workers; 0: this one), the same batches
                  compile:bool=False,         # torch.compile the network
                  precision:str='auto',       # 'auto' (bf16 on CUDA, fp32 on the CPU), 'bf16' (autocast on either), 'fp16' (CUDA, loss scaling) or 'fp32'
                  accum:int=1,                # micro-batches per optimiser step: batch_size / accum points each, the same step as one large batch
@@ -278,7 +280,8 @@ def _checked_options(o:dict) -> dict:
                   grad_clip=dict(lo=0, strict_lo=True, none_ok=True), warmup=dict(lo=0, integer=True), seed=dict(lo=0, integer=True),
                   total_steps=dict(lo=1, integer=True, none_ok=True), save_every=dict(lo=1, integer=True, none_ok=True),
                   keep=dict(lo=0, integer=True), sigma_data=dict(lo=0, strict_lo=True, none_ok=True), t_loc=dict(none_ok=True),
-                  t_scale=dict(lo=0, strict_lo=True, none_ok=True), accum=dict(lo=1, integer=True), snapshot_every=dict(lo=1, integer=True))
+                  t_scale=dict(lo=0, strict_lo=True, none_ok=True), accum=dict(lo=1, integer=True), snapshot_every=dict(lo=1, integer=True),
+                  workers=dict(lo=0, integer=True))
     o['post_hoc_ema'] = [float(v) for v in o['post_hoc_ema']] if isinstance(o['post_hoc_ema'], (tuple, list)) else o['post_hoc_ema']
     if not isinstance(o['post_hoc_ema'], list): raise ValueError(f"post_hoc_ema={o['post_hoc_ema']!r}: a tuple of relative widths such as (0.05, 0.10)")
     for v in o['post_hoc_ema']: power_ema_gamma(v)
@@ -290,11 +293,12 @@ def _checked_options(o:dict) -> dict:
 def _data_moments(x) -> tuple[float, float]:
     "(standard deviation of every value, RMS radius sqrt E|x|^2) of the training data; uint8 images decoded in chunks."
     if isinstance(x, Tensor): return x.std().item(), x.flatten(1).pow(2).sum(1).mean().sqrt().item()
+    if x.lazy and len(x) > 4096: x = x[::math.ceil(len(x) / 4096)]   # images read from files: 4096 evenly spaced ones, not a pass over the set
     s1 = s2 = 0.
     for i in range(0, len(x), 4096):
         v = x.decode(slice(i, i + 4096)).double()
         s1, s2 = s1 + v.sum().item(), s2 + v.pow(2).sum().item()
-    m = x.images.numel()
+    m = len(x) * math.prod(x.shape[1:])
     return math.sqrt(max(s2 / m - (s1 / m)**2, 0.) * m / (m - 1)), math.sqrt(s2 / len(x))
 
 # %% ../nbs/06_train.ipynb #c044
@@ -307,6 +311,9 @@ def _set_data(self:Trainer, data, o:dict):
                          f"resume it with Trainer.load({str(folder)!r}, data=...), or choose a new folder")
     self.x, self.y = _as_data(data, o['seed'])
     self.has_data, n = True, self.x.shape[0]
+    if o['workers'] and type(self)._batch is not Trainer._batch:
+        raise ValueError(f"workers={o['workers']}: {type(self).__name__} draws its own batches in this process; use workers=0")
+    self.workers = o['workers']
     b = min(self.default_batch, n) if o['batch_size'] is None else o['batch_size']
     if isinstance(b, bool) or not isinstance(b, numbers.Integral) or not 1 <= b <= n:
         raise ValueError(f"batch_size={b!r}: must be an integer from 1 to the number of data points ({n})")
@@ -373,34 +380,74 @@ def model(self:Trainer, ema:bool=True):
 
 # %% ../nbs/06_train.ipynb #c051
 @patch
-def _indices(self:Trainer) -> Tensor:
-    "The data rows of the next batch."
-    return torch.randint(0, self.x.shape[0], (self.batch_size,), generator=self.gen)
+def _indices(self:Trainer, g:torch.Generator|None=None) -> Tensor:
+    "The data rows of the next batch, from the trainer's generator (or g)."
+    return torch.randint(0, self.x.shape[0], (self.batch_size,), generator=self.gen if g is None else g)
+
+@patch
+def _flips(self:Trainer, n:int, g:torch.Generator|None=None) -> Tensor|None:
+    "Which of n drawn images to mirror left-right (None when the data asks for no flips), from the trainer's generator (or g)."
+    if isinstance(self.x, Tensor) or not self.x.hflip: return None
+    return torch.rand(n, generator=self.gen if g is None else g) < 0.5
 
 # %% ../nbs/06_train.ipynb #c052
+def _read_rows(x, idx:Tensor, flip:Tensor|None=None) -> Tensor:
+    "The data points at idx: rows of a tensor, or uint8 images decoded to [-1, 1] (from their files for a lazy folder), mirrored where flip is set."
+    v = x[idx] if isinstance(x, Tensor) else x.decode(idx)
+    return v if flip is None else torch.where(flip[:, None, None, None], v.flip(-1), v)
+
 @patch
 def _rows(self:Trainer, idx:Tensor) -> Tensor:
-    "The data points at idx: uint8 images decoded to [-1, 1] and, where the data asks, flipped left-right at random (the trainer's generator)."
-    if isinstance(self.x, Tensor): return self.x[idx]
-    x = self.x.decode(idx)
-    if not self.x.hflip: return x
-    flip = torch.rand(len(idx), generator=self.gen) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    "The data points at idx: images decoded to [-1, 1] and, where the data asks, flipped left-right at random (the trainer's generator)."
+    return _read_rows(self.x, idx, self._flips(len(idx)))
 
 # %% ../nbs/06_train.ipynb #c053
 @patch
-def _batch(self:Trainer) -> tuple:
-    "(x0, y, t, eps) of the next batch, drawn from the trainer's generator."
-    g, idx = self.gen, self._indices()
-    x0, y = self._rows(idx), None if self.y is None else self.y[idx]
+def _draw(self:Trainer, g:torch.Generator) -> tuple:
+    "Every random choice of a batch, from g in a fixed order: (rows, flips, labels after dropout, t, eps)."
+    idx = self._indices(g)
+    flip, y = self._flips(len(idx), g), None if self.y is None else self.y[idx]
     if y is not None and self.p_uncond > 0:
         null = getattr(self.net, 'null_label', None)
         null = self.n_classes if null is None else null
         y = torch.where(torch.rand(self.batch_size, generator=g) < self.p_uncond, torch.full_like(y, null), y)
     t = sample_t(self.path, self.batch_size, self.t_density, g, self.sigma_data, self.t_loc, self.t_scale)
-    eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
-    pin = self.device.type == 'cuda'                                 # pinned host memory: the copy to the GPU overlaps the next step
-    return tuple(None if v is None else (v.pin_memory() if pin else v).to(self.device, non_blocking=pin) for v in (x0, y, t, eps))
+    eps = torch.randn((self.batch_size, *self.x.shape[1:]), generator=g, dtype=self.x.dtype if isinstance(self.x, Tensor) else torch.float32)
+    return idx, flip, y, t, eps
+
+@patch
+def _on_device(self:Trainer, batch:tuple) -> tuple:
+    "The batch's tensors on the trainer's device; on CUDA from pinned host memory, so the copy overlaps the next step."
+    pin = self.device.type == 'cuda'
+    return tuple(None if v is None else (v.pin_memory() if pin else v).to(self.device, non_blocking=pin) for v in batch)
+
+@patch
+def _batch(self:Trainer) -> tuple:
+    "(x0, y, t, eps) of the next batch, drawn from the trainer's generator."
+    idx, flip, y, t, eps = self._draw(self.gen)
+    return self._on_device((_read_rows(self.x, idx, flip), y, t, eps))
+
+# %% ../nbs/06_train.ipynb #c053b
+class _Rows(torch.utils.data.Dataset):
+    "What a DataLoader worker does: the data's rows at a batch's indices, read (decoded from files for a lazy folder) and mirrored."
+    def __init__(self, x): self.x = x
+    def __len__(self): return len(self.x)
+    def __getitem__(self, rows:tuple) -> Tensor: return _read_rows(self.x, *rows)
+
+@patch
+def _stream(self:Trainer, n:int):
+    "The next n batches, read by `workers` processes; their random choices drawn ahead on a copy of the generator: workers=0's batches."
+    ahead, plans = torch.Generator().set_state(self.gen.get_state()), collections.deque()
+    def rows():
+        for _ in range(n):
+            plans.append((*self._draw(ahead), ahead.get_state()))
+            yield plans[-1][:2]
+    loader = torch.utils.data.DataLoader(_Rows(self.x), batch_size=None, sampler=rows(), num_workers=self.workers,
+                                         pin_memory=self.device.type == 'cuda', generator=torch.Generator())   # its own generator: the global one is left alone
+    for x0 in loader:
+        _, _, y, t, eps, state = plans.popleft()
+        self.gen.set_state(state)                                   # as if this batch had been drawn here: a checkpoint now resumes exactly
+        yield self._on_device((x0, y, t, eps))
 
 # %% ../nbs/06_train.ipynb #c054
 @patch
@@ -470,14 +517,18 @@ def steps(self:Trainer, n:int):
     "Yield a TrainStep after each of n more optimiser steps (saving checkpoints every save_every steps)."
     if isinstance(n, bool) or not isinstance(n, int) or n < 0: raise ValueError(f"n={n!r}: must be an integer >= 0")
     if getattr(self, 'auto_total', False): self.total_steps = self.step + n   # the cosine schedule ends with this call
+    batches = self._stream(n) if self.workers and n and self.has_data else None
     t0 = time.perf_counter()
-    for _ in range(n):
-        s = self.train_step()
-        s.time = time.perf_counter() - t0
-        if self.save_every and self.step % self.save_every == 0:
-            gens = self.rank_generators()                                     # every rank takes part; rank 0 alone saves
-            if getattr(self, 'rank', 0) == 0: self.save(self.folder, gens)
-        yield s
+    try:
+        for _ in range(n):
+            s = self.train_step(None if batches is None else next(batches))
+            s.time = time.perf_counter() - t0
+            if self.save_every and self.step % self.save_every == 0:
+                gens = self.rank_generators()                                     # every rank takes part; rank 0 alone saves
+                if getattr(self, 'rank', 0) == 0: self.save(self.folder, gens)
+            yield s
+    finally:
+        if batches is not None: batches.close()                              # the worker processes end with their loader
 
 # %% ../nbs/06_train.ipynb #c061
 POWER_EMA_FILE = 'post_hoc_ema.safetensors'
@@ -586,9 +637,9 @@ def _sha256(data:bytes) -> str: return hashlib.sha256(data).hexdigest()
 def _data_digest(self:Trainer) -> str:
     "SHA-256 of the training data (and labels), computed once: a resumed run can tell whether it got the same data."
     if getattr(self, '_digest', None) is None:
-        x = self.x if isinstance(self.x, Tensor) else self.x.images
-        h = hashlib.sha256()
-        for i in range(0, len(x), 65536): h.update(x[i:i + 65536].detach().cpu().contiguous().numpy().tobytes())   # in chunks: a memory-mapped set stays on disk
+        x, h = self.x, hashlib.sha256()
+        chunks = x.fingerprint() if isinstance(x, ImageData) else (x[i:i + 65536].detach().cpu().contiguous().numpy().tobytes() for i in range(0, len(x), 65536))
+        for b in chunks: h.update(b)                                       # in chunks: a memory-mapped set stays on disk
         if self.y is not None: h.update(self.y.cpu().contiguous().numpy().tobytes())
         self._digest = h.hexdigest()
     return self._digest

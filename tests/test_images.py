@@ -137,3 +137,98 @@ def test_review_findings_stay_fixed(tmp_path):
     with pytest.raises(ValueError, match=r'post_hoc_ema=\(0.1, 0.05\): the checkpoint keeps averages of widths \[0.05, 0.1\]'):
         dn.Trainer.load(tmp_path / 'run', data=image_data(root, size=8), post_hoc_ema=(0.1, 0.05))
     with pytest.raises(ValueError, match='cannot be split into accum=4'): tr.train_step(tuple(v[:6] if v is not None else None for v in tr._batch()))
+
+def test_workers_read_a_lazy_png_folder_and_a_run_resumes_exactly(tmp_path):
+    "image_data(folder, lazy=True) decodes per batch; workers=2 trains on workers=0's batches; an interrupted run resumes bit for bit."
+    root = _folder(tmp_path / 'imgs', per=12)
+    lazy, eager = image_data(root, lazy=True), image_data(root)
+    assert lazy.lazy and not eager.lazy and lazy.shape == eager.shape and torch.equal(lazy.read(), eager.images)
+    assert torch.equal(lazy[5:9].read(), eager.images[5:9]) and torch.equal(lazy.decode(torch.tensor([3, 3, 0])), eager.decode(torch.tensor([3, 3, 0])))
+    def trainer(data, workers, **kw):
+        torch.manual_seed(0)
+        return dn.Trainer(dn.default_net(data, 'tiny'), 'vp', data, batch_size=8, seed=2, workers=workers, **kw)
+    serial = trainer(eager, 0); list(serial.steps(6))
+    straight = trainer(lazy, 2); list(straight.steps(6))
+    assert straight.losses == serial.losses
+    first = trainer(lazy, 2, folder=str(tmp_path / 'run'), save_every=3)
+    for s in first.steps(6):
+        if s.step == 4: break                                       # stopped mid-stream, a batch or more read ahead: the checkpoint of step 3 stands
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                              # the same folder: no "not the data" warning
+        back = dn.Trainer.load(tmp_path / 'run', data=image_data(root, lazy=True), workers=2)
+    assert back.step == 3
+    list(back.steps(3))
+    assert back.losses == serial.losses
+    still = trainer(lazy, 2); list(still.steps(2))                  # a second steps() call goes on from the generator's state
+    list(still.steps(4)); assert still.losses == serial.losses
+
+def test_a_file_that_breaks_after_the_scan_is_named_from_the_worker_process(tmp_path):
+    "The header scan passed; the file is cut short later: the DataLoader worker that decodes it names it."
+    root = _folder(tmp_path / 'imgs', per=4)
+    data = image_data(root, lazy=True)
+    tr = dn.Trainer(dn.default_net(data, 'tiny'), 'vp', data, batch_size=8, workers=2)
+    raw = (root / 'b' / '2.png').read_bytes()
+    (root / 'b' / '2.png').write_bytes(raw[:60])                     # a valid header, the pixels missing
+    with pytest.raises(ValueError, match=r'(?s)DataLoader worker process.*Pillow cannot read b/2.png'): list(tr.steps(20))
+    with pytest.raises(ValueError, match='Pillow cannot read b/2.png'): data.read()
+
+def _rank(rank, root, port, out):
+    "One process of a two-rank gloo run: a lazy folder, distribute(), workers=1; every file decoded while it trains is logged."
+    import os, torch.distributed as dist
+    import diffnb.data as D
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
+    torch.manual_seed(0)
+    data = image_data(root, lazy=True)
+    tr = dn.Trainer(dn.default_net(data, 'tiny'), 'vp', data, batch_size=4, workers=1, device='cpu').distribute()
+    (out / f'shard-{rank}.txt').write_text('\n'.join(str(f.relative_to(root)) for f in tr.x.images.files))
+    read = D._read_file
+    def logged(f, *a):
+        with open(out / f'read-{os.getpid()}.txt', 'a') as fh: fh.write(f'{rank} {f.relative_to(root)}\n')
+        return read(f, *a)
+    D._read_file = logged
+    import multiprocessing; multiprocessing.set_start_method('fork', force=True)   # so the DataLoader worker forks from here and inherits it
+    list(tr.steps(3))
+    assert os.getpid() not in {int(f.stem[5:]) for f in out.glob('read-*.txt')}, 'the rank decoded files itself, not its worker'
+    dist.barrier(); dist.destroy_process_group()
+
+def test_each_data_parallel_rank_reads_only_its_shard(tmp_path):
+    "Two gloo ranks on 127.0.0.1, each with a DataLoader worker: the files decoded by a rank's processes all lie in its own shard."
+    import socket, torch.multiprocessing as mp
+    root = _folder(tmp_path / 'imgs', per=6)
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    mp.start_processes(_rank, args=(root, port, tmp_path), nprocs=2, start_method='spawn')   # a fork of this threaded process can hang in OpenMP
+    shards = [set((tmp_path / f'shard-{r}.txt').read_text().split('\n')) for r in (0, 1)]
+    assert not shards[0] & shards[1] and len(shards[0] | shards[1]) == 12
+    reads = [l.split(' ', 1) for f in tmp_path.glob('read-*.txt') for l in f.read_text().splitlines()]
+    assert {r for r, _ in reads} == {'0', '1'}
+    assert all(name in shards[int(r)] for r, name in reads), 'a rank read a file outside its shard'
+
+def test_lazy_folders_and_workers_refuse_bad_input(tmp_path):
+    "The lazy path checks what the eager one does (from the headers); workers, labels and sources are named when wrong."
+    root = _folder(tmp_path / 'bad', per=2)
+    (root / 'a' / 'oops.png').write_bytes(b'not a png')
+    with pytest.raises(ValueError, match=r"1 file\(s\) Pillow cannot read: a/oops.png"): image_data(root, lazy=True)
+    (root / 'a' / 'oops.png').unlink()
+    Image.fromarray(np.zeros((10, 12, 3), dtype=np.uint8)).save(root / 'b' / 'big.png')
+    with pytest.raises(ValueError, match=r'images differ in size, 8x8 .* and 10x12 \(e.g. b/big.png\); pass size='): image_data(root, lazy=True)
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(root / 'b' / 'gray.png')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        d = image_data(root, size=8, lazy=True)
+    assert any('1 grayscale image(s) among colour ones' in str(w.message) for w in caught)
+    assert d.shape == (6, 3, 8, 8) and torch.equal(d.read(), image_data(root, size=8).images)   # resized and converted per file, as at once
+    with pytest.raises(ValueError, match='lazy=True: .* this source .* is already in memory'): image_data(np.zeros((2, 4, 4), dtype=np.uint8), lazy=True)
+    with pytest.raises(ValueError, match='lazy=True: .*cache= memory-maps'): image_data(root, size=8, lazy=True, cache=tmp_path / 'c.npy')
+    with pytest.raises(ValueError, match="labels: a folder's labels come from its class sub-folders"): image_data(root, labels=[0] * 6)
+    with pytest.raises(ValueError, match=r'labels: must be integers >= 0, got torch.float64 values such as \[0.5'): image_data(np.zeros((2, 4, 4), dtype=np.uint8), labels=[0.5, 1])
+    with pytest.raises(ValueError, match=r'labels: shape \(3,\), expected \(2,\): one per image'): image_data(np.zeros((2, 4, 4), dtype=np.uint8), labels=[0, 1, 1])
+    assert image_data(np.zeros((2, 4, 4), dtype=np.uint8), labels=[0., 1.]).labels.tolist() == [0, 1]   # whole floats are integers
+    with pytest.raises(ValueError, match='workers=-1: must be an integer >= 0'): dn.Trainer(dn.MLP(64), 'vp', d, workers=-1)
+    with pytest.raises(ValueError, match='workers=2: ReflowTrainer draws its own batches in this process; use workers=0'):
+        dn.ReflowTrainer(dn.MLP(2), 'linear', (torch.zeros(8, 2), torch.zeros(8, 2)), workers=2)
+    from diffnb.cli import main
+    assert main(['train', '--data', 'ring8', '--lazy', '--steps', '1', '--out', str(tmp_path / 'r')]) == 2
+    assert main(['train', '--data', str(root), '--size', '8', '--lazy', '--workers', '2', '--net', 'tiny', '--steps', '2', '--batch-size', '4',
+                 '--out', str(tmp_path / 'run'), '--quiet']) == 0
+    assert dn.Trainer.load(tmp_path / 'run').step == 2

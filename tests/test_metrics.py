@@ -53,3 +53,54 @@ def test_noise_floor_on_real_data_uses_disjoint_halves():
     assert 0 < floor < 0.02                          # E[FD] ~ d (d + 1) / (2 n) = 0.0025 for unit covariance
     assert float(Estimate(0.5, 0.1)) == 0.5
     with pytest.raises(ValueError, match='needs a GaussianMixture'): dn.noise_floor(dn.mode_coverage, x, 100)
+
+@pytest.fixture(scope='module')
+def standin_inception(tmp_path_factory):
+    "A stand-in for torch-fidelity's FID weights file: random weights with the real checkpoint's keys and shapes, from its own model definition."
+    from diffnb.metrics import _fidelity_inception
+    cls = _fidelity_inception()                                      # imports without torchvision: the module needs only torch
+    class Blank(cls):
+        def load_state_dict(self, sd, strict=True): return None      # keep the initial weights (the constructor always loads a file)
+    root = tmp_path_factory.mktemp('inception')
+    torch.save({}, root / 'empty.pth')
+    layout = Blank('inception-v3-compat', ['2048'], feature_extractor_weights_path=str(root / 'empty.pth')).state_dict()
+    g, sd = gen(5), {}
+    for k, v in layout.items():
+        if k.endswith('num_batches_tracked'): continue                # the checkpoint converted from TensorFlow holds none
+        if k.endswith('conv.weight'): v = torch.randn(v.shape, generator=g) * math.sqrt(2 / v[0].numel())   # He: features keep their scale through 94 layers
+        elif k.endswith(('bn.weight', 'running_var')): v = torch.ones_like(v)
+        elif k.endswith(('bn.bias', 'running_mean')): v = torch.zeros_like(v)
+        else: v = torch.randn(v.shape, generator=g) * 0.01
+        sd[k] = v
+    torch.save(sd, root / dn.metrics.INCEPTION_WEIGHTS)
+    return root / dn.metrics.INCEPTION_WEIGHTS, sd
+
+def test_inception_features_run_on_a_standin_weights_file(standin_inception):
+    "The real compute path: (n, 2048) features, deterministic; any size, grayscale as three channels, uint8 or float; FD 0 on one set, > 0 on a shifted one."
+    w, sd = standin_inception
+    convs = [k for k in sd if k.endswith('conv.weight')]
+    assert len(sd) == 472 and len(convs) == 94 and sum(v.numel() for v in sd.values()) == 23_885_392     # 94 conv + batch-norm layers and the 1008-way fc
+    assert sd['Conv2d_1a_3x3.conv.weight'].shape == (32, 3, 3, 3) and sd['fc.weight'].shape == (1008, 2048)
+    g = gen(6)
+    x = (torch.nn.functional.interpolate(torch.rand(6, 3, 4, 4, generator=g), size=32, mode='bilinear') * 2 - 1 + 0.1 * torch.randn(6, 3, 32, 32, generator=g)).clamp(-1, 1)
+    f = dn.metrics.inception_features(x, w, batch_size=4)
+    assert f.shape == (6, 2048) and f.dtype == torch.float64 and torch.isfinite(f).all() and (f.std(0) > 0).sum() > 1000
+    gray = x[:2, :1, :20, :28]                                       # not square, not 299, one channel
+    a = dn.metrics.inception_features(gray, w)
+    b = dn.metrics.inception_features(((gray + 1) * 127.5).round().to(torch.uint8).expand(-1, 3, -1, -1), w)
+    assert a.shape == (2, 2048) and torch.equal(a, b)                # a second call, uint8 three-channel input: bit for bit
+    shifted = dn.metrics.inception_features((x + 0.5).clamp(-1, 1), w)
+    same, apart = dn.frechet_distance(f, f), dn.frechet_distance(f, shifted)
+    assert abs(same) < 1e-6 * apart and apart > 0, (same, apart)
+    bad = w.with_name('bad.pth'); torch.save({'fc.weight': torch.zeros(3)}, bad)
+    with pytest.raises(ValueError, match="bad.pth'?: does not fit Inception-v3"): dn.metrics.inception_features(x, bad)
+
+def test_frechet_distance_with_fewer_points_than_dimensions_takes_the_gram_route_to_the_same_number():
+    "n < d (a quick check on 2048 Inception features): n x n Gram matrices give what gaussian_w2 on the d x d moments gives, in a fraction of the time."
+    from diffnb.metrics import gaussian_w2
+    g = gen(7)
+    a = torch.randn(30, 80, generator=g, dtype=torch.float64)
+    b = 0.2 + torch.randn(45, 80, generator=g, dtype=torch.float64) @ torch.randn(80, 80, generator=g, dtype=torch.float64) / 9
+    dd = gaussian_w2(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))**2
+    assert dn.frechet_distance(a, b) == pytest.approx(dd, rel=1e-7) and dn.frechet_distance(b, a) == pytest.approx(dd, rel=1e-7)
+    assert dn.frechet_distance(a, a) == pytest.approx(0., abs=1e-9)
