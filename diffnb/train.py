@@ -178,7 +178,9 @@ def _as_data(data, seed:int=0):
     if not data.dtype.is_floating_point: data = data.float()
     if not bool(torch.isfinite(data).all()): raise ValueError("data: contains NaN or infinite values")
     if y is not None:
-        y = torch.as_tensor(y).long()
+        y = torch.as_tensor(y)
+        if y.dtype.is_floating_point and not bool((y == y.round()).all()): raise ValueError("labels: must be whole numbers (class indices), got fractional values")
+        y = y.long()
         if y.shape != (data.shape[0],): raise ValueError(f"labels: shape {tuple(y.shape)}, expected ({data.shape[0]},)")
         if bool((y < 0).any()): raise ValueError("labels: must be integers >= 0")
     return data, y
@@ -487,6 +489,14 @@ def _backward(self:Trainer, batch:tuple) -> float:
         total += loss.item()
     return total
 
+# %% ../nbs/06_train.ipynb #c057z
+@contextlib.contextmanager
+def _step_rng(tr):
+    "Torch's global generator (dropout's) seeded from the run's seed, step and rank for one step, the caller's own state put back after: exact resume with dropout."
+    with torch.random.fork_rng(devices=[tr.device] if tr.device.type == 'cuda' else []):
+        torch.manual_seed(((tr.hparams.get('seed', 0) * 1_000_003 + tr.step) * 65_537 + getattr(tr, 'rank', 0)) % 2**63)
+        yield
+
 # %% ../nbs/06_train.ipynb #c058
 @patch
 def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
@@ -497,7 +507,7 @@ def train_step(self:Trainer, batch:tuple|None=None) -> TrainStep:
     batch = batch if batch is not None else self._batch()
     for group in self.opt.param_groups: group['lr'] = lr
     self.opt.zero_grad(set_to_none=True)
-    loss = self._backward(batch)
+    with _step_rng(self): loss = self._backward(batch)
     if self.scaler is not None: self.scaler.unscale_(self.opt)
     gn = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip if self.grad_clip else float('inf')).item()
     if not math.isfinite(gn) and self.scaler is None:     # fp16's scaler skips such a step itself and lowers its scale

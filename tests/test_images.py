@@ -232,3 +232,17 @@ def test_lazy_folders_and_workers_refuse_bad_input(tmp_path):
     assert main(['train', '--data', str(root), '--size', '8', '--lazy', '--workers', '2', '--net', 'tiny', '--steps', '2', '--batch-size', '4',
                  '--out', str(tmp_path / 'run'), '--quiet']) == 0
     assert dn.Trainer.load(tmp_path / 'run').step == 2
+
+def test_a_run_with_dropout_resumes_exactly_and_leaves_the_global_generator_alone(tmp_path):
+    "Dropout draws from torch's global generator; each step seeds it from the run's seed, step and rank, so a resumed run repeats a straight one."
+    root = _folder(tmp_path / 'imgs')
+    def run():
+        torch.manual_seed(0)                                                 # the same initial weights
+        return dn.Trainer(dn.default_net(root, base=8, dropout=0.3), 'vp', root, batch_size=8, seed=2, total_steps=6)
+    straight = run()
+    torch.manual_seed(123); list(straight.steps(6)); after = torch.randn(3)
+    torch.manual_seed(123); assert torch.equal(torch.randn(3), after)         # training took nothing from the caller's stream
+    first = run(); list(first.steps(3)); first.save(tmp_path / 'ck')
+    torch.manual_seed(999)                                                   # whatever the global state is at resume
+    back = dn.Trainer.load(tmp_path / 'ck', data=root); list(back.steps(3))
+    assert back.losses == straight.losses
