@@ -16,11 +16,11 @@ from .denoisers import Denoiser, CFG, lincomb, batch_time
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'SAMPLER_ALIASES', 'TABLEAUS', 'ODE_METHODS', 'VARIANCE_ESTIMATORS', 'Step', 'SamplerInfo',
-           'SamplerRegistry', 'register', 'ddim', 'ddpm', 'initial_state', 'sample_iter', 'sample', 'ODEInfo',
-           'dormand_prince', 'odeint', 'euler', 'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc', 'langevin',
-           'edm', 'restart', 'euler_ancestral', 'dpm_2', 'dpmpp_2s_ancestral', 'dpmpp_sde', 'lms', 'deis', 'dpmpp_2m',
-           'dpmpp_3m', 'dpmpp_2m_sde', 'unipc', 'analytic_dpm', 'x0_variances', 'estimate_correct', 'fit_grid',
-           'Moments', 'gaussian_moments', 'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
+           'SamplerRegistry', 'register', 'posterior_var', 'ddim', 'ddpm', 'initial_state', 'sample_iter', 'sample',
+           'ODEInfo', 'dormand_prince', 'odeint', 'euler', 'heun', 'rk4', 'dopri5', 'sde', 'euler_maruyama', 'pc',
+           'langevin', 'edm', 'restart', 'euler_ancestral', 'dpm_2', 'dpmpp_2s_ancestral', 'dpmpp_sde', 'lms', 'deis',
+           'dpmpp_2m', 'dpmpp_3m', 'dpmpp_2m_sde', 'unipc', 'analytic_dpm', 'x0_variances', 'estimate_correct',
+           'fit_grid', 'Moments', 'gaussian_moments', 'VarianceHead', 'npr_dpm', 'sn_dpm', 'ELBO', 'ddpm_elbo']
 
 # %% ../nbs/04_samplers.ipynb #c006
 @dataclass
@@ -158,15 +158,15 @@ def add_noise(self:_Run, z:Tensor, c) -> Tensor:
 def _relu(v): return max(v, 0.) if isinstance(v, float) else v.clamp(min=0)
 def _sqrt0(v): return max(v, 0.)**0.5 if isinstance(v, float) else v.clamp(min=0).sqrt()     # a difference of squares may round below 0
 
-def _posterior_var(a0, s0, a1, s1) -> tuple:
+def posterior_var(a0, s0, a1, s1) -> tuple:
     "A step from t (alpha a0, sigma s0) to s < t (a1, s1): beta^2 of the forward kernel q(x_t | x_s), beta-tilde^2 of its posterior q(x_s | x_t, x0), and lambda, the posterior mean's coefficient on x0."
     b2 = _relu(s0 * s0 - (a0 / a1)**2 * s1 * s1)
     bt2 = s1 * s1 * b2 / (s0 * s0)
     return b2, bt2, a1 - a0 * _sqrt0(s1 * s1 - bt2) / s0
 
 def _ddpm_coefs(a:Tensor, s:Tensor) -> tuple:
-    "`_posterior_var` at every step of a descending grid, from alpha and sigma at its times."
-    return _posterior_var(a[:-1], s[:-1], a[1:], s[1:])
+    "`posterior_var` at every step of a descending grid, from alpha and sigma at its times."
+    return posterior_var(a[:-1], s[:-1], a[1:], s[1:])
 
 def _kernel(r, i:int, z:Tensor, x0:Tensor, eps, Z=0., A=0., E=0.) -> Tensor:
     "Z z + A x0 + E eps at grid point i; when the net gave only x0, eps = (z - alpha x0) / sigma is folded into Z and A (one pass fewer)."
@@ -182,7 +182,7 @@ def ddim(r, z, eta=0.):
     if r.ascending and eta > 0: raise ValueError(f"eta={eta}: an ascending grid (inversion) runs deterministic DDIM, eta=0")
     for i in range(r.N):
         x0, eps = r.D(z, i, need_eps=False)
-        c2 = eta * eta * _posterior_var(r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1])[1] if eta > 0 and i < r.N - 1 else 0.   # the last step adds no noise
+        c2 = eta * eta * posterior_var(r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1])[1] if eta > 0 and i < r.N - 1 else 0.   # the last step adds no noise
         z = r.add_noise(_kernel(r, i, z, x0, eps, A=r.ca[i + 1], E=_sqrt0(r.cs[i + 1]**2 - c2)), _sqrt0(c2))
         yield r.ts[i + 1], z, x0
 
@@ -193,7 +193,7 @@ def ddpm(r, z, variance='beta_tilde', last_noise=False):
     if variance not in ('beta_tilde', 'beta'): raise ValueError(f"variance={variance!r}: must be 'beta_tilde' or 'beta'")
     for i in range(r.N):
         x0, eps = r.D(z, i, need_eps=False)
-        b2, bt2, _ = _posterior_var(r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1])
+        b2, bt2, _ = posterior_var(r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1])
         if i == r.N - 1 and not last_noise: b2 = bt2 = 0.                   # the last step is deterministic (DDIM's) unless asked
         mean = _kernel(r, i, z, x0, eps, A=r.ca[i + 1], E=_sqrt0(r.cs[i + 1]**2 - bt2))
         z = r.add_noise(mean, _sqrt0(b2 if variance == 'beta' else bt2))
@@ -929,7 +929,7 @@ def unipc(r, z, solver_order=2, variant='bh2', corrector=True, lower_order_final
 def _optimal_step(r, i:int, z:Tensor, x0:Tensor, eps:Tensor, var_x0) -> Tensor:
     "DDPM's posterior mean with Bao et al.'s variance beta-tilde^2 + lambda^2 Var[x0 | x_i]; the last step's mean is DDIM's and only the x0 uncertainty is drawn."
     a0, s0, a1, s1 = r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1]
-    bt2 = _posterior_var(a0, s0, a1, s1)[1] if i < r.N - 1 else 0.   # with few steps the last step is long, and its x0 uncertainty carries much of the spread
+    bt2 = posterior_var(a0, s0, a1, s1)[1] if i < r.N - 1 else 0.   # with few steps the last step is long, and its x0 uncertainty carries much of the spread
     e = _sqrt0(s1 * s1 - bt2)
     return r.add_noise(lincomb((a1, x0), (e, eps)), _sqrt0(bt2 + (a1 - a0 * e / s0)**2 * var_x0))
 
@@ -982,7 +982,7 @@ def estimate_correct(r, z, eta=1., x0_std=0., data=None):
         x0, eps = r.D(z, i, need_eps=False)
         sd = _sqrt0(var_x0[i])
         x0_hat = r.add_noise(x0.clone(), sd) if sd else x0                           # the estimate: a draw around x0-hat
-        c2 = eta * eta * _posterior_var(r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1])[1] if i < r.N - 1 else 0.
+        c2 = eta * eta * posterior_var(r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1])[1] if i < r.N - 1 else 0.
         e = _sqrt0(r.cs[i + 1]**2 - c2) / r.cs[i]                                     # the kernel's weight on (x_t - alpha_t x0) / sigma_t
         z = r.add_noise(lincomb((e, z), (r.ca[i + 1] - e * r.ca[i], x0_hat)), _sqrt0(c2))
         yield r.ts[i + 1], z, x0

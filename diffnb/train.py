@@ -17,13 +17,14 @@ import plotly.graph_objects as go
 from .denoisers import Denoiser, PARAMS, PARAM_ALIASES
 from .data import toy, TOYS, ImageData, image_data, digits
 from .nets import MLP, UNet, NETS
+from .samplers import posterior_var
 
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'T_DENSITIES', 'RECIPE', 'LR_SCHEDULES', 'PRECISIONS', 'POWER_EMA_FILE', 'CKPT_FILES', 'MAX_EVENT',
-           'x0_weight', 'sample_t', 'dsm_loss', 'EMA', 'power_ema_gamma', 'PowerEMA', 'post_hoc_weights', 'lr_at',
-           'TrainStep', 'default_net', 'training_data', 'Trainer', 'load_denoiser', 'mismatches', 'NoisyClassifier',
-           'ClassifierTrainer', 'train_classifier', 'DigitFeatures', 'digit_features', 'VarianceTrainer',
-           'fit_variance']
+           'x0_weight', 'sample_t', 'dsm_loss', 'demolition_loss', 'EMA', 'power_ema_gamma', 'PowerEMA',
+           'post_hoc_weights', 'lr_at', 'TrainStep', 'default_net', 'training_data', 'Trainer', 'load_denoiser',
+           'mismatches', 'NoisyClassifier', 'ClassifierTrainer', 'train_classifier', 'DigitFeatures', 'digit_features',
+           'VarianceTrainer', 'fit_variance']
 
 # %% ../nbs/06_train.ipynb #c008
 WEIGHTINGS = ('native', 'x0', 'snr', 'min_snr', 'likelihood', 'edm')
@@ -74,6 +75,23 @@ def dsm_loss(den:Denoiser, x0:Tensor, t:Tensor, eps:Tensor, y=None, weighting:st
     x0_hat, _ = den.predict(P.from_basis(zt, x0), t, y, coefs=c, z=zt, need_eps=False)
     lam = x0_weight(weighting, den.param, *c, sigma_data)
     return (lam * (x0_hat - z0)**2).flatten(1).mean(1)
+
+# %% ../nbs/06_train.ipynb #c016b
+def demolition_loss(den:Denoiser,  # the model: its x0-hat makes DDPM's posterior mean
+                    x0:Tensor,       # (B, *event) data
+                    s:float, t:float, # the step's two times, s < t
+                    generator:torch.Generator|int|None=None,
+                   ) -> Tensor:
+    "Su's demolition regression per sample: |x_s - mu(x_t)|^2 / d, x_s ~ q(x_s | x0), x_t one forward step on, mu DDPM's posterior mean with x0-hat."
+    P, g = den.path, as_generator(generator)
+    if not P.t_min <= s < t <= P.t_max: raise ValueError(f"s={s}, t={t}: need t_min <= s < t <= t_max")
+    (a_s, s_s), (a_t, s_t) = [(P.alpha(u).item(), P.sigma(u).item()) for u in (s, t)]
+    b2, bt2, _ = posterior_var(a_t, s_t, a_s, s_s)
+    x_s = a_s * x0 + s_s * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+    x_t = (a_t / a_s) * x_s + math.sqrt(b2) * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+    x0_hat = den.x0(x_t, torch.full((len(x0),), t, dtype=x0.dtype))
+    mu = a_s * x0_hat + math.sqrt(max(s_s**2 - bt2, 0.)) * (x_t - a_t * x0_hat) / s_t
+    return (x_s - mu).pow(2).flatten(1).mean(1)
 
 # %% ../nbs/06_train.ipynb #c020
 class EMA:
