@@ -13,7 +13,8 @@ from .paths import Path, Coefs, get_path, check_choice
 
 # %% auto #0
 __all__ = ['PARAMS', 'PARAM_ALIASES', 'Denoiser', 'batch_time', 'as_input', 'lincomb', 'Guided', 'full_label', 'CFG',
-           'GradientGuidance', 'ClassifierGuidance', 'SimilarityGuidance', 'cosine_similarity']
+           'GradientGuidance', 'ClassifierGuidance', 'SimilarityGuidance', 'cosine_similarity',
+           'CleanClassifierGuidance']
 
 # %% ../nbs/01_denoisers.ipynb #c006
 PARAMS = ('eps', 'x0', 'v', 'score', 'velocity', 'edm')
@@ -277,3 +278,20 @@ def cosine_similarity(encode_x=None, # E1(x, t) -> (B, k) embedding of the noisy
         ey = torch.as_tensor(y, dtype=ex.dtype, device=ex.device) if encode_y is None else encode_y(y)
         return nn.functional.cosine_similarity(ex, ey.reshape(-1, ex.shape[1]).expand_as(ex), dim=-1)
     return sim
+
+# %% ../nbs/01_denoisers.ipynb #g02
+class CleanClassifierGuidance(GradientGuidance):
+    "Guidance by a classifier of clean data at the denoised point: score + scale * grad_x log p0(y | x0-hat(x, t)) (DPS-style)."
+    def __init__(self, den:Denoiser, classifier, # classifier(x) -> (B, n_classes) logits of clean data (no time argument)
+                 y,                               # target label (int or (B,) tensor)
+                 scale:float=1.,                  # guidance scale w
+                ):
+        if not callable(classifier): raise TypeError(f"classifier: expected a callable classifier(x) -> logits of clean data, got {type(classifier).__name__}")
+        def log_py(x, t, y):
+            x0 = den.x0(x, t)
+            logits = classifier(as_input(classifier, x0)).to(x.dtype)
+            return torch.log_softmax(logits, -1).gather(1, full_label(y, x).long().view(-1, 1))[:, 0]
+        super().__init__(den, log_py, y, scale)
+        self.classifier = classifier
+    @property
+    def evals(self): return 2 * self.den.evals

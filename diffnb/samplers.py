@@ -399,24 +399,31 @@ class ODEInfo:
     ts: list = field(default_factory=list)   # the accepted times
 
 # %% ../nbs/04_samplers.ipynb #c039
-def _comb(y:tuple, h:float, coefs:list, ks:list) -> tuple:
-    "y + h * sum_j coefs[j] * ks[j], elementwise over the tuple."
-    out = []
+def _comb(y:tuple, h:float, coefs:list, ks:list, out:tuple|None=None) -> tuple:
+    "y + h * sum_j coefs[j] * ks[j], elementwise over the tuple: one new tensor per element (or written into `out`), the rest in place."
+    res = []
     for m, yi in enumerate(y):
         acc = yi
         for c, k in zip(coefs, ks):
-            if c != 0: acc = acc.add(k[m], alpha=h * c) if acc is yi else acc.add_(k[m], alpha=h * c)   # one new tensor, then in place
-        out.append(acc)
-    return tuple(out)
+            if c == 0: continue
+            if acc is yi: acc = yi.add(k[m], alpha=h * c) if out is None else torch.add(yi, k[m], alpha=h * c, out=out[m])
+            else: acc.add_(k[m], alpha=h * c)
+        res.append(acc)
+    return tuple(res)
+
+def _stage_buffers(y:tuple, k:int):
+    "k tuples of scratch tensors shaped like y, for a run's stage states and error terms; None when autograd may need every intermediate."
+    if torch.is_grad_enabled() and any(v.requires_grad for v in y): return None
+    return [tuple(torch.empty_like(v) for v in y) for _ in range(k)]
 
 # %% ../nbs/04_samplers.ipynb #c040
-def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None) -> tuple:
-    "The stage derivatives of one explicit Runge-Kutta step, and the last stage's state (with first-same-as-last tableaus, the step's result)."
+def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None, bufs:list|None=None) -> tuple:
+    "The stage derivatives of one explicit Runge-Kutta step, and the last stage's state (with first-same-as-last tableaus, the step's result); stage i's state goes into bufs[i-1] where given."
     c, A, _, _ = TABLEAUS[method]
     if hasattr(fn, 'prepare'): fn.prepare([t + c[i] * h for i in range(1, len(c))])   # a drift may fetch what its stage times need at once
     ks, yi = [fn(t, y) if k1 is None else k1], y
     for i in range(1, len(c)):
-        yi = _comb(y, h, A[i], ks)
+        yi = _comb(y, h, A[i], ks, bufs[i - 1] if bufs is not None and i <= len(bufs) else None)
         ks.append(fn(t + c[i] * h, yi))
     return ks, yi
 
@@ -438,14 +445,16 @@ def _first_step(fn, t0, y0, f0, direction, rtol, atol, span) -> float:
     return min(100 * h0, h1, span)
 
 # %% ../nbs/04_samplers.ipynb #c043
-def _err_norm(y:tuple, yn:tuple, ks:list, h:float, db:list, rtol:float, atol:float) -> float:
-    "RMS of the embedded error estimate h sum_j db_j k_j over atol + rtol max(|y|, |yn|): one new tensor per term, the rest in place."
+def _err_norm(y:tuple, yn:tuple, ks:list, h:float, db:list, rtol:float, atol:float, scratch:list|None=None) -> float:
+    "RMS of the embedded error estimate h sum_j db_j k_j over atol + rtol max(|y|, |yn|), in three scratch tensors when given."
     total, n = 0., 0
     for m, (a, z) in enumerate(zip(y, yn)):
         err = None
         for c, k in zip(db, ks):
-            if c != 0: err = k[m] * (h * c) if err is None else err.add_(k[m], alpha=h * c)
-        scale = torch.maximum(a.abs(), z.abs()).mul_(rtol).add_(atol)
+            if c != 0: err = (torch.mul(k[m], h * c, out=scratch[0][m]) if scratch else k[m] * (h * c)) if err is None else err.add_(k[m], alpha=h * c)
+        if scratch: scale = torch.maximum(torch.abs(a, out=scratch[1][m]), torch.abs(z, out=scratch[2][m]), out=scratch[1][m])
+        else: scale = torch.maximum(a.abs(), z.abs())
+        scale.mul_(rtol).add_(atol)
         total += err.div_(scale).square_().sum().item(); n += a.numel()
     return math.sqrt(total / n)
 
@@ -469,11 +478,12 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
     direction, t, k1, bad = 1. if t1 > t0 else -1., t0, fn(t0, y), 0
     if not _finite(k1): raise FloatingPointError(f"dopri5: non-finite values at step 0 (t={t0:g}); the Denoiser or the grid is at fault")
     h = _first_step(fn, t0, y, k1, direction, rtol, atol, abs(t1 - t0))
+    bufs = _stage_buffers(y, 8)                   # stages 2-6 and the error's three terms; stage 7, the result, is new every step
     while direction * (t1 - t) > 1e-12 * max(1., abs(t1)):
         if info.steps + info.rejected >= max_steps: raise RuntimeError(f"dopri5: did not reach t={t1:g} within max_steps={max_steps} (t={t:g}); loosen rtol/atol")
         h = min(h, abs(t1 - t))
-        ks, yn = _rk_stages(fn, t, y, direction * h, 'dopri5', k1)    # first same as last: the 7th stage is taken at the step's result
-        e = _err_norm(y, yn, ks, direction * h, db, rtol, atol)
+        ks, yn = _rk_stages(fn, t, y, direction * h, 'dopri5', k1, bufs and bufs[:5])   # first same as last: the 7th stage is at the step's result
+        e = _err_norm(y, yn, ks, direction * h, db, rtol, atol, bufs and bufs[5:])
         if not math.isfinite(e):                # a trial step that overflowed or met NaN: retry smaller, a few times
             bad, h, info.rejected = bad + 1, h * 0.2, info.rejected + 1
             if bad == 8: raise FloatingPointError(f"dopri5: non-finite values at step {info.steps} (t={t:g}); the Denoiser or the grid is at fault")
@@ -491,9 +501,9 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
 # %% ../nbs/04_samplers.ipynb #c048
 def _fixed(fn, y:tuple, grid:list, method:str, info:ODEInfo|None=None, check:bool=True):
     "A fixed-step method through the times of `grid` (either direction): yields (t, y) after each step."
-    b = TABLEAUS[method][2]
+    b, bufs = TABLEAUS[method][2], _stage_buffers(y, len(TABLEAUS[method][0]) - 1)
     for t, tn in zip(grid[:-1], grid[1:]):
-        y = _comb(y, tn - t, b, _rk_stages(fn, t, y, tn - t, method)[0])
+        y = _comb(y, tn - t, b, _rk_stages(fn, t, y, tn - t, method, bufs=bufs)[0])
         if info is not None: info.steps += 1; info.ts.append(tn)
         if check and not _finite(y): raise FloatingPointError(f"{method}: non-finite state at t={tn:g}; the Denoiser or the step size is at fault")
         yield tn, y

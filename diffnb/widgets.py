@@ -22,13 +22,14 @@ from .data import GaussianMixture, density_map, image_grid
 # %% auto #0
 __all__ = ['COLORS', 'STATIC_CSS', 'STATIC_MARKER', 'PREVIEW_METHODS', 'RECORD_BYTES', 'X_AXES', 'static_file', 'points2d',
            'view_limit', 'ticks', 'encode_panel', 'draw_panel', 'status_line', 'frame_image', 'widget_bundle',
-           'StaticCopy', 'SamplerPreview', 'path_times', 'integrate_paths', 'TrajectoryExplorer', 'robust_range',
-           'paths_figure', 'PathExplorer', 'TrainingMonitor', 'load_ipython_extension']
+           'StaticCopy', 'SamplerPreview', 'path_times', 'integrate_paths', 'TrajectoryExplorer', 'ThreeViews',
+           'robust_range', 'paths_figure', 'PathExplorer', 'TrainingMonitor', 'load_ipython_extension']
 
 # %% ../nbs/11_widgets.ipynb #c003
 from .samplers import SAMPLERS, SAMPLER_ALIASES, sample_iter, sample, fit_grid, initial_state, odeint
 from .train import Trainer, mismatches
 from fastcore.basics import patch
+from .flows import evolve_density
 
 # %% ../nbs/11_widgets.ipynb #c007
 def static_file(name:str, # a file in diffnb/static
@@ -717,6 +718,62 @@ def set(self:TrajectoryExplorer, path=None, n_paths=None, gamma=None, direction=
 # %% ../nbs/11_widgets.ipynb #c064
 @patch
 def _ipython_display_(self:TrajectoryExplorer): self.static.show(self, f"TrajectoryExplorer({self.w_path.value}, {self.w_dir.value})")
+
+# %% ../nbs/11_widgets.ipynb #v02
+class ThreeViews:
+    "SDE particles, the Fokker-Planck density on a grid and pfODE particles of a 1-D mixture, at the same times; a figure with a t slider."
+    def __init__(self, model:GaussianMixture, # a 1-D mixture: its exact p_t is the reference
+                 path='vp',                    # the forward path
+                 n:int=200,                    # particles of each kind, from the same data draws
+                 nt:int=26,                    # slider positions (times, uniform from t_min to t_max)
+                 steps:int=200,                # particle steps, a multiple of nt - 1
+                 nx:int=2000,                  # grid cells of the Fokker-Planck solution
+                 seed:int=0):
+        if not isinstance(model, GaussianMixture) or model.dim != 1: raise TypeError(f"model: expected a 1-D dn.GaussianMixture, got {model!r}")
+        for name, v, lo in (('n', n, 2), ('nt', nt, 2), ('steps', steps, 1), ('nx', nx, 5)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ValueError(f"{name}={v!r}: must be an integer >= {lo}")
+        if steps % (nt - 1): raise ValueError(f"steps={steps}: must be a multiple of nt - 1 = {nt - 1}")
+        P, g = get_path(path), torch.Generator().manual_seed(seed)
+        self.model, self.path, den = model, P, model.denoiser(P)
+        self.x0 = model.sample(n, generator=g, dtype=torch.float64).sort(0).values          # sorted: colour is the starting rank
+        ts, ode = integrate_paths(den, self.x0, 'forward', 0., steps)
+        _, sde = integrate_paths(den, self.x0, 'forward', 1., steps, generator=g)
+        k = steps // (nt - 1)
+        self.ts, self.ode, self.sde = ts[::k], ode[::k, :, 0], sde[::k, :, 0]
+        lim = 1.2 * max(self.ode.abs().max().item(), self.sde.abs().max().item(), 4 * float(P.prior_std()))
+        self.xs = torch.linspace(-lim, lim, nx, dtype=torch.float64)
+        self.exact = torch.stack([model.marginal(P, t).log_prob(self.xs[:, None]).exp() for t in self.ts.tolist()])
+        self.density = evolve_density(P, self.exact[0], self.xs, self.ts, 'fokker_planck', steps=400)
+    def __repr__(self): return f"ThreeViews({len(self.x0)} particles, {len(self.ts)} times on {self.path.name}, {len(self.xs)} grid cells)"
+
+# %% ../nbs/11_widgets.ipynb #v03
+@patch
+def figure(self:ThreeViews, k:int|None=None, # the slider's starting position (default: the middle time)
+          ) -> go.Figure:
+    "The three panels with a t slider: SDE particles, the density (grid solution over the closed form), pfODE particles."
+    k = len(self.ts) // 2 if k is None else k
+    r = lambda a: np.round(np.asarray(a, dtype=np.float64), 3).tolist()                      # the slider's frames travel as JSON text: 3 decimals
+    jit = r(torch.arange(len(self.x0)) * 0.6180339887 % 1)                                    # a fixed height per particle
+    col = dict(color=np.arange(len(self.x0)), colorscale='Viridis', size=5)
+    sub = slice(None, None, max(1, len(self.xs) // 200))
+    xs, ex, de, sde, ode = r(self.xs[sub]), self.exact[:, sub], self.density[:, sub], self.sde, self.ode
+    fig = make_subplots(1, 3, subplot_titles=('SDE particles: they mix', 'Fokker-Planck density on the grid', 'pfODE particles: order kept'), horizontal_spacing=0.05)
+    fig.add_trace(go.Scatter(x=r(sde[k]), y=jit, mode='markers', marker=col, showlegend=False), 1, 1)
+    fig.add_trace(go.Scatter(x=xs, y=r(ex[k]), name='closed form', line=dict(color='lightgray', width=7)), 1, 2)
+    fig.add_trace(go.Scatter(x=xs, y=r(de[k]), name='grid solution', line=dict(color='black', width=1.5)), 1, 2)
+    fig.add_trace(go.Scatter(x=r(ode[k]), y=jit, mode='markers', marker=col, showlegend=False), 1, 3)
+    steps = [dict(label=f'{t:.2f}', method='restyle', args=[{'x': [r(sde[i]), xs, xs, r(ode[i])], 'y': [jit, r(ex[i]), r(de[i]), jit]}, [0, 1, 2, 3]])
+             for i, t in enumerate(self.ts.tolist())]
+    ymax = 1.05 * self.exact.max().item()
+    fig.update_layout(sliders=[dict(active=k, steps=steps, currentvalue=dict(prefix='t = '), pad=dict(t=30))], height=380, width=900,
+                      margin=dict(l=30, r=10, t=40, b=10), legend=dict(x=0.36, y=0.98), title_font_size=12)
+    lim = self.xs[-1].item()
+    fig.update_xaxes(range=[-lim, lim]); fig.update_yaxes(showticklabels=False, col=1); fig.update_yaxes(showticklabels=False, col=3)
+    fig.update_yaxes(range=[0, ymax], col=2)
+    return fig
+
+@patch
+def _repr_mimebundle_(self:ThreeViews, include=None, exclude=None): return figure_bundle(self.figure(), repr(self))
 
 # %% ../nbs/11_widgets.ipynb #c070
 _CURVES = (('alpha', 1, 1), ('sigma', 1, 1), ('log_snr', 1, 2), ('f', 2, 1), ('g2', 2, 2))

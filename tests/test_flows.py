@@ -1,11 +1,12 @@
 "Flows against exact answers: Gaussian-mixture log-densities, quantile maps, round trips, normalisation of a trained model's density."
 import math
+import numpy as np
 import pytest
 import torch
 from scipy import stats
 import diffnb as dn
 from diffnb.flows import (odeint, encode, decode, log_prob, bits_per_dim, slerp, interpolate, sdedit, inpaint, ddim_invert,
-                          ddim_reconstruct, prior_log_prob)
+                          ddim_reconstruct, prior_log_prob, flow, evolve_density, density_rhs, latent_agreement)
 from diffnb.metrics import distance_correlation, latent_report, amari_distance, compare_ica
 
 def opaque(gm, p):
@@ -210,3 +211,150 @@ def test_inversion_and_encoding_run_through_the_sampler():
     assert (ze - zs).abs().max().item() < 1e-10
     with pytest.raises(ValueError, match="dpmpp_2m runs only that way"): dn.sample(den, x, 'dpmpp_2m', grid=grid)
     with pytest.raises(ValueError, match="eta=0.5: an ascending grid"): dn.sample(den, x, 'ddim', grid=grid, eta=0.5)
+
+
+def test_time_variable_does_not_change_the_map():
+    "Integrating the pfODE in t, in u = log(sigma/alpha) or in log t gives one map (Su's Topics, eqs. (4.16)-(4.20)); equal steps in u are equal log-SNR steps."
+    gm = dn.ring_mixture(8)
+    x = gm.sample(32, generator=gen(7), dtype=torch.float64)
+    for name in ('vp', 'edm', 'linear'):
+        den = opaque(gm, name); p = den.path
+        z = {k: encode(den, x, rtol=1e-8, atol=1e-8, kind=k) for k in ('uniform', 'log_snr', 'log_t')}
+        assert (z['uniform'] - z['log_snr']).abs().max() < 1e-5 and (z['uniform'] - z['log_t']).abs().max() < 1e-5, name
+        _, info = encode(den, x, 'rk4', steps=10, kind='log_snr', return_info=True)
+        lam = p.log_snr(torch.tensor(info.ts, dtype=torch.float64)).flatten()
+        assert torch.allclose(lam.diff(), lam.diff()[:1].expand(10), rtol=1e-6), name
+        _, info = encode(den, x, 'rk4', steps=10, kind='log_t', return_info=True)
+        lt = torch.tensor(info.ts, dtype=torch.float64).log()
+        assert torch.allclose(lt.diff(), lt.diff()[:1].expand(10), rtol=1e-6) and abs(info.ts[-1] - p.t_max) < 1e-9, name
+    with pytest.raises(ValueError, match="kind='log_t': needs times > 0"): encode(gm.denoiser('ve'), x, kind='log_t')
+    with pytest.raises(ValueError, match='kind'): encode(gm.denoiser('vp'), x, kind='log')
+
+
+def test_flow_between_times_matches_the_gaussian_map_and_decode_differentiates():
+    "For Gaussian data the pfODE map is affine: standardise at t0, unstandardise at t1; log-Jacobian 0.5 log(v1 / v0); decode's derivative in z is its slope."
+    g = dn.GaussianMixture([[0.5]], [0.8]); p = dn.get_path('vp'); den = g.denoiser(p)
+    x = torch.linspace(-2, 3, 9, dtype=torch.float64)[:, None]
+    m = lambda t: (g.marginal(p, t).means[0, 0], g.marginal(p, t).covs[0, 0, 0])
+    (m0, v0), (m1, v1) = m(0.05), m(0.9)
+    x1, ld = flow(den, x, 0.05, 0.9, logdet=True, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(x1, m1 + (v1 / v0).sqrt() * (x - m0), atol=1e-7)
+    assert torch.allclose(ld, torch.full((9,), 0.5 * math.log(v1 / v0), dtype=torch.float64), atol=1e-7)
+    assert torch.allclose(flow(den, x1, 0.9, 0.05, rtol=1e-9, atol=1e-9), x, atol=1e-7)
+    z = torch.linspace(-2, 2, 5, dtype=torch.float64)[:, None].requires_grad_(True)
+    xd = decode(den, z, 'rk4', steps=40, grad=True)
+    dz, = torch.autograd.grad(xd.sum(), z)
+    (mT, vT), (ma, va) = m(p.t_max), m(p.t_min)
+    assert torch.allclose(dz, (va / vT).sqrt() * p.prior_std() * torch.ones_like(dz), rtol=1e-6)
+    assert not decode(den, z.detach(), 'rk4', steps=4).requires_grad
+    with pytest.raises(ValueError, match='grad=True'): flow(den, x, 0.1, 0.5, logdet=True, grad=True)
+
+
+def test_det_of_an_euler_step_is_exp_trace_to_second_order():
+    "det(I + hJ) - exp(h tr J) = -h^2 tr(J^2) / 2 + O(h^3) for the pfODE Jacobian J (Su's Topics, eqs. (12.1)-(12.9))."
+    gm = dn.random_mixture(3, 3, seed=2); den = gm.denoiser('vp')
+    x = gm.sample(5, generator=gen(3), dtype=torch.float64)
+    J = torch.stack([torch.autograd.functional.jacobian(lambda v: den.velocity(v[None], 0.4)[0], xi) for xi in x])
+    tr, tr2 = J.diagonal(dim1=-2, dim2=-1).sum(-1), (J @ J).diagonal(dim1=-2, dim2=-1).sum(-1)
+    for h in (1e-3, 5e-4):
+        e = torch.linalg.det(torch.eye(3, dtype=J.dtype) + h * J) - torch.exp(h * tr)
+        assert torch.allclose(e / h**2, -tr2 / 2, rtol=0.02 * h / 1e-3, atol=1e-9), (e / h**2, -tr2 / 2)
+
+
+def two_gaussians_1d():
+    return dn.GaussianMixture([[-2.], [1.5]], [0.3**2, 0.5**2], [0.4, 0.6])
+
+
+def test_grid_fokker_planck_and_transport_forms_match_the_closed_form():
+    "On 2000 cells both forms carry the exact p_t_min to within 1e-3 of the closed-form p_t; mass is conserved; transport also runs backward."
+    gm, p = two_gaussians_1d(), dn.get_path('vp'); den = gm.denoiser(p)
+    xs = torch.linspace(-6, 6, 2000, dtype=torch.float64)
+    exact = lambda t: gm.marginal(p, t).log_prob(xs[:, None]).exp()
+    ts = [p.t_min, 0.2, 0.5, p.t_max]
+    truth = torch.stack([exact(t) for t in ts])
+    fp = evolve_density(p, exact(p.t_min), xs, ts, 'fokker_planck', steps=400)
+    tr = evolve_density(den, exact(p.t_min), xs, ts, 'transport', steps=600)
+    assert (fp - truth).abs().max() < 1e-4 and (tr - truth).abs().max() < 1e-3, ((fp - truth).abs().max(), (tr - truth).abs().max())
+    assert torch.allclose(tr.sum(1) * (xs[1] - xs[0]), torch.full((4,), tr[0].sum().item() * (xs[1] - xs[0]).item(), dtype=torch.float64), atol=1e-12)
+    back = evolve_density(den, exact(p.t_max), xs, [p.t_max, 0.5, p.t_min], 'transport', steps=600)
+    assert (back[-1] - truth[0]).abs().max() < 1e-3
+
+
+def test_grid_heat_equation_for_uniform_data_on_ve():
+    "Uniform data on [-1, 1] under VE: p_t = (Phi((x + 1) / s) - Phi((x - 1) / s)) / 2, s^2 = sigma_t^2 (a non-Gaussian start, exact at every t)."
+    p = dn.get_path('ve')
+    t0, t1 = float(p.t_of_log_snr(torch.tensor(2 * math.log(1 / 0.2)))), float(p.t_of_log_snr(torch.tensor(2 * math.log(1 / 1.))))
+    xs = torch.linspace(-6, 6, 2000, dtype=torch.float64)
+    Phi = torch.distributions.Normal(0., 1.).cdf
+    exact = lambda t: (Phi((xs + 1) / p.sigma(t)) - Phi((xs - 1) / p.sigma(t))) / 2
+    out = evolve_density(p, exact(t0), xs, [t0, (t0 + t1) / 2, t1], steps=300)
+    assert max((out[i] - exact(t)).abs().max().item() for i, t in enumerate([t0, (t0 + t1) / 2, t1])) < 1e-3
+
+
+def test_closed_form_density_solves_both_equations():
+    "The residual of the exact mixture p_t in the Fokker-Planck and transport equations is at the grid's accuracy; another path's operator leaves O(1)."
+    gm, p = two_gaussians_1d(), dn.get_path('vp'); den = gm.denoiser(p)
+    xs = torch.linspace(-6, 6, 2000, dtype=torch.float64)
+    exact = lambda t: gm.marginal(p, t).log_prob(xs[:, None]).exp()
+    for t in (0.1, 0.4, 0.6):
+        dpdt = (exact(t + 1e-5) - exact(t - 1e-5)) / 2e-5
+        for model, form in ((p, 'fokker_planck'), (den, 'transport')):
+            r = (density_rhs(model, exact(t), xs, t, form) - dpdt).abs().max() / dpdt.abs().max()
+            assert r < 1e-3, (t, form, r)
+        wrong = (density_rhs(dn.get_path('vp', beta_max=15.), exact(t), xs, t) - dpdt).abs().max() / dpdt.abs().max()
+        assert wrong > 0.05, (t, wrong)
+
+
+def test_characteristics_push_forward_matches_the_grid():
+    "p_t1(x(t1)) = p_t0(x) exp(-logdet) along flow's paths equals the finite-volume transport solution at those points."
+    gm, p = two_gaussians_1d(), dn.get_path('vp'); den = gm.denoiser(p)
+    xs = torch.linspace(-6, 6, 2000, dtype=torch.float64)
+    p0 = gm.marginal(p, 0.1).log_prob(xs[:, None]).exp()
+    grid = evolve_density(den, p0, xs, [0.1, 0.4], 'transport', steps=400)[-1]
+    X, ld = flow(den, xs[::25, None], 0.1, 0.4, logdet=True, rtol=1e-8, atol=1e-8)
+    p_char = p0[::25] * torch.exp(-ld)
+    p_grid = torch.from_numpy(np.interp(X[:, 0].numpy(), xs.numpy(), grid.numpy()))
+    assert (p_char - p_grid).abs().max() < 1e-3 and (p_char - gm.marginal(p, 0.4).log_prob(X).exp()).abs().max() < 1e-5
+
+
+def test_grid_solver_bad_input():
+    gm, p = two_gaussians_1d(), dn.get_path('vp'); den = gm.denoiser(p)
+    xs = torch.linspace(-6, 6, 200, dtype=torch.float64); p0 = gm.log_prob(xs[:, None]).exp()
+    with pytest.raises(ValueError, match='ill-posed'): evolve_density(p, p0, xs, [1., 0.5])
+    with pytest.raises(ValueError, match="form='transport': needs a Denoiser"): evolve_density(p, p0, xs, [0.1, 0.5], 'transport')
+    with pytest.raises(ValueError, match='form'): evolve_density(p, p0, xs, [0.1, 0.5], 'heat')
+    with pytest.raises(ValueError, match='xs'): evolve_density(p, p0, xs ** 3, [0.1, 0.5])
+    with pytest.raises(ValueError, match='p0'): evolve_density(p, p0[:-1], xs, [0.1, 0.5])
+    with pytest.raises(ValueError, match='ts'): evolve_density(p, p0, xs, [0.1, 0.1, 0.5])
+    with pytest.raises(ValueError, match='ts'): evolve_density(p, p0, xs, [0.1, 5.])
+    with pytest.raises(ValueError, match='steps'): evolve_density(p, p0, xs, [0.1, 0.5], steps=0)
+    with pytest.raises(ValueError, match='one-dimensional'): evolve_density(dn.ring_mixture().denoiser('vp'), p0, xs, [0.1, 0.5], 'transport')
+    with pytest.raises(ValueError, match='scalar path'): evolve_density(dn.StackedPath(['vp']), p0, xs, [0.1, 0.5])
+    with pytest.raises(TypeError, match='model'): density_rhs('vp', p0, xs, 0.3)
+
+
+def test_two_independently_trained_nets_give_the_same_latents():
+    "Identifiability: nets with different seeds, widths and depths encode alike, far closer than different points' latents, and close to the exact latent."
+    gm, p = dn.GaussianMixture([[-1., 0.], [1., 0.5]], [0.3, 0.4]), dn.get_path('vp')
+    models, data = {'exact': gm.denoiser(p)}, gm.sample(2000, generator=gen(0))
+    for name, seed, hidden, depth in (('A', 0, 64, 2), ('B', 1, 48, 3)):
+        torch.manual_seed(seed)
+        tr = dn.Trainer(dn.MLP(2, hidden=hidden, depth=depth), p, data, param='v', batch_size=256, lr=3e-3, device='cpu', seed=seed)
+        for _ in tr.steps(300): pass
+        models[name] = tr.denoiser()
+    tab = latent_agreement(models, gm.sample(200, generator=gen(5), dtype=torch.float64))
+    assert tab.loc[('A', 'B'), 'median'] < 0.15 and (tab.loc['exact', 'median'] < 0.2).all(), tab
+    assert (tab['different_points'] > 1).all(), tab
+
+
+def test_latent_agreement_of_exact_models():
+    gm = dn.GaussianMixture([[-1., 0.5], [1.5, -0.5]], [0.3, 0.5])
+    x = gm.sample(50, generator=gen(0), dtype=torch.float64)
+    other = dn.GaussianMixture([[-1., 0.5], [1.5, -0.5]], [0.6, 0.5])    # the same modes, another weight
+    tab = latent_agreement({'exact': gm.denoiser('vp'), 'x0 only': opaque(gm, 'vp'), 'sub-vp': gm.denoiser('subvp'), 'other': other.denoiser('vp')},
+                           x, rtol=1e-7, atol=1e-7)
+    unrelated = tab['different_points'].iloc[0]
+    assert tab.loc[('exact', 'x0 only'), 'max'] < 1e-5                  # the same Denoiser seen through x0 alone
+    assert tab.loc[('exact', 'sub-vp'), 'max'] < 1e-3 * unrelated       # another schedule: the same map up to its end SNRs
+    assert tab.loc[('exact', 'other'), 'median'] > 0.03 * unrelated     # another distribution: another map
+    with pytest.raises(ValueError, match='models'): latent_agreement({'a': gm.denoiser('vp')}, x)

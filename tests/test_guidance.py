@@ -107,3 +107,33 @@ def test_cosine_similarity():
     # encoders: E1 drops the second coordinate's sign, E2 maps a label to a direction
     sim2 = cosine_similarity(lambda x, t: x.abs(), lambda y: torch.eye(2)[y])
     assert torch.allclose(sim2(x, 0.5, torch.tensor([1, 1, 0])), torch.tensor([0., 1., 1.]))
+
+
+def test_clean_classifier_guidance_is_exact_at_the_data_end_and_biased_with_noise():
+    "log p0(y | x0-hat(x_t)) (Su's Topics, eq. (9.7)): autograd through the denoiser; relative bias 0 at t_min, growing with t; over-sharpens at scale 1."
+    from diffnb.denoisers import CleanClassifierGuidance
+    gm, p = dn.GaussianMixture(torch.tensor([[-1.], [1.]]), 0.8**2, labels=[0, 1]), dn.get_path('vp')
+    den, clf = gm.denoiser(p), gm.classifier(p)
+    clean = lambda x: gm.class_logits(x, p.t_min, p)
+    g = torch.Generator().manual_seed(0)
+    x0 = gm.sample(2000, generator=g, dtype=torch.float64)
+    rel = []
+    for t in (p.t_min, 0.05, 0.1, 0.2, 0.3):
+        xt, _ = p.noise(x0, t, generator=g)
+        s = p.sigma(t).item()
+        dps = CleanClassifierGuidance(den, clean, 1)
+        g_dps = (den.eps(xt, t) - dps.eps(xt, t)) / s
+        xg = xt[:64].clone().requires_grad_(True)
+        direct, = torch.autograd.grad(torch.log_softmax(clean(den.x0(xg, t)), -1)[:, 1].sum(), xg)
+        assert torch.allclose(g_dps[:64], direct, atol=1e-10)
+        g_exact = (den.eps(xt, t) - dn.ClassifierGuidance(den, clf, 1).eps(xt, t)) / s
+        rel.append(((g_dps - g_exact).norm(dim=1).mean() / g_exact.norm(dim=1).mean()).item())
+    assert rel[0] < 1e-3 and all(b > a for a, b in zip(rel, rel[1:])) and rel[-1] > 0.3, rel
+    bayes = lambda xs: (gm.class_logits(xs.double(), p.t_min, p).argmax(1) == 1).double().mean().item()
+    exact_frac = bayes(dn.sample(dn.ClassifierGuidance(den, clf, 1, 1.), 4000, 'dpmpp_2m', steps=20, generator=torch.Generator().manual_seed(1)))
+    dps_frac = bayes(dn.sample(CleanClassifierGuidance(den, clean, 1, 1.), 4000, 'dpmpp_2m', steps=20, generator=torch.Generator().manual_seed(1)))
+    xc, yc = gm.sample(200_000, generator=torch.Generator().manual_seed(2), return_labels=True)
+    truth = bayes(xc[yc == 1])                                     # the Bayes accuracy on class 1 itself
+    assert abs(exact_frac - truth) < 0.03 and dps_frac > truth + 0.03, (exact_frac, dps_frac, truth)
+    assert CleanClassifierGuidance(den, clean, 1).evals == 2
+    with pytest.raises(TypeError, match='classifier'): CleanClassifierGuidance(den, 'clf', 1)

@@ -190,3 +190,60 @@ def test_dpm_solvers_run_where_a_coordinates_log_snr_stands_still():
         xs = dn.sample(den, 4000, m, steps=20, generator=0)
         assert bool(torch.isfinite(xs).all()), m
         torch.testing.assert_close(xs.std(0).double(), gm.covs[0].diagonal().sqrt(), rtol=0.1, atol=0.)
+
+def test_log_t_grid_integrates_a_trained_flow_where_equal_t_steps_fail():
+    "A trained IF network's velocity is rough near t_min (its x0 error over sigma ~ 0.01 sqrt(xi)); steps uniform in log t hold the round trip, equal t steps do not."
+    x = dn.toy('moons', 1000)
+    torch.manual_seed(0)
+    den = fit_if(dn.MLP(2, hidden=32, depth=2), inflationary_path(x, 'prp'), x, 150, batch_size=128)
+    xt = dn.toy('moons', 100, seed=3)
+    with torch.no_grad():
+        log_t, uniform = (round_trip(den, xt, method='rk4', steps=s, kind=k).mean().item() for k, s in (('log_t', 30), ('uniform', 60)))
+    assert log_t < 1e-6 and uniform > 100 * log_t, (log_t, uniform)
+
+def test_knn_preservation_exact_cases_and_flows():
+    "1 for a similarity transform, k/(n-1) in expectation for a shuffle; the exact pfODE keeps most neighbourhoods, the forward SDE's endpoint about none."
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 3, generator=g, dtype=F64)
+    R = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=F64))[0]
+    assert knn_preservation(x, 2.5 * x @ R.T + 1.) == 1.
+    shuffles = [knn_preservation(x, x[torch.randperm(400, generator=g)], k=10) for _ in range(5)]
+    assert abs(sum(shuffles) / 5 - 10 / 399) < 0.01, shuffles
+    gm = dn.ring_mixture(4, radius=2., stds=(.2, .4))
+    p = inflationary_path(gm, 'prr', 1, t_max=5.)
+    den, xr = gm.denoiser(p), gm.sample(400, generator=g, dtype=F64)
+    ode = knn_preservation(xr, encode(den, xr, method='rk4', steps=40, kind='log_t'))
+    sde = knn_preservation(xr, p.noise(xr, p.t_max, generator=g)[0])
+    assert ode > 0.5 and sde < 0.1, (ode, sde)
+    with pytest.raises(ValueError, match='k='): knn_preservation(x, x, k=0)
+    with pytest.raises(ValueError, match='z:'): knn_preservation(x, x[:10])
+
+def test_latent_hmc_recovers_a_closed_form_posterior():
+    "Two Gaussians and obs = x + N(0, 0.5^2 I): the posterior is a two-component mixture in closed form; HMC through the exact IF decoder matches its mean and covariance."
+    gm = dn.GaussianMixture([[-1., -0.5], [1., 0.5]], [0.2, 0.3])
+    den = gm.denoiser(inflationary_path(gm, 'prp'))
+    y, s = torch.tensor([0.4, 0.], dtype=F64), 0.5
+    post = latent_hmc(den, lambda x: -0.5 * ((x - y)**2).sum(1) / s**2, n_chains=128, n_samples=12, warmup=8, n_leapfrog=3,
+                      generator=torch.Generator().manual_seed(1), method='rk4', steps=8, kind='log_t')
+    I2, S, M, w = torch.eye(2, dtype=F64), gm.covs, gm.means, gm.weights
+    Sp = torch.linalg.inv(torch.linalg.inv(S) + I2 / s**2)
+    Mp = (Sp @ (torch.linalg.solve(S, M[..., None]) + y[:, None] / s**2))[..., 0]
+    wp = torch.softmax(torch.log(w) + torch.distributions.MultivariateNormal(M, S + s**2 * I2).log_prob(y), 0)
+    mean = wp @ Mp
+    cov = (wp[:, None, None] * (Sp + Mp[:, :, None] * Mp[:, None, :])).sum(0) - mean[:, None] * mean
+    xs, se = post.x.flatten(0, 1), post.x.mean(0).std(0) / math.sqrt(128)
+    assert ((xs.mean(0) - mean).abs() < 4 * se).all(), (xs.mean(0), mean, se)
+    assert (torch.cov(xs.T) - cov).abs().max() < 0.1 * cov.diagonal().max(), (torch.cov(xs.T), cov)
+    assert 0.5 < post.accept < 0.95 and post.z.shape == (12, 128, 2) and post.nfe > 0
+    # with an uninformative likelihood the posterior is the prior: z stays N(0, I)
+    flat = latent_hmc(den, lambda x: torch.zeros(len(x), dtype=x.dtype), n_chains=256, n_samples=6, warmup=4, n_leapfrog=3,
+                      generator=torch.Generator().manual_seed(2), method='rk4', steps=6, kind='log_t')
+    zf = flat.z.flatten(0, 1)
+    assert (zf.mean(0).abs() < 0.12).all() and ((zf.var(0) - 1).abs() < 0.15).all(), (zf.mean(0), zf.var(0))
+
+def test_latent_hmc_bad_input():
+    gm = dn.GaussianMixture([[-1., -0.5], [1., 0.5]], [0.2, 0.3]); den = gm.denoiser('vp')
+    ll = lambda x: -x.pow(2).sum(1)
+    with pytest.raises(TypeError, match='log_lik'): latent_hmc(den, 3.)
+    for kw, name in ((dict(n_chains=0), 'n_chains'), (dict(warmup=-1), 'warmup'), (dict(step_size=0.), 'step_size'), (dict(target_accept=1.), 'target_accept')):
+        with pytest.raises(ValueError, match=name): latent_hmc(den, ll, **kw)

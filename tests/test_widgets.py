@@ -557,3 +557,22 @@ def test_load_ipython_extension():
     for obj in (dn.get_path('ve'), dn.ring_mixture()):
         data, _ = ip.display_formatter.format(obj)
         assert 'application/vnd.plotly.v1+json' in data and data['text/plain'] == repr(obj)
+
+
+def test_three_views_density_particles_and_slider():
+    "The grid's Fokker-Planck density matches the closed form; ODE particles keep their order, SDE particles lose it; one slider step per time."
+    from scipy import stats
+    from diffnb.widgets import ThreeViews
+    gm = dn.GaussianMixture([[-2.], [1.5]], [0.3**2, 0.5**2], [0.4, 0.6])
+    tv = ThreeViews(gm, 'vp', n=150, nt=11, steps=100, nx=1500, seed=1)
+    assert tv.density.shape == (11, 1500) and tv.ode.shape == tv.sde.shape == (11, 150)
+    assert (tv.density - tv.exact).abs().max() < 1e-3
+    assert (tv.ode.diff(dim=1) > 0).all() and not (tv.sde[-1].diff() > 0).all()
+    assert abs(stats.spearmanr(tv.x0[:, 0].numpy(), tv.sde[-1].numpy()).statistic) < 0.3
+    fig = tv.figure(k=3)
+    assert len(fig.layout.sliders[0].steps) == 11 and fig.layout.sliders[0].active == 3 and len(fig.data) == 4
+    last = fig.layout.sliders[0].steps[-1].args[0]
+    assert np.allclose(last['x'][3], tv.ode[-1].numpy(), atol=1e-3) and np.allclose(last['y'][2], tv.density[-1, ::7].numpy(), atol=1e-3)
+    assert 'application/vnd.plotly.v1+json' in tv._repr_mimebundle_()
+    with pytest.raises(ValueError, match='steps=100'): ThreeViews(gm, nt=8, steps=100)
+    with pytest.raises(TypeError, match='1-D'): ThreeViews(dn.ring_mixture())
