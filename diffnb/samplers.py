@@ -803,8 +803,9 @@ def _lagrange_weights(nodes:list, lo:float, hi:float, exp:bool=False) -> list:
     "Integrals over [lo, hi] of the Lagrange basis polynomials through `nodes` (times e^u when `exp`), by 16-point Gauss-Legendre."
     u = (hi - lo) / 2 * _GL_U + (hi + lo) / 2
     w = (hi - lo) / 2 * _GL_W * (np.exp(u) if exp else 1.)
-    basis = lambda j: np.prod([(u - m) / (nodes[j] - m) for k, m in enumerate(nodes) if k != j], axis=0)
-    return [float(np.sum(w * basis(j))) for j in range(len(nodes))]
+    n, own = np.asarray(nodes, dtype=np.float64), np.eye(len(nodes), dtype=bool)[:, :, None]   # own[j, m]: m == j
+    basis = np.where(own, 1., u - n[:, None]).prod(1) / np.where(own[..., 0], 1., n[:, None] - n).prod(1)[:, None]
+    return (basis @ w).tolist()                         # basis[j] = prod_{m != j} (u - n_m) / (n_j - n_m) at the points u
 
 @register('lms', order=4, stochastic=False, evals=1, history=4)
 def lms(r, z, history=4):
