@@ -1,20 +1,56 @@
-import sys, time
+"""Test session setup: the notebooks run in the background, JOBS at a time, while the other tests run in this process.
+
+Every process gets one torch thread while the notebooks run beside the tests (two kernels and this process on two cores would
+otherwise oversubscribe them, 5-20x slower); DIFFNB_NB_JOBS sets how many notebooks run at once (default: 2, 0 runs them in turn
+inside their tests instead).
+"""
+import os, sys, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools'))
 
-NOTEBOOK_TIMES = {}
+JOBS = max(0, int(os.environ.get('DIFFNB_NB_JOBS', min(2, os.cpu_count() or 1))))
+if JOBS: os.environ.setdefault('OMP_NUM_THREADS', '1')   # before torch is imported here or in any kernel and subprocess
+LONGEST = ('tutorials/inflationary_flows', 'tutorials/train_images', 'tutorials/constructed_odes', '12_cli', '06_train',
+           '10_constructions', '04_samplers')   # started first, so the workers finish together
+NOTEBOOK_TIMES = {}    # notebook -> (seconds, passed), for the summary
+NOTEBOOK_RUNS = {}     # notebook path -> Future of (seconds, executed copy or None, failure or None)
+
+def run_notebook(nb) -> tuple:
+    "(seconds, executed copy or None, failure message or None) of one notebook."
+    from nbrun import execute, NotebookFailed
+    t0 = time.time()
+    try: out, failure = execute(nb), None
+    except NotebookFailed as e: out, failure = None, str(e)
+    return time.time() - t0, out, failure
+
+def _rank(item) -> int:
+    "Tests of this process first (they run beside the notebooks), then the notebooks' results, then docs (built from them), browsers last."
+    return 1 if 'test_notebooks' in item.nodeid else 2 if 'test_docs' in item.nodeid else 3 if 'test_browser' in item.nodeid else 0
 
 def pytest_collection_modifyitems(session, config, items):
-    "Notebooks first (their executed copies feed the docs test), browser tests last."
-    rank = lambda it: 0 if 'test_notebooks' in it.nodeid else 2 if 'test_browser' in it.nodeid else 1
-    items.sort(key=rank)
+    items.sort(key=_rank)
+
+def pytest_collection_finish(session):
+    "Start the selected notebooks in the background, longest first."
+    from nbrun import NBS, kernel_available
+    wanted = [it.callspec.params['nb'] for it in session.items if getattr(it, 'originalname', '') == 'test_notebook']
+    if not JOBS or not wanted or not kernel_available(): return
+    key = lambda p: next((i for i, s in enumerate(LONGEST) if p.relative_to(NBS).with_suffix('').as_posix() == s), len(LONGEST))
+    pool = ThreadPoolExecutor(JOBS, thread_name_prefix='notebook')
+    NOTEBOOK_RUNS.update({nb: pool.submit(run_notebook, nb) for nb in sorted(wanted, key=key)})
+    pool.shutdown(wait=False)
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not NOTEBOOK_TIMES: return
     from nbrun import EXECUTED
     tr = terminalreporter
     tr.section('notebook run times')
-    tr.write_line(f"executed copies: {EXECUTED}")
+    tr.write_line(f"executed copies: {EXECUTED}; {JOBS or 1} at a time, beside the other tests")
     tr.write_line(f"{'notebook':<40} {'seconds':>8}  result")
     for name, (secs, ok) in NOTEBOOK_TIMES.items(): tr.write_line(f"{name:<40} {secs:8.1f}  {'ok' if ok else 'FAILED'}")
     tr.write_line(f"{'total':<40} {sum(s for s, _ in NOTEBOOK_TIMES.values()):8.1f}")
+
+def pytest_sessionfinish(session, exitstatus):
+    "A session that stops early (-x, Ctrl-C) does not start the notebooks still waiting."
+    for f in NOTEBOOK_RUNS.values(): f.cancel()
