@@ -12,34 +12,47 @@ STEP = textwrap.dedent('''
     from diffnb.distributed import init_distributed
     rank, world, dev = init_distributed()
     assert world == 2, world
-    tr = _make(sys.argv[1])[0].distribute()
-    tr.accum = int(sys.argv[5]) if len(sys.argv) > 5 else 1     # micro-batches per replica's half
-    batch = torch.load(sys.argv[2], weights_only=True)
-    half = len(batch[0]) // 2
-    tr.train_step(tuple(None if v is None else v[rank * half:(rank + 1) * half] for v in batch))
-    if rank == 0: torch.save({'world': world, **tr.net.state_dict()}, sys.argv[3])
+    batches, out = torch.load(sys.argv[2], weights_only=True), {}
+    for objective in sys.argv[1].split(','):                       # several objectives in one launch: one process start for all
+        tr = _make(objective)[0].distribute()
+        tr.accum = int(sys.argv[5]) if len(sys.argv) > 5 else 1     # micro-batches per replica's half
+        batch = batches[objective]
+        half = len(batch[0]) // 2
+        tr.train_step(tuple(None if v is None else v[rank * half:(rank + 1) * half] for v in batch))
+        out[objective] = {'world': world, **tr.net.state_dict()}
+    if rank == 0: torch.save(out, sys.argv[3])
     dist.barrier(); dist.destroy_process_group()
     sys.stdout.flush(); os._exit(0)   # skip interpreter teardown: gloo's threads there abort now and then ("terminate called without an active exception")
 ''')
+
+def _launch(folder:Path, objectives:list, accum:int=1) -> dict:
+    "One torchrun launch of two processes taking one DDP step of each objective on its two halves of the objective's own batch: the batches and the weights after."
+    batches = {o: _make(o)[0]._batch() for o in objectives}    # each objective's own batch, drawn once
+    torch.save(batches, folder / 'batch.pt'); (folder / 'step.py').write_text(STEP)
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(folder / 'step.py'),
+                        ','.join(objectives), str(folder / 'batch.pt'), str(folder / 'ddp.pt'), str(Path(__file__).parent), str(accum)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return batches, torch.load(folder / 'ddp.pt', weights_only=True)
 
 # The kernel field's target is the exact field of the minibatch itself, so a shard's loss is not a part of the whole batch's:
 # DDP trains it on each process's own minibatch field, which no single-process step reproduces.
 DECOMPOSABLE = [o for o in OBJECTIVES if o != 'kernel']
 
+@pytest.fixture(scope='module')
+def ddp_steps(tmp_path_factory) -> dict:
+    "accum -> (batches, weights) of one launch for every decomposable objective (accum 1), and for dsm in two micro-batches per half."
+    return {1: _launch(tmp_path_factory.mktemp('ddp1'), DECOMPOSABLE), 2: _launch(tmp_path_factory.mktemp('ddp2'), ['dsm'], accum=2)}
+
 @pytest.mark.parametrize('objective, accum', [(o, 1) for o in DECOMPOSABLE] + [('dsm', 2)])
-def test_one_ddp_step_equals_one_step_on_the_concatenated_batch(tmp_path, objective, accum):
+def test_one_ddp_step_equals_one_step_on_the_concatenated_batch(ddp_steps, objective, accum):
     "One step of two DDP replicas on the two halves of a batch (each half in `accum` micro-batches) gives the weights of one step on the whole batch."
-    single = _make(objective)[0]
-    batch = single._batch()   # the objective's own batch, drawn once
-    torch.save(batch, tmp_path / 'batch.pt'); (tmp_path / 'step.py').write_text(STEP)
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(tmp_path / 'step.py'),
-                        objective, str(tmp_path / 'batch.pt'), str(tmp_path / 'ddp.pt'), str(Path(__file__).parent), str(accum)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    ddp = torch.load(tmp_path / 'ddp.pt', weights_only=True)
+    batches, weights = ddp_steps[accum]
+    ddp = dict(weights[objective])
     assert ddp.pop('world') == 2
+    single = _make(objective)[0]
     before = {k: v.clone() for k, v in single.net.state_dict().items()}
-    single.train_step(batch)
+    single.train_step(batches[objective])
     changed = 0
     for k, v in single.net.state_dict().items():
         torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-6)
@@ -52,7 +65,7 @@ def test_two_nodes_of_one_process_each_rendezvous_over_c10d(tmp_path):
     with socket.socket() as sock: sock.bind(('127.0.0.1', 0)); port = sock.getsockname()[1]
     single = _make('dsm')[0]
     batch = single._batch()
-    torch.save(batch, tmp_path / 'batch.pt'); (tmp_path / 'step.py').write_text(STEP)
+    torch.save({'dsm': batch}, tmp_path / 'batch.pt'); (tmp_path / 'step.py').write_text(STEP)
     node = lambda: subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--nnodes=2', '--nproc_per_node=1', '--rdzv-backend=c10d',
                                      f'--rdzv-endpoint=127.0.0.1:{port}', '--rdzv-id=diffnb-test', str(tmp_path / 'step.py'),
                                      'dsm', str(tmp_path / 'batch.pt'), str(tmp_path / 'ddp.pt'), str(Path(__file__).parent)],
@@ -60,7 +73,7 @@ def test_two_nodes_of_one_process_each_rendezvous_over_c10d(tmp_path):
     nodes = [node(), node()]
     outs = [n.communicate(timeout=300) for n in nodes]
     assert all(n.returncode == 0 for n in nodes), '\n'.join(err[-2000:] for _, err in outs)
-    ddp = torch.load(tmp_path / 'ddp.pt', weights_only=True)
+    ddp = torch.load(tmp_path / 'ddp.pt', weights_only=True)['dsm']
     assert ddp.pop('world') == 2
     single.train_step(batch)
     for k, v in single.net.state_dict().items(): torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-6)
