@@ -5,8 +5,8 @@ What is compared
 * diffnb: ddim, ddpm, dpmpp_2m, dpmpp_3m, unipc, deis, lms, dpm_2, dpmpp_2m_sde, dpmpp_sde, dpmpp_2s_ancestral,
   euler_ancestral, edm, restart (one restart of two steps, RESTART: 4 calls beyond the grid's), analytic_dpm and sde
   (gamma = 1, i.e. Euler-Maruyama on the reverse SDE), on the EDM path (alpha = 1, sigma = t in [0.002, 80]) with every
-  time-grid kind of `dn.TIME_GRIDS` but 'uniform' (log_snr, karras, auto; the stochastic ones on 'auto' only, their own
-  default grid), and, when diffnb has `fit_grid`, the 'fitted' grid for the deterministic samplers in FITTED up to FIT_MAX_NFE, fitted once per problem, method and step count on a 512-point pilot
+  time-grid kind of `dn.TIME_GRIDS` but 'uniform' (log_snr, karras, auto) for the methods in ALL_GRIDS and on 'auto', each
+  method's own default grid, for the rest; and, when diffnb has `fit_grid`, the 'fitted' grid for the samplers in FITTED up to FIT_MAX_NFE, fitted once per problem, method and step count on a 512-point pilot
   (those calls are auxiliary, see below) and reused by every seed; `--grids` picks. 'auto' is each method's own
   data-scaled grid (`SAMPLERS[m].jump`). Two control rows (ddim, dpmpp_2m) run on the discrete `ddpm` path that
   diffusers uses. On the EDM path euler is ddim and heun is edm, step for step (identical numbers), so they are run
@@ -288,6 +288,7 @@ def kdiffusion():
 DIFFNB_METHODS = ('ddim', 'ddpm', 'euler', 'heun', 'dpmpp_2m', 'dpmpp_3m', 'unipc', 'deis', 'lms', 'dpm_2', 'dpmpp_2m_sde', 'dpmpp_sde',
                   'dpmpp_2s_ancestral', 'euler_ancestral', 'edm', 'restart', 'analytic_dpm', 'sde')
 FITTED = ('dpmpp_2m', 'unipc')   # the deterministic methods given a fitted grid (each fit costs ~600 pilot runs)
+ALL_GRIDS = ('ddim', 'dpmpp_2m', 'unipc')   # run on every grid kind; every other method on 'auto', its own grid
 FIT_MAX_NFE = 20                                    # fitted grids only up to this budget: a fit at 50 steps costs minutes per problem
 RESTART = dict(repeats=1, restart_steps=2)          # restart sampling light enough for 10-20 NFE: 4 calls beyond the grid's
 
@@ -318,7 +319,7 @@ def deterministic(method) -> bool:
 def fixed_specs(grids, twins=False) -> list[Spec]:
     "The fixed-step rows of the benchmark (euler and heun only with twins=True: on the EDM path they equal ddim and edm)."
     specs = [diffnb_spec(m, k) for m in DIFFNB_METHODS if twins or m not in EDM_TWINS for k in grids
-             if (k == 'auto' or deterministic(m)) and (k != 'fitted' or m in FITTED)]   # stochastic methods on their own grid only
+             if (k == 'auto' or m in ALL_GRIDS) and (k != 'fitted' or m in FITTED)]   # the others on their own grid only
     specs += [diffnb_spec(m, 'log_snr', 'ddpm') for m in ('ddim', 'dpmpp_2m')]   # controls on diffusers' path
     specs += peer_specs()
     return specs

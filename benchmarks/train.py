@@ -11,6 +11,10 @@
 
     .venv/bin/python benchmarks/train.py                 # 3000 steps each (about 15 minutes on 2 CPU cores)
     .venv/bin/python benchmarks/train.py --steps 10000   # the issue's comparison
+    .venv/bin/python benchmarks/train.py --t-scales 1.2 1.5 --skip-throughput   # the EDM noise density's spread (results/train_t_scale.md)
+
+3. With --t-scales: the default recipe trained with each spread of its log-normal noise density (t_scale; Karras et al. 2022 use
+   P_std = 1.2, diffnb's default is 1.5) over three seeds, sampled with dn.sample's defaults: mode-weight TV and mode W2 against the floors.
 """
 import argparse, time
 import torch
@@ -99,10 +103,29 @@ def quality(steps, n=20_000):
     print(f"\nplain / diffnb: weight TV {a.weight_tv / b.weight_tv:.2f}x, mode W2 {a.mode_w2 / b.mode_w2:.2f}x (target: >= 2 on both)")
     print(f"diffnb / exact score: weight TV {b.weight_tv / e.weight_tv:.2f}x, mode W2 {b.mode_w2 / e.mode_w2:.2f}x (target: <= 2 on both)")
 
+def t_scale_study(steps, scales, seeds=(0, 1, 2), n=20_000):
+    "The default recipe with each t_scale, mean and standard error over seeds of the mode metrics over their floors."
+    ring = dn.ring_mixture()
+    data = ring.sample(100_000, generator=torch.Generator().manual_seed(0))
+    floor = dn.noise_floor(dn.mode_coverage, ring, n, generator=torch.Generator().manual_seed(1))
+    print(f"\nring, {steps} training steps per run, seeds {list(seeds)}, n = {n}; the recipe with t_scale set, dn.sample defaults (20 NFE)\n")
+    print("| t_scale | weight TV / floor | mode W2 / floor |\n|---:|---:|---:|")
+    for sc in scales:
+        tv, w2 = [], []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            tr = dn.Trainer(dn.default_net(data), 'vp', data, device='cpu', seed=seed, t_scale=sc); tr.fit(steps, progress=False)
+            r = dn.mode_coverage(dn.sample(tr.denoiser(), n, generator=torch.Generator().manual_seed(seed)), ring)
+            tv.append(r.weight_tv / floor.weight_tv); w2.append(r.mode_w2 / floor.mode_w2)
+        ms = lambda v: f"{sum(v) / len(v):.2f} ± {(sum((u - sum(v) / len(v))**2 for u in v) / (len(v) - 1))**0.5 / len(v)**0.5:.2f}"
+        print(f"| {sc:g} | {ms(tv)} | {ms(w2)} |")
+
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--steps', type=int, default=3000); ap.add_argument('--skip-throughput', action='store_true')
+    ap.add_argument('--t-scales', type=float, nargs='+', default=None, help="compare the recipe's noise-density spreads instead (e.g. 1.2 1.5)")
     a = ap.parse_args()
+    if a.t_scales: t_scale_study(a.steps, a.t_scales); raise SystemExit
     data = dn.ring_mixture().sample(100_000, generator=torch.Generator().manual_seed(0))
     if not a.skip_throughput: throughput(data)
     quality(a.steps)
