@@ -11,9 +11,9 @@ TORCH ?= torch==2.13.0
 $(STAMP): setup.py settings.ini
 	@command -v python3 >/dev/null || { echo "make: python3 (3.10+) is needed to create $(VENV)"; exit 1; }
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -qq --no-compile $(TORCH) numpy            # torch first: the CPU wheel, not a CUDA build pulled in by a dependency
-	$(PIP) install -qq --no-compile -e ".[dev]"   # --no-compile: modules are byte-compiled when first imported, not all of them now (a minute less here)
-	$(PIP) install -qq --no-compile --no-deps k-diffusion torchsde trampoline torch-fidelity   # their own requirements would replace torch (torch-fidelity's torchvision; diffnb loads only its Inception-v3, which needs torch alone)
+	$(PIP) install -qq $(TORCH) numpy            # torch first: the CPU wheel, not a CUDA build pulled in by a dependency
+	$(PIP) install -qq -e ".[dev]"
+	$(PIP) install -qq --no-deps k-diffusion torchsde trampoline torch-fidelity   # their own requirements would replace torch (torch-fidelity's torchvision; diffnb loads only its Inception-v3, which needs torch alone)
 	$(PY) -m ipykernel install --sys-prefix --name diffnb --display-name "Python (diffnb)" >/dev/null
 	@touch $@
 

@@ -25,8 +25,8 @@ def run_notebook(nb) -> tuple:
     return time.time() - t0, out, failure
 
 def _rank(item) -> int:
-    "Browser tests first, then the rest of this process's tests (all beside the notebooks), then the notebooks' results, then docs (built from them)."
-    return 0 if 'test_browser' in item.nodeid else 2 if 'test_notebooks' in item.nodeid else 3 if 'test_docs' in item.nodeid else 1
+    "Tests of this process first (they run beside the notebooks), then the notebooks' results, then docs (built from them), browsers last."
+    return 1 if 'test_notebooks' in item.nodeid else 2 if 'test_docs' in item.nodeid else 3 if 'test_browser' in item.nodeid else 0
 
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=_rank)
