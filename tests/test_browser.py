@@ -22,15 +22,18 @@ def _browser_or_skip():
         pytest.skip(why)
 
 @pytest.fixture(scope='module')
-def page():
+def browser():
+    "A headless chromium for the module (skipped without one, failed under DIFFNB_REQUIRE_BROWSER=1); also used by test_docs."
     _browser_or_skip()
     from playwright.sync_api import sync_playwright
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         b = launch(pw)
-        pg = b.new_page(viewport={'width': 1280, 'height': 900})
-        yield pg
+        yield b
         b.close()
+
+@pytest.fixture(scope='module')
+def page(browser): return browser.new_page(viewport={'width': 1280, 'height': 900})
 
 def _free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]

@@ -133,17 +133,7 @@ def test_api_docs_show_parameter_tables(pages):
 
 # ---- in chromium, from file://
 
-@pytest.fixture(scope='module')
-def browser():
-    from test_browser import _browser_or_skip
-    _browser_or_skip()
-    from playwright.sync_api import sync_playwright
-    from browser import launch
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
+from test_browser import browser   # noqa: F401  (the module's chromium fixture)
 
 def _open(browser, url, width=1280, height=900):
     "A page at `url` whose requests off the file system are refused and recorded (page.web)."
