@@ -5,6 +5,7 @@ otherwise oversubscribe them, 5-20x slower); DIFFNB_NB_JOBS sets how many notebo
 inside their tests instead).
 """
 import os, sys, time
+import pytest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools'))
@@ -15,6 +16,21 @@ LONGEST = ('tutorials/inflationary_flows', 'tutorials/train_images', 'tutorials/
            '10_constructions', '04_samplers')   # started first, so the workers finish together
 NOTEBOOK_TIMES = {}    # notebook -> (seconds, passed), for the summary
 NOTEBOOK_RUNS = {}     # notebook path -> Future of (seconds, executed copy or None, failure or None)
+
+@pytest.fixture(scope='module')
+def browser():
+    "A headless Debian chromium for the module (skipped without one, failed under DIFFNB_REQUIRE_BROWSER=1); screenshots go to build/artifacts/."
+    from browser import browser_or_skip, launch
+    browser_or_skip()
+    from playwright.sync_api import sync_playwright
+    (Path(__file__).resolve().parents[1] / 'build' / 'artifacts').mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        b = launch(pw)
+        yield b
+        b.close()
+
+@pytest.fixture(scope='module')
+def page(browser): return browser.new_page(viewport={'width': 1280, 'height': 900})
 
 def run_notebook(nb) -> tuple:
     "(seconds, executed copy or None, failure message or None) of one notebook."

@@ -6,34 +6,10 @@ Screenshots are kept in build/artifacts/: look at them.
 import json, os, secrets, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
-from browser import chromium_path, launch
+from browser import browser_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / 'build' / 'artifacts'
-
-def _browser_or_skip():
-    why = None
-    if not chromium_path(): why = "no chromium on PATH (apt-get install chromium chromium-driver)"
-    else:
-        try: import playwright.sync_api  # noqa: F401
-        except ImportError: why = "Python playwright is not installed"
-    if why:
-        if os.environ.get('DIFFNB_REQUIRE_BROWSER') == '1': pytest.fail(f"DIFFNB_REQUIRE_BROWSER=1 but {why}", pytrace=False)
-        pytest.skip(why)
-
-@pytest.fixture(scope='module')
-def browser():
-    "A headless chromium for the module (skipped without one, failed under DIFFNB_REQUIRE_BROWSER=1); also used by test_docs."
-    _browser_or_skip()
-    from playwright.sync_api import sync_playwright
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        b = launch(pw)
-        yield b
-        b.close()
-
-@pytest.fixture(scope='module')
-def page(browser): return browser.new_page(viewport={'width': 1280, 'height': 900})
 
 def _free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -41,7 +17,7 @@ def _free_port():
 @pytest.fixture(scope='module')
 def lab(tmp_path_factory):
     "A JupyterLab server on 127.0.0.1 with a token, serving a temporary folder; yields (url, folder)."
-    _browser_or_skip()
+    browser_or_skip()
     root = tmp_path_factory.mktemp('lab')
     port, token = _free_port(), secrets.token_hex(16)
     log = open(root / 'lab.log', 'w')

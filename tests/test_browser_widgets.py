@@ -8,12 +8,10 @@ Skipped with a one-line reason when no browser is found, unless DIFFNB_REQUIRE_B
 import base64, json, re
 from pathlib import Path
 import pytest
-import test_browser as tb
 from browser import Lab, write_notebook, open_notebook, wait_idle, KernelProbe, save_notebook, shutdown_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / 'build' / 'artifacts'
-page = tb.page   # the module's chromium page fixture
 
 SETUP = """import time, torch, diffnb as dn
 from diffnb.widgets import SamplerPreview, TrajectoryExplorer

@@ -133,8 +133,6 @@ def test_api_docs_show_parameter_tables(pages):
 
 # ---- in chromium, from file://
 
-from test_browser import browser   # noqa: F401  (the module's chromium fixture)
-
 def _open(browser, url, width=1280, height=900):
     "A page at `url` whose requests off the file system are refused and recorded (page.web)."
     pg = browser.new_page(viewport={'width': width, 'height': height})

@@ -264,9 +264,9 @@ def test_compare_mode_panels_share_one_scale():
     for r in range(2):
         assert c['panels'][r]['lim'] == c['panels'][2 + r]['lim'] == max(own[0][r], own[1][r])
         assert c['panels'][r]['ticks'] == ticks(c['panels'][r]['lim'])
-    for c, _ in b.frames[:-1]:                                    # and in every frame of the run
-        assert c['panels'][0]['lim'] == c['panels'][2]['lim'] and c['panels'][1]['lim'] == c['panels'][3]['lim']
-    fig = w.figure()
+    for f, _ in b.frames[:-1]:                                    # and in every frame of the run
+        assert f['panels'][0]['lim'] == f['panels'][2]['lim'] and f['panels'][1]['lim'] == f['panels'][3]['lim']
+    fig = w.figure()                                              # the final frame's view
     assert fig.layout.xaxis.range == fig.layout.xaxis3.range == (-c['panels'][0]['lim'], c['panels'][0]['lim'])
 
 def test_prior_view_before_the_first_run():

@@ -9,6 +9,18 @@ def chromium_path():
     "The system chromium, or None."
     return shutil.which('chromium') or shutil.which('chromium-browser')
 
+def browser_or_skip():
+    "Skip the test with a one-line reason when chromium or playwright is missing; fail instead under DIFFNB_REQUIRE_BROWSER=1 (as in CI)."
+    import pytest
+    why = None
+    if not chromium_path(): why = "no chromium on PATH (apt-get install chromium chromium-driver)"
+    else:
+        try: import playwright.sync_api  # noqa: F401
+        except ImportError: why = "Python playwright is not installed"
+    if why:
+        if os.environ.get('DIFFNB_REQUIRE_BROWSER') == '1': pytest.fail(f"DIFFNB_REQUIRE_BROWSER=1 but {why}", pytrace=False)
+        pytest.skip(why)
+
 def launch(pw):
     "A headless Debian chromium from a sync_playwright() context."
     return pw.chromium.launch(executable_path=chromium_path(), headless=True, args=ARGS)
