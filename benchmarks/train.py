@@ -11,14 +11,13 @@
 
     .venv/bin/python benchmarks/train.py                 # 3000 steps each (about 15 minutes on 2 CPU cores)
     .venv/bin/python benchmarks/train.py --steps 10000   # the issue's comparison
-    .venv/bin/python benchmarks/train.py --t-scales 1.2 1.5 --skip-throughput   # the EDM noise density's spread (results/train_t_scale.md)
+    .venv/bin/python benchmarks/train.py --t-scales 1.2 1.5 > benchmarks/results/train_t_scale.md   # the EDM noise density's spread
 
 3. With --t-scales: the default recipe trained with each spread of its log-normal noise density (t_scale; Karras et al. 2022 use
    P_std = 1.2, diffnb's default is 1.5) over three seeds, sampled with dn.sample's defaults: mode-weight TV and mode W2 against the floors.
 """
 import argparse, time
 import torch
-torch.set_num_threads(2)   # this machine's cores: more threads oversubscribe it
 import diffnb as dn
 
 def plain_vp_loop(net, data, batch, steps, seed=0):
@@ -124,7 +123,9 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--steps', type=int, default=3000); ap.add_argument('--skip-throughput', action='store_true')
     ap.add_argument('--t-scales', type=float, nargs='+', default=None, help="compare the recipe's noise-density spreads instead (e.g. 1.2 1.5)")
+    ap.add_argument('--threads', type=int, default=2, help="torch threads (this machine's 2 cores; more oversubscribe it)")
     a = ap.parse_args()
+    torch.set_num_threads(a.threads)
     if a.t_scales: t_scale_study(a.steps, a.t_scales); raise SystemExit
     data = dn.ring_mixture().sample(100_000, generator=torch.Generator().manual_seed(0))
     if not a.skip_throughput: throughput(data)

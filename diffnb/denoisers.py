@@ -83,10 +83,13 @@ def net_dtype(self:Denoiser) -> torch.dtype|None:
 
 # %% ../nbs/01_denoisers.ipynb #c012
 def lincomb(*terms) -> Tensor:
-    "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates (a Python-number coefficient costs one operation, the number 0 none)."
+    "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates (a Python-number coefficient costs one operation, the number 0 none; a leading 1 shares its operation with the next term)."
     live = [(c, x) for c, x in terms if not (isinstance(c, (int, float)) and c == 0)] or [terms[0]]
     (c, x), rest = live[0], live[1:]
-    out = x * c
+    if isinstance(c, (int, float)) and c == 1 and rest and isinstance(rest[0][0], (int, float)):   # x + c' x': one operation for both
+        (c, x2), rest = rest[0], rest[1:]
+        out = torch.add(x, x2, alpha=c)
+    else: out = x * c
     for c, x in rest:
         if isinstance(c, (int, float)): out.add_(x, alpha=c)
         else: out.add_(c * x)

@@ -816,7 +816,7 @@ def lms(r, z, history=4):
         x0, eps = r.D(z, i)
         slopes = [eps] + slopes[:history - 1]
         w = _lagrange_weights(sig[i::-1][:len(slopes)], sig[i], sig[i + 1])
-        z = _times(lincomb((1., _times(z, 1 / r.ca[i])), *zip(w, slopes)), r.ca[i + 1])
+        z = lincomb((r.ca[i + 1] / r.ca[i], z), *((r.ca[i + 1] * wk, e) for wk, e in zip(w, slopes)))   # alpha_{i+1} (z / alpha_i + sum_k w_k eps_k)
         yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c070a
@@ -831,7 +831,7 @@ def deis(r, z, solver_order=3, lower_order_final=True):
         k = min(len(slopes), r.N - i) if lower_order_final and r.N < 15 else len(slopes)   # diffusers' lower orders at the end of short runs
         w = (_lagrange_weights([math.log(s) for s in sig[i::-1][:k]], math.log(sig[i]), math.log(sig[i + 1]), exp=True)
              if sig[i + 1] > 0 else [-sig[i]])                                      # to sigma = 0: an Euler step
-        z = _times(lincomb((1., _times(z, 1 / r.ca[i])), *zip(w, slopes[:len(w)])), r.ca[i + 1])
+        z = lincomb((r.ca[i + 1] / r.ca[i], z), *((r.ca[i + 1] * wk, e) for wk, e in zip(w, slopes)))
         yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c074
