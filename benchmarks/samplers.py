@@ -48,7 +48,9 @@ seeds; the best cell of each column is bold.
 `--overhead` instead measures the per-step cost of each library's machinery: each sampler runs with a
 trivial model (x0-hat = x / 2, or the eps/denoiser that implies) on 100k 2-D points and on 64 images of
 3x32x32; overhead = (wall time - time inside the model views - time drawing the initial state) / NFE,
-in microseconds, median over repeats, next to a hand-written torch Euler loop.
+in microseconds, median over repeats, next to a hand-written torch Euler loop, and next to a hand-written loop of the same
+kind of work ("own loop": Dormand-Prince, predictor-corrector, ancestral Euler for the other stochastic steps, k-diffusion's
+linear multistep method for the steps that combine three or more past evaluations).
 
 Run (from the repository root)
 ------------------------------
@@ -218,6 +220,7 @@ def run_torch(spec, model, ctx, steps, g):
     x = ctx.init(SIGMA, sig[0], g)
     if spec.name == 'dopri5': return run_torch_dopri5(net, x)
     if spec.name == 'pc': return run_torch_pc(net, x, sig, g)
+    if spec.name == 'lms': return run_torch_lms(net, x, sig)
     for s0, s1 in zip(sig[:-1], sig[1:]):
         if spec.name == 'euler' or s1 == 0: x = x + (s1 - s0) / s0 * (x - net(x, s0)); continue
         up = min(s1, (s1**2 * (s0**2 - s1**2) / s0**2) ** 0.5); down = (s1**2 - up**2) ** 0.5
@@ -245,6 +248,26 @@ def run_torch_dopri5(net, x, rtol=1e-5, atol=1e-5):
         if ratio <= 1: x, s, k1 = y, s + h, ks[-1]
         h *= min(10., max(0.2, 0.9 * max(ratio, 1e-10)**-0.2))
     return net(x, SIGMA_MIN)
+
+def lms_coefficients(sig:list, order:int=4) -> list:
+    "Per step i: the integrals over [sigma_i, sigma_{i+1}] of the Lagrange basis polynomials through sigma_i, sigma_{i-1}, ... (16-point Gauss-Legendre)."
+    import numpy as np
+    u, w = np.polynomial.legendre.leggauss(16)
+    out = []
+    for i in range(len(sig) - 1):
+        nodes, lo, hi = sig[i::-1][:order], sig[i], sig[i + 1]
+        uu, ww = (hi - lo) / 2 * u + (hi + lo) / 2, (hi - lo) / 2 * w
+        out.append([float(np.prod([np.ones_like(uu)] + [(uu - nm) / (nj - nm) for m, nm in enumerate(nodes) if m != j], axis=0) @ ww) for j, nj in enumerate(nodes)])
+    return out
+
+def run_torch_lms(net, x, sig, order=4):
+    """k-diffusion's linear multistep method (order 4) as a user writes it, its coefficients computed before the loop: the baseline of
+    the multistep steps that combine three or more past evaluations (lms, deis, unipc, dpmpp_3m)."""
+    coeffs, ds = lms_coefficients(sig, order), []
+    for i, s0 in enumerate(sig[:-1]):
+        ds = [(x - net(x, s0)) / s0] + ds[:order - 1]
+        x = x + sum(c * d for c, d in zip(coeffs[i], ds))
+    return x
 
 def run_torch_pc(net, x, sig, g, snr=0.16):
     """Song et al.'s predictor-corrector (2021, Algorithms 2 and 4, VE form in sigma): a reverse-SDE step, then one Langevin step
@@ -541,13 +564,15 @@ def report(args, specs, adaptive, problems, seconds) -> str:
 OVERHEAD_SHAPES = {'100k 2-D points': (100_000, 2), '64 images 3x32x32': (64, 3, 32, 32)}
 
 HAND_LOOPS = {k: Spec('torch', f'hand-written {v} loop', k, 0 if k == 'dopri5' else 1) for k, v in
-              dict(euler='Euler', euler_ancestral='ancestral Euler', dopri5='Dormand-Prince', pc='predictor-corrector').items()}
+              dict(euler='Euler', euler_ancestral='ancestral Euler', dopri5='Dormand-Prince', pc='predictor-corrector', lms='linear multistep').items()}
+MULTISTEP = ('lms', 'deis', 'unipc', 'dpmpp_3m')   # steps that combine three or more past evaluations: held to the linear multistep loop
 
 def own_baseline(spec) -> str:
     "The hand-written loop a sampler's step is held to: the same algorithm where one is written, else ancestral Euler for stochastic steps, Euler otherwise."
     if spec.lib == 'torch': return spec.label
     if spec.lib != 'diffnb': return HAND_LOOPS['euler'].label
     if spec.name in HAND_LOOPS and spec.name != 'euler': return HAND_LOOPS[spec.name].label
+    if spec.name in MULTISTEP: return HAND_LOOPS['lms'].label
     return HAND_LOOPS['euler' if deterministic(spec.name) else 'euler_ancestral'].label
 
 def overhead(steps, repeats, log) -> str:

@@ -8,7 +8,6 @@ import math, itertools, numbers
 import torch
 from torch import Tensor, nn
 from fastcore.basics import patch_to
-from scipy.optimize import linear_sum_assignment
 from .paths import Path, as_generator, as_time, get_path, time_grid, check_choice
 from .samplers import odeint
 from .denoisers import Denoiser
@@ -393,6 +392,7 @@ def ot_pairs(x0:Tensor, eps:Tensor) -> Tensor:
     "The permutation perm pairing x0[i] with eps[perm[i]] at least total squared distance: an exact assignment (Hungarian method)."
     if x0.shape != eps.shape: raise ValueError(f"eps: shape {tuple(eps.shape)} differs from x0's {tuple(x0.shape)}")
     cost = torch.cdist(x0.flatten(1).double(), eps.flatten(1).double()).pow(2)
+    from scipy.optimize import linear_sum_assignment   # here, not at import: scipy.optimize costs 0.2 s of every `import diffnb`
     _, cols = linear_sum_assignment(cost.cpu().numpy())
     return torch.as_tensor(cols, dtype=torch.long, device=x0.device)
 

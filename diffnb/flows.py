@@ -8,7 +8,6 @@ import math
 import numpy as np
 import torch
 from torch import Tensor
-from scipy.linalg import solve_banded
 from .paths import Path, DiagonalPath, as_time, as_generator, time_grid, check_choice
 from .denoisers import Denoiser
 from .samplers import sample, odeint
@@ -325,6 +324,7 @@ def evolve_density(model,                  # a Path or a Denoiser (Fokker-Planck
                    steps:int=1000,         # Crank-Nicolson steps over the whole span, shared out between the intervals of ts
                   ) -> Tensor:
     "The density at every time of ts, shape (len(ts), N): finite volumes with upwind-biased fluxes, Crank-Nicolson in time."
+    from scipy.linalg import solve_banded   # here, not at import: scipy.linalg costs 0.3 s of every `import diffnb`
     P, den = _grid_model(model, form)
     xs, dx = _check_grid(xs)
     p = _check_density(p0, xs, 'p0')

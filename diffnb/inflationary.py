@@ -328,12 +328,19 @@ def sphere_mesh(d:int,      # 2 or 3
     return V, F
 
 # %% ../nbs/09_inflationary.ipynb #c063
+def _face_terms(V:Tensor, F:Tensor) -> tuple:
+    "What the solid angles need from the mesh alone: a.(b x c) = D - x.N for a = A - x, b = B - x, c = C - x, and the Gram matrix of the vertices."
+    A, B, C = V[F[:, 0]], V[F[:, 1]], V[F[:, 2]]
+    cross = torch.linalg.cross
+    return (A * cross(B, C)).sum(-1), cross(A, B) + cross(B, C) + cross(C, A), V @ V.T
+
 def winding_number(x:Tensor,  # points (N, d)
                    V:Tensor,  # boundary vertices (n, d)
                    F:Tensor,  # faces from sphere_mesh
                    chunk:int=2048) -> Tensor:
     "Winding number of a closed polygon (d = 2) or closed triangle mesh (d = 3) around each point: 1 inside, 0 outside."
     x, V = x.to(torch.float64), V.to(torch.float64)
+    if V.shape[1] == 3: D, N, G = _face_terms(V, F)
     out = []
     for i in range(0, len(x), chunk):
         P = x[i:i + chunk, None]
@@ -341,11 +348,13 @@ def winding_number(x:Tensor,  # points (N, d)
             a, b = V[F[:, 0]] - P, V[F[:, 1]] - P
             ang = torch.atan2(a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0], (a * b).sum(-1))
             out.append(ang.sum(1) / (2 * math.pi))
-        else:
-            a, b, c = V[F[:, 0]] - P, V[F[:, 1]] - P, V[F[:, 2]] - P
-            la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
-            num = (a * torch.linalg.cross(b, c)).sum(-1)
-            den = la * lb * lc + (a * b).sum(-1) * lc + (a * c).sum(-1) * lb + (b * c).sum(-1) * la
+        else:   # Van Oosterom & Strackee's solid angle; every term that couples a point and a vertex is a matrix product
+            P = P[:, 0]
+            l = ((P * P).sum(1, keepdim=True) - 2 * P @ V.T + (V * V).sum(1)).clamp(min=0).sqrt()   # |vertex - point|
+            xv = P @ V.T
+            dot = lambda j, k: G[F[:, j], F[:, k]] - xv[:, F[:, j]] - xv[:, F[:, k]] + (P * P).sum(1, keepdim=True)   # (A - x).(B - x)
+            la, lb, lc = l[:, F[:, 0]], l[:, F[:, 1]], l[:, F[:, 2]]
+            num, den = D - P @ N.T, la * lb * lc + dot(0, 1) * lc + dot(0, 2) * lb + dot(1, 2) * la
             out.append(2 * torch.atan2(num, den).sum(1) / (4 * math.pi))
     return torch.cat(out)
 

@@ -89,7 +89,7 @@ class _Run:
         self.clam = self.K(self.lam)
         self.ts = grid.tolist()
         self.at = {t: i for i, t in enumerate(self.ts)}                    # grid time -> index
-        self.tb = [torch.full((1,), t, dtype=dtype, device=like.device).expand(like.shape[0]) for t in self.ts]   # views: no fill
+        self.tb = grid.to(dtype=dtype, device=like.device)[:, None].expand(len(grid), like.shape[0]).unbind(0)   # (B,) views: no fill
         self.ca, self.cs, self.cda, self.cds, self.cf, self.cg2 = (self.K(v) for v in (a, s, da, ds, self.f, self.g2))
         self.last, self.noise_source = None, None   # noise_source: the moment propagator's unit draws in place of random ones
     def K(self, v:Tensor) -> list:

@@ -41,8 +41,9 @@ def run_notebook(nb) -> tuple:
     return time.time() - t0, out, failure
 
 def _rank(item) -> int:
-    "Tests of this process first (they run beside the notebooks), then the notebooks' results, then docs (built from them), browsers last."
-    return 1 if 'test_notebooks' in item.nodeid else 2 if 'test_docs' in item.nodeid else 3 if 'test_browser' in item.nodeid else 0
+    """Tests of this process first, then the browser tests (both beside the notebooks: the browser's waits for JupyterLab and its kernels
+    cost little CPU), then the notebooks' results, then the docs (built from the executed notebooks)."""
+    return 1 if 'test_browser' in item.nodeid else 2 if 'test_notebooks' in item.nodeid else 3 if 'test_docs' in item.nodeid else 0
 
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=_rank)

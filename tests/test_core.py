@@ -13,11 +13,12 @@ def test_moment_odes_reproduce_alpha_sigma(name):
     t_end = p.t_min + 0.6 * (p.t_max - p.t_min)
     ts = torch.linspace(p.t_min, t_end, 4001, dtype=torch.float64)
     a, v = p.alpha(p.t_min).item(), p.sigma(p.t_min).item()**2
-    rhs = lambda t, a, v: (p.f(t).item() * a, 2 * p.f(t).item() * v + p.g2(t).item())
-    for t0, t1 in zip(ts[:-1], ts[1:]):   # RK4
-        h = (t1 - t0).item(); tm = (t0 + t1) / 2
-        k1 = rhs(t0, a, v); k2 = rhs(tm, a + h / 2 * k1[0], v + h / 2 * k1[1])
-        k3 = rhs(tm, a + h / 2 * k2[0], v + h / 2 * k2[1]); k4 = rhs(t1, a + h * k3[0], v + h * k3[1])
+    at = lambda t: list(zip(p.f(t).tolist(), p.g2(t).tolist()))          # (f, g^2) at each time, from one call each
+    start, mid, end = at(ts[:-1]), at((ts[:-1] + ts[1:]) / 2), at(ts[1:])
+    rhs = lambda fg, a, v: (fg[0] * a, 2 * fg[0] * v + fg[1])
+    for i, h in enumerate((ts[1:] - ts[:-1]).tolist()):   # RK4
+        k1 = rhs(start[i], a, v); k2 = rhs(mid[i], a + h / 2 * k1[0], v + h / 2 * k1[1])
+        k3 = rhs(mid[i], a + h / 2 * k2[0], v + h / 2 * k2[1]); k4 = rhs(end[i], a + h * k3[0], v + h * k3[1])
         a += h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0]); v += h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
     assert a == pytest.approx(p.alpha(t_end).item(), rel=1e-6, abs=1e-9)
     assert v == pytest.approx(p.sigma(t_end).item()**2, rel=1e-6, abs=1e-9)
