@@ -84,16 +84,20 @@ def net_dtype(self:Denoiser) -> torch.dtype|None:
 # %% ../nbs/01_denoisers.ipynb #c012
 def lincomb(*terms) -> Tensor:
     "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates (a Python-number coefficient costs one operation, the number 0 none; a leading 1 shares its operation with the next term)."
-    live = [(c, x) for c, x in terms if not (isinstance(c, (int, float)) and c == 0)] or [terms[0]]
-    (c, x), rest = live[0], live[1:]
-    if isinstance(c, (int, float)) and c == 1 and rest and isinstance(rest[0][0], (int, float)):   # x + c' x': one operation for both
-        (c, x2), rest = rest[0], rest[1:]
-        out = torch.add(x, x2, alpha=c)
-    else: out = x * c
-    for c, x in rest:
-        if isinstance(c, (int, float)): out.add_(x, alpha=c)
-        else: out.add_(c * x)
-    return out
+    out = lead = None
+    for c, x in terms:
+        num = isinstance(c, (int, float))
+        if num and c == 0: continue
+        if out is not None:
+            if num: out.add_(x, alpha=c)
+            else: out.add_(c * x)
+        elif lead is not None: out = torch.add(lead, x, alpha=c) if num else lead + c * x   # x + c' x': one operation for both
+        elif num and c == 1: lead = x
+        else: out = x * c
+    if out is not None: return out
+    if lead is not None: return lead * 1.
+    c, x = terms[0]
+    return x * c                                         # every coefficient 0: zeros shaped like the first term
 
 # %% ../nbs/01_denoisers.ipynb #c013
 def _from_output(param, out, z, a, s, da, ds, need_eps=True):

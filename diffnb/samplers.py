@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_samplers.ipynb #c002
 from __future__ import annotations
-import math
+import functools, math
 from dataclasses import dataclass, field
 import numpy as np
 import torch
@@ -83,15 +83,18 @@ class _Run:
         a, s, da, ds = P.coefs(grid)
         if self.diag: a, s, da, ds = (v.expand(len(grid), P.dim) for v in (a, s, da, ds))
         self.a, self.s, self.da, self.ds = a, s, da, ds                    # float64, (N+1,) or (N+1, d)
-        self.f = da / a
-        self.g2 = 2 * s * (ds - s * self.f)
-        self.lam = torch.log(a) - torch.log(s)                              # half log-SNR; +inf where sigma = 0
-        self.clam = self.K(self.lam)
         self.ts = grid.tolist()
         self.at = {t: i for i, t in enumerate(self.ts)}                    # grid time -> index
         self.tb = grid.to(dtype=dtype, device=like.device)[:, None].expand(len(grid), like.shape[0]).unbind(0)   # (B,) views: no fill
-        self.ca, self.cs, self.cda, self.cds, self.cf, self.cg2 = (self.K(v) for v in (a, s, da, ds, self.f, self.g2))
+        self.ca, self.cs, self.cda, self.cds = (self.K(v) for v in (a, s, da, ds))
         self.last, self.noise_source = None, None   # noise_source: the moment propagator's unit draws in place of random ones
+    # what only some methods use, computed on first use: the drift coefficient f, g^2 (SDE steps) and half the log-SNR (multistep ones)
+    f = functools.cached_property(lambda self: self.da / self.a)
+    g2 = functools.cached_property(lambda self: 2 * self.s * (self.ds - self.s * self.f))
+    lam = functools.cached_property(lambda self: torch.log(self.a) - torch.log(self.s))   # +inf where sigma = 0
+    cf = functools.cached_property(lambda self: self.K(self.f))
+    cg2 = functools.cached_property(lambda self: self.K(self.g2))
+    clam = functools.cached_property(lambda self: self.K(self.lam))
     def K(self, v:Tensor) -> list:
         "Per-grid-point coefficients for the step loop: Python floats on scalar paths, tensors per coordinate on diagonal ones."
         return v.tolist() if not self.diag else list(v.to(dtype=self.dtype, device=self.like.device).unbind(0))
@@ -367,14 +370,18 @@ def __getattr__(name:str):
 def __dir__(): return sorted(set(globals()) | {f'sample_{m}' for m in SAMPLERS})
 
 # %% ../nbs/04_samplers.ipynb #c034
-def _velocity(r, z, i=None, t=None, coefs=None):
-    "The pfODE drift alpha' x0 + sigma' eps in basis coordinates, at grid point i or at any time t (its coefficients when known)."
+def _velocity_terms(r, z, i=None, t=None, coefs=None) -> list:
+    "The pfODE drift alpha' x0 + sigma' eps in basis coordinates as (coefficient, tensor) terms, at grid point i or at any time t (its coefficients when known)."
     if i is not None: (x0, eps), (a, s, da, ds) = r.D(z, i, need_eps=False), (r.ca[i], r.cs[i], r.cda[i], r.cds[i])
     else:
         coefs = r.coefs_at(t) if coefs is None else coefs
         (x0, eps), (a, s, da, ds) = r.D_at(z, t, need_eps=False, coefs=coefs), coefs
-    if eps is None: return lincomb((ds / s, z), (da - ds * a / s, x0))   # an x0 net: eps = (z - a x0) / s folded in, one pass fewer
-    return lincomb((da, x0), (ds, eps))
+    if eps is None: return [(ds / s, z), (da - ds * a / s, x0)]   # an x0 net: eps = (z - a x0) / s folded in, one pass fewer
+    return [(da, x0), (ds, eps)]
+
+def _velocity(r, z, i=None, t=None, coefs=None) -> Tensor:
+    "The pfODE drift as one tensor."
+    return lincomb(*_velocity_terms(r, z, i, t, coefs))
 
 # %% ../nbs/04_samplers.ipynb #c036
 _DP_A = [[], [1/5], [3/40, 9/40], [44/45, -56/15, 32/9], [19372/6561, -25360/2187, 64448/6561, -212/729],
@@ -502,8 +509,9 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
 def _fixed(fn, y:tuple, grid:list, method:str, info:ODEInfo|None=None, check:bool=True):
     "A fixed-step method through the times of `grid` (either direction): yields (t, y) after each step."
     b, bufs = TABLEAUS[method][2], _stage_buffers(y, len(TABLEAUS[method][0]) - 1)
+    euler_step = getattr(fn, 'euler_step', None) if method == 'euler' else None   # a drift may take a whole Euler step in one combination
     for t, tn in zip(grid[:-1], grid[1:]):
-        y = _comb(y, tn - t, b, _rk_stages(fn, t, y, tn - t, method, bufs=bufs)[0])
+        y = euler_step(t, y, tn - t) if euler_step is not None else _comb(y, tn - t, b, _rk_stages(fn, t, y, tn - t, method, bufs=bufs)[0])
         if info is not None: info.steps += 1; info.ts.append(tn)
         if check and not _finite(y): raise FloatingPointError(f"{method}: non-finite state at t={tn:g}; the Denoiser or the step size is at fault")
         yield tn, y
@@ -546,7 +554,12 @@ def _pf_drift(r, method:str|None=None):
         new = [u for u in ts if u not in at and u not in stage]
         step.clear()
         if new: step.update(zip(new, r.coefs_many(new)))
-    drift.prepare = prepare
+    def euler_step(t, y, h):   # y + h v as one combination, v's term in y itself folded into y's coefficient (one pass fewer)
+        z, i = y[0], at.get(t)
+        terms = _velocity_terms(r, z, i) if i is not None else _velocity_terms(r, z, t=t, coefs=stage.get(t) or step.get(t))
+        own = sum(c for c, v in terms if v is z)
+        return (lincomb((1 + h * own, z), *((h * c, v) for c, v in terms if v is not z)),)
+    drift.prepare, drift.euler_step = prepare, euler_step
     return drift
 
 def _pf_ode(r, z, method:str):
@@ -797,15 +810,35 @@ def dpmpp_sde(r, z, eta=1., r1=0.5):
         yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c070
-_GL_U, _GL_W = np.polynomial.legendre.leggauss(16)     # Gauss-Legendre nodes and weights on [-1, 1]: constants
+_GL_EXACT = {m: tuple(zip(*(v.tolist() for v in np.polynomial.legendre.leggauss(m)))) for m in (1, 2, 3)}   # exact for degree 2m - 1
+
+def _poly_from_roots(roots:list) -> list:
+    "Coefficients, constant first, of the product of (v - r) over the roots."
+    c = [1.]
+    for r in roots: c = [(c[p - 1] if p else 0.) - r * (c[p] if p < len(c) else 0.) for p in range(len(c) + 1)]
+    return c
+
+def _int_poly_exp(c:list, H:float) -> float:
+    "The integral over [0, H] of (sum_p c_p v^p) e^v, by I_0 = e^H - 1, I_p = H^p e^H - p I_(p-1)."
+    eH, I, Hp = math.exp(H), math.expm1(H), 1.
+    total = c[0] * I
+    for p in range(1, len(c)): Hp *= H; I = Hp * eH - p * I; total += c[p] * I
+    return total
 
 def _lagrange_weights(nodes:list, lo:float, hi:float, exp:bool=False) -> list:
-    "Integrals over [lo, hi] of the Lagrange basis polynomials through `nodes` (times e^u when `exp`), by 16-point Gauss-Legendre."
-    u = (hi - lo) / 2 * _GL_U + (hi + lo) / 2
-    w = (hi - lo) / 2 * _GL_W * (np.exp(u) if exp else 1.)
-    n, own = np.asarray(nodes, dtype=np.float64), np.eye(len(nodes), dtype=bool)[:, :, None]   # own[j, m]: m == j
-    basis = np.where(own, 1., u - n[:, None]).prod(1) / np.where(own[..., 0], 1., n[:, None] - n).prod(1)[:, None]
-    return (basis @ w).tolist()                         # basis[j] = prod_{m != j} (u - n_m) / (n_j - n_m) at the points u
+    "Integrals over [lo, hi] of the Lagrange basis polynomials through `nodes`, exactly: by ceil(k / 2)-point Gauss-Legendre, or times e^u in closed form."
+    if exp:   # shifted by lo, the interval is [0, hi - lo] and e^u = e^lo e^v
+        return [math.exp(lo) * _int_poly_exp(_poly_from_roots([nm - lo for m, nm in enumerate(nodes) if m != j]), hi - lo)
+                / math.prod(nj - nm for m, nm in enumerate(nodes) if m != j) for j, nj in enumerate(nodes)]
+    half, mid, out = (hi - lo) / 2, (hi + lo) / 2, [0.] * len(nodes)
+    for uq, wq in _GL_EXACT[(len(nodes) + 1) // 2]:   # a polynomial of degree k - 1: ceil(k / 2) points integrate it exactly
+        u = half * uq + mid
+        for j, nj in enumerate(nodes):
+            b = half * wq
+            for m, nm in enumerate(nodes):
+                if m != j: b *= (u - nm) / (nj - nm)
+            out[j] += b
+    return out
 
 @register('lms', order=4, stochastic=False, evals=1, history=4)
 def lms(r, z, history=4):
@@ -902,6 +935,18 @@ def dpmpp_2m_sde(r, z):
         yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c077b
+def _solve_small(A:list, b:list) -> list:
+    "x with A x = b for a small dense system (lists of floats), by Gaussian elimination with partial pivoting: no array overhead."
+    n, M = len(b), [list(row) + [bi] for row, bi in zip(A, b)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda k: abs(M[k][c])); M[c], M[p] = M[p], M[c]
+        for k in range(c + 1, n):
+            f = M[k][c] / M[c][c]
+            M[k] = [u - f * v for u, v in zip(M[k], M[c])]
+    x = [0.] * n
+    for k in range(n - 1, -1, -1): x[k] = (M[k][n] - sum(M[k][m] * x[m] for m in range(k + 1, n))) / M[k][k]
+    return x
+
 def _unipc_rhos(h:float, rks:list, B:float) -> list:
     "UniPC's weights rho at the nodes rks: sum_k rho_k r_k^(p-1) = p! (-h) phi_{p+1}(-h) / B(h) for p = 1..len(rks); 1/2 for a single node."
     if len(rks) < 2: return [0.5] * len(rks)
@@ -909,7 +954,7 @@ def _unipc_rhos(h:float, rks:list, B:float) -> list:
     phi = math.expm1(hh) / hh - 1                                          # -h phi_2(-h)
     for p in range(1, len(rks) + 1):
         b.append(phi * fact / B); fact *= p + 1; phi = phi / hh - 1 / fact
-    return np.linalg.solve(np.vander(rks, increasing=True).T, b).tolist()
+    return _solve_small([[rk**p for rk in rks] for p in range(len(rks))], b)
 
 def _unipc_step(r, i:int, z:Tensor, x0s:list, lams:list, order:int, variant:str, x0_next=None) -> Tensor:
     "UniP from t_i to t_{i+1} on the newest-first x0-hats `x0s` at half log-SNRs `lams`; given x0_next, the x0-hat at t_{i+1}, UniC."
