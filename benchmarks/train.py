@@ -14,7 +14,7 @@
     .venv/bin/python benchmarks/train.py --t-scales 1.2 1.5 > benchmarks/results/train_t_scale.md   # the EDM noise density's spread
 
 3. With --t-scales: the default recipe trained with each spread of its log-normal noise density (t_scale; Karras et al. 2022 use
-   P_std = 1.2, diffnb's default is 1.5) over three seeds, sampled with dn.sample's defaults: mode-weight TV and mode W2 against the floors.
+   P_std = 1.2, diffnb's default since this study) over three seeds, sampled with dn.sample's defaults: mode-weight TV and mode W2 against the floors.
 """
 import argparse, time
 import torch

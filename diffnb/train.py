@@ -62,7 +62,7 @@ def sample_t(path:Path, n:int, density:str='uniform', generator=None, sigma_data
     l_lo, l_hi = path.log_snr(hi).item(), path.log_snr(lo).item()
     if density == 'log_snr': return path.t_of_log_snr(l_lo + (l_hi - l_lo) * u).clamp(lo, hi)
     z = torch.randn(n, generator=generator, dtype=torch.float64)
-    log_r = (math.log(sigma_data) - 0.5 if loc is None else loc) + (1.5 if scale is None else scale) * z
+    log_r = (math.log(sigma_data) - 0.5 if loc is None else loc) + (1.2 if scale is None else scale) * z
     return path.t_of_log_snr((-2 * log_r).clamp(l_lo, l_hi)).clamp(lo, hi)
 
 # %% ../nbs/06_train.ipynb #c015
