@@ -101,7 +101,7 @@ DEMO_SAMPLERS = (('dpmpp_2m_sde', 50, 'reverse SDE', {}), ('heun', 25, 'pfODE, 2
                  ('dopri5', 20, 'adaptive pfODE', dict(rtol=1e-3, atol=1e-3)))
 
 # %% ../nbs/12_cli.ipynb #c016a
-def _image_demo(out:FilePath, steps:int, device, seed:int, progress:bool, n:int=500) -> dict:
+def _image_demo(out:FilePath, steps:int, device, seed:int, progress:bool, n:int=500, feature_steps:int=1000) -> dict:
     "The default image recipe on the 8x8 digits: a class-conditional U-Net, n samples (digits.png: 60 of them, a column per digit), FD-digits."
     x, y = digits()
     data = image_data(x, labels=y, hflip=False)                  # a mirrored digit is another glyph
@@ -112,7 +112,7 @@ def _image_demo(out:FilePath, steps:int, device, seed:int, progress:bool, n:int=
     xs = sample(den, n, generator=torch.Generator().manual_seed(seed + 4), y=torch.arange(n) % 10).cpu().clamp(-1, 1)
     write_png(out / 'digits.png', (image_grid(xs, 60, cols=10).float() / 255).repeat_interleave(4, 0).repeat_interleave(4, 1))
     tr.save(out / 'digits-checkpoint')
-    feats = digit_features(seed=seed)
+    feats = digit_features(feature_steps, seed=seed)
     fd = lambda a, b: frechet_distance(feats(a), feats(b))
     real = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 5))[:n]]
     return dict(grid='digits.png', steps=steps, train_seconds=round(train_s, 1), n=n, nfe=den.nfe, params=sum(p.numel() for p in tr.net.parameters()),
@@ -121,6 +121,7 @@ def _image_demo(out:FilePath, steps:int, device, seed:int, progress:bool, n:int=
 # %% ../nbs/12_cli.ipynb #c017
 def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, progress:bool=True,
              image_steps:int=400,   # training steps of the digits U-Net (0: no image part)
+             feature_steps:int=1000, # training steps of the FD-digits feature network
             ) -> dict:
     "Train on the 8-Gaussian ring and on the 8x8 digits, sample, write out/report.html (with digits.png); returns the report's numbers."
     out = FilePath(out); out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,7 @@ def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, 
                  mmd=mmd(toy('ring8', n, seed=seed + 3), held_out))
     report = dict(steps=steps, train_seconds=round(train_s, 1), device=str(tr.device), rows=rows, floor=floor,
                   final_loss=sum(tr.losses[-100:]) / len(tr.losses[-100:]))
-    if image_steps: report['images'] = _image_demo(out, image_steps, device, seed, progress)
+    if image_steps: report['images'] = _image_demo(out, image_steps, device, seed, progress, feature_steps=feature_steps)
     write_report(out / 'report.html', report, tr, held_out, clouds)
     tr.save(out / 'checkpoint')
     (out / 'report.json').write_text(json.dumps(report, indent=1))
