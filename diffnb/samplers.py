@@ -966,7 +966,7 @@ def _unipc_step(r, i:int, z:Tensor, x0s:list, lams:list, order:int, variant:str,
     return lincomb((r.cs[i + 1] / r.cs[i], z), (-r.ca[i + 1] * math.expm1(-h) + sum(c), x0s[0]), *((-ck, m) for ck, (_, m) in zip(c, nodes)))
 
 # %% ../nbs/04_samplers.ipynb #c077c
-@register('unipc', order=3, stochastic=False, evals=1, jump=1., solver_order=2, variant='bh2', corrector=True, lower_order_final=True)
+@register('unipc', order=3, stochastic=False, evals=1, jump=1.2, solver_order=2, variant='bh2', corrector=True, lower_order_final=True)
 def unipc(r, z, solver_order=2, variant='bh2', corrector=True, lower_order_final=True):
     "UniPC (Zhao et al. 2023): the UniP multistep predictor on the x0-hats in lambda; UniC corrects each new state with the call made there, at no extra cost."
     if solver_order not in (1, 2, 3): raise ValueError(f"solver_order={solver_order!r}: 1, 2 or 3")
