@@ -350,9 +350,9 @@ def winding_number(x:Tensor,  # points (N, d)
             out.append(ang.sum(1) / (2 * math.pi))
         else:   # Van Oosterom & Strackee's solid angle; every term that couples a point and a vertex is a matrix product
             P = P[:, 0]
-            l = ((P * P).sum(1, keepdim=True) - 2 * P @ V.T + (V * V).sum(1)).clamp(min=0).sqrt()   # |vertex - point|
-            xv = P @ V.T
-            dot = lambda j, k: G[F[:, j], F[:, k]] - xv[:, F[:, j]] - xv[:, F[:, k]] + (P * P).sum(1, keepdim=True)   # (A - x).(B - x)
+            xv, xx = P @ V.T, (P * P).sum(1, keepdim=True)
+            l = (xx - 2 * xv + G.diagonal()).clamp(min=0).sqrt()                      # |vertex - point|
+            dot = lambda j, k: G[F[:, j], F[:, k]] - xv[:, F[:, j]] - xv[:, F[:, k]] + xx   # (A - x).(B - x)
             la, lb, lc = l[:, F[:, 0]], l[:, F[:, 1]], l[:, F[:, 2]]
             num, den = D - P @ N.T, la * lb * lc + dot(0, 1) * lc + dot(0, 2) * lb + dot(1, 2) * la
             out.append(2 * torch.atan2(num, den).sum(1) / (4 * math.pi))

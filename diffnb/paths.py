@@ -77,13 +77,13 @@ class Path:
 @patch
 def check_t(self:Path, t, name:str='t') -> Tensor:
     "`t` as float64, checked against [t_min, t_max] (a float32 t a rounding step outside is clamped); `name` is the argument in errors."
-    if type(t) is float and self.t_min - 1e-9 * max(1., abs(self.t_max)) <= t <= self.t_max + 1e-9 * max(1., abs(self.t_max)):
-        return torch.tensor(t, dtype=torch.float64)     # a Python float in range (NaN is not): the common case, without tensor reductions
+    tol = 1e-9 * max(1., abs(self.t_max))
+    if type(t) is float and self.t_min - tol <= t <= self.t_max + tol: return torch.tensor(t, dtype=torch.float64)   # the common case, no reductions (NaN fails here)
     if isinstance(t, str) or (isinstance(t, Tensor) and not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64))):
         raise ValueError(f"{name}={t!r}: a time must be a number or a tensor of numbers in [{self.t_min}, {self.t_max}]")
     low = isinstance(t, Tensor) and t.is_floating_point() and t.dtype != torch.float64   # a float32 t_max may round above t_max
     t = as_time(t)
-    tol = max(1., abs(self.t_max)) * (4 * torch.finfo(torch.float32).eps if low else 1e-9)
+    if low: tol = max(1., abs(self.t_max)) * 4 * torch.finfo(torch.float32).eps
     if t.numel() and (bool((t < self.t_min - tol).any()) or bool((t > self.t_max + tol).any()) or bool(t.isnan().any())):
         raise ValueError(f"{name}={_show(t)} is outside path '{self.name}''s range [t_min, t_max] = [{self.t_min}, {self.t_max}]")
     return t.clamp(self.t_min, self.t_max) if low else t

@@ -935,18 +935,6 @@ def dpmpp_2m_sde(r, z):
         yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c077b
-def _solve_small(A:list, b:list) -> list:
-    "x with A x = b for a small dense system (lists of floats), by Gaussian elimination with partial pivoting: no array overhead."
-    n, M = len(b), [list(row) + [bi] for row, bi in zip(A, b)]
-    for c in range(n):
-        p = max(range(c, n), key=lambda k: abs(M[k][c])); M[c], M[p] = M[p], M[c]
-        for k in range(c + 1, n):
-            f = M[k][c] / M[c][c]
-            M[k] = [u - f * v for u, v in zip(M[k], M[c])]
-    x = [0.] * n
-    for k in range(n - 1, -1, -1): x[k] = (M[k][n] - sum(M[k][m] * x[m] for m in range(k + 1, n))) / M[k][k]
-    return x
-
 def _unipc_rhos(h:float, rks:list, B:float) -> list:
     "UniPC's weights rho at the nodes rks: sum_k rho_k r_k^(p-1) = p! (-h) phi_{p+1}(-h) / B(h) for p = 1..len(rks); 1/2 for a single node."
     if len(rks) < 2: return [0.5] * len(rks)
@@ -954,7 +942,9 @@ def _unipc_rhos(h:float, rks:list, B:float) -> list:
     phi = math.expm1(hh) / hh - 1                                          # -h phi_2(-h)
     for p in range(1, len(rks) + 1):
         b.append(phi * fact / B); fact *= p + 1; phi = phi / hh - 1 / fact
-    return _solve_small([[rk**p for rk in rks] for p in range(len(rks))], b)
+    coef = lambda k: _poly_from_roots([rm for m, rm in enumerate(rks) if m != k])     # the inverse of a Vandermonde matrix holds the
+    return [sum(bp * cp for bp, cp in zip(b, coef(k))) / math.prod(rk - rm for m, rm in enumerate(rks) if m != k)   # Lagrange basis's coefficients
+            for k, rk in enumerate(rks)]
 
 def _unipc_step(r, i:int, z:Tensor, x0s:list, lams:list, order:int, variant:str, x0_next=None) -> Tensor:
     "UniP from t_i to t_{i+1} on the newest-first x0-hats `x0s` at half log-SNRs `lams`; given x0_next, the x0-hat at t_{i+1}, UniC."
