@@ -122,8 +122,10 @@ def _image_demo(out:FilePath, steps:int, device, seed:int, progress:bool, n:int=
 def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, progress:bool=True,
              image_steps:int=400,   # training steps of the digits U-Net (0: no image part)
              feature_steps:int=1000, # training steps of the FD-digits feature network
+             image_n:int=500,        # digits sampled for FD-digits (60 of them in the grid)
             ) -> dict:
     "Train on the 8-Gaussian ring and on the 8x8 digits, sample, write out/report.html (with digits.png); returns the report's numbers."
+    if image_steps and not 60 <= image_n <= 898: raise ValueError(f"image_n={image_n}: must be in [60, 898] (the grid shows 60; the floor takes two halves of the 1797 digits)")
     out = FilePath(out); out.mkdir(parents=True, exist_ok=True)
     data, held_out = toy('ring8', 20_000, seed=seed), toy('ring8', n, seed=seed + 1)
     tr = Trainer(default_net(data), 'edm', data, total_steps=steps, device=device, seed=seed)
@@ -141,7 +143,7 @@ def run_demo(out='demo', steps:int=3000, n:int=5000, device='auto', seed:int=0, 
                  mmd=mmd(toy('ring8', n, seed=seed + 3), held_out))
     report = dict(steps=steps, train_seconds=round(train_s, 1), device=str(tr.device), rows=rows, floor=floor,
                   final_loss=sum(tr.losses[-100:]) / len(tr.losses[-100:]))
-    if image_steps: report['images'] = _image_demo(out, image_steps, device, seed, progress, feature_steps=feature_steps)
+    if image_steps: report['images'] = _image_demo(out, image_steps, device, seed, progress, n=image_n, feature_steps=feature_steps)
     write_report(out / 'report.html', report, tr, held_out, clouds)
     tr.save(out / 'checkpoint')
     (out / 'report.json').write_text(json.dumps(report, indent=1))

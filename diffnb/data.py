@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #c002
 from __future__ import annotations
-import math, os, warnings
+import functools, math, os, warnings
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 import numpy as np
@@ -309,12 +309,12 @@ class EmpiricalOracle:
         a, s, _, _ = path.coefs(t)
         a = path.coef(a, z) if not isinstance(path, DiagonalPath) else path.coef(a, z).expand_as(z)
         s = path.coef(s, z) if not isinstance(path, DiagonalPath) else path.coef(s, z).expand_as(z)
-        a, s = a.expand(z.shape[0], -1), s.expand(z.shape[0], -1)
-        out = torch.empty_like(z)
-        step = max(1, self.chunk_elems // (pts.numel()))
+        # -|z - a x_i|^2 / 2 s^2 (summed over coordinates) without its part that no x_i changes: (z a / s^2) . x_i - (a^2 / 2 s^2) . x_i^2
+        u, w = (z * a / s**2).expand_as(z), ((a / s)**2 / 2).expand_as(z)
+        out, sq = torch.empty_like(z), pts.T**2
+        step = max(1, self.chunk_elems // pts.shape[0])
         for i in range(0, z.shape[0], step):
-            zi, ai, si = z[i:i+step, None, :], a[i:i+step, None, :], s[i:i+step, None, :]
-            logits = -(((zi - ai * pts) / si)**2).sum(-1) / 2
+            logits = u[i:i+step] @ pts.T - w[i:i+step] @ sq
             out[i:i+step] = torch.softmax(logits, -1) @ pts
         return path.from_basis(out, x.flatten(1)).to(x.dtype).reshape(x.shape)
 
@@ -368,12 +368,17 @@ def toy(name:str,        # one of TOYS
     return torch.as_tensor(x, dtype=torch.float32)
 
 # %% ../nbs/02_data.ipynb #c057
-def digits() -> tuple[Tensor, Tensor]:
-    "sklearn's 8x8 digits: x (1797, 1, 8, 8) float32 in [-1, 1], y int64 labels."
+@functools.lru_cache(1)
+def _digits_arrays() -> tuple:
+    "sklearn's digits as read from its file (about a second), once per process."
     from sklearn.datasets import load_digits
     d = load_digits()
-    x = torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 8 - 1
-    return x, torch.as_tensor(d.target, dtype=torch.long)
+    return d.images, d.target
+
+def digits() -> tuple[Tensor, Tensor]:
+    "sklearn's 8x8 digits: x (1797, 1, 8, 8) float32 in [-1, 1], y int64 labels (new tensors on every call)."
+    images, target = _digits_arrays()
+    return torch.tensor(images, dtype=torch.float32)[:, None] / 8 - 1, torch.tensor(target, dtype=torch.long)
 
 # %% ../nbs/02_data.ipynb #c060
 @dataclass

@@ -12,8 +12,8 @@ from fastcore.basics import patch
 from .paths import Path, Coefs, get_path, check_choice
 
 # %% auto #0
-__all__ = ['PARAMS', 'PARAM_ALIASES', 'Denoiser', 'batch_time', 'as_input', 'lincomb', 'Guided', 'full_label', 'CFG',
-           'GradientGuidance', 'ClassifierGuidance', 'SimilarityGuidance', 'cosine_similarity',
+__all__ = ['PARAMS', 'PARAM_ALIASES', 'Denoiser', 'batch_time', 'shared_time', 'as_input', 'lincomb', 'Guided', 'full_label',
+           'CFG', 'GradientGuidance', 'ClassifierGuidance', 'SimilarityGuidance', 'cosine_similarity',
            'CleanClassifierGuidance']
 
 # %% ../nbs/01_denoisers.ipynb #c006
@@ -52,6 +52,11 @@ def batch_time(t,          # a number, a 0-d tensor or a (B,) tensor of times
     if t.dim() == 0: return t.expand(x.shape[0])
     if t.shape != (x.shape[0],): raise ValueError(f"t: shape {tuple(t.shape)}; expected () or ({x.shape[0]},), one time per sample of x")
     return t
+
+def shared_time(t:Tensor) -> Tensor|None:
+    "The one time of a batch whose times are a single value broadcast (what batch_time makes of a number), 0-d; None for per-sample times."
+    if t.dim() == 0: return t
+    return t[0] if t.dim() == 1 and len(t) > 1 and t.stride(0) == 0 else None
 
 def as_input(fn, x:Tensor) -> Tensor:
     "x in the dtype and device of fn's parameters when fn is a module (a float32 net given a float64 state), else x."

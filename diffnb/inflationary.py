@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from fastcore.basics import patch
 import plotly.graph_objects as go
 from .paths import Coefs, DiagonalPath, as_time, check_choice, as_generator
-from .denoisers import Denoiser
+from .denoisers import Denoiser, shared_time
 from .data import GaussianMixture
 from .train import Trainer
 from .flows import encode, decode
@@ -93,6 +93,11 @@ def _sigma(self:InflationaryPath, t): A, _, C, _ = self._AC(t); return A * C.sqr
 def _dalpha(self:InflationaryPath, t): return self._AC(t)[1]
 @patch
 def _dsigma(self:InflationaryPath, t): A, dA, C, dC = self._AC(t); return dA * C.sqrt() + A * dC / (2 * C.sqrt())
+@patch
+def _coefs_at(self:InflationaryPath, t):
+    "alpha, sigma and their derivatives from one evaluation of A, C and theirs (what `coefs` calls)."
+    A, dA, C, dC = self._AC(t); rc = C.sqrt()
+    return A, A * rc, dA, dA * rc + A * dC / (2 * rc)
 
 # %% ../nbs/09_inflationary.ipynb #c020
 @patch
@@ -170,7 +175,8 @@ class IFPrecond(nn.Module):
         if not isinstance(path, InflationaryPath): raise TypeError(f"path: expected an InflationaryPath, got {type(path).__name__}")
         self.net, self.path = net, path
     def forward(self, x:Tensor, t) -> Tensor:
-        P, t = self.path, as_time(t).to(x.device)
+        P, one = self.path, shared_time(t) if isinstance(t, Tensor) else None
+        t = as_time(t if one is None else one).to(x.device)   # a time the batch shares: its coefficients once, and the net sees it shared
         z = P.to_basis(x)
         A, _, C, _ = (v.to(z) for v in P._AC(t))
         xi = P.xi.to(z)

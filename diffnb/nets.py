@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.basics import patch
 from .paths import DDPM, as_generator
-from .denoisers import Denoiser, batch_time
+from .denoisers import Denoiser, batch_time, shared_time
 
 # %% auto #0
 __all__ = ['TIME_EMBEDDINGS', 'NETS', 'UNET_PRESETS', 'DIFFUSERS_SCHEDULES', 'DIFFUSERS_PREDICTIONS', 'SinusoidalEmbedding',
@@ -103,12 +103,14 @@ def as_labels(y,                 # None, an int, a 0-d or a (B,) integer tensor
 # %% ../nbs/05_nets.ipynb #c022
 @patch
 def forward(self:Conditioning, t:Tensor, y=None) -> Tensor:
-    "The (B, emb_dim) conditioning vector of (B,) times and optional labels."
-    e = self.mlp(self.time(t))
+    "The (B, emb_dim) conditioning vector of (B,) times and optional labels; one row, broadcast by the layers, when the batch shares one time and label."
+    one = shared_time(t)
+    e = self.mlp(self.time(t if one is None else one[None]))
     if self.label is None:
         if y is not None: raise ValueError("y: this net is unconditional (n_classes=None); call it without a label, or build it with n_classes")
         return e
-    return e + self.label(as_labels(y, len(t), self.n_classes, e.device))
+    shared = one is not None and (y is None or torch.as_tensor(y).dim() == 0)
+    return e + self.label(as_labels(y, 1 if shared else len(t), self.n_classes, e.device))
 
 # %% ../nbs/05_nets.ipynb #c025
 def _zero(m:nn.Module) -> nn.Module:

@@ -425,9 +425,13 @@ def coefs(self:Path, t,                  # a float or a (B,) tensor of times
           like:Tensor|None=None,          # a state in basis coordinates: the coefficients broadcast against it
          ) -> Coefs:
     "alpha, sigma, d alpha/dt and d sigma/dt at t: float64 tensors, or shaped against `like` when given."
-    t = self.check_t(t)
-    c = (self._alpha(t), self._sigma(t), self._dalpha(t), self._dsigma(t))
+    c = self._coefs_at(self.check_t(t))
     return Coefs(*(c if like is None else (self.coef(v, like) for v in c)))
+
+@patch
+def _coefs_at(self:Path, t:Tensor) -> tuple:
+    "The four coefficients at checked times, one method each; a path whose four share their work computes them together instead."
+    return self._alpha(t), self._sigma(t), self._dalpha(t), self._dsigma(t)
 
 # %% ../nbs/00_paths.ipynb #c074
 @patch

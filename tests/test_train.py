@@ -5,28 +5,58 @@ import pytest
 import torch
 import diffnb as dn
 
-SAVER = textwrap.dedent('''
-    import sys, torch, diffnb as dn
-    data = dn.ring_mixture().sample(2000, generator=torch.Generator().manual_seed(0))
+RUNS = textwrap.dedent('''
+    import os, sys, torch, diffnb as dn
+    import torch._dynamo       # what an optimiser's first construction imports (seconds): once here, not in every process
     from pathlib import Path
-    if (Path(sys.argv[1]) / 'latest').exists():   # a crashed run resumes from its last checkpoint
-        tr = dn.Trainer.load(sys.argv[1], data=data, device='cpu', folder=sys.argv[1], save_every=1, keep=2)
-    else: tr = dn.Trainer(dn.MLP(2, hidden=64, depth=2), 'vp', data, batch_size=64, folder=sys.argv[1], save_every=1, keep=2, device='cpu')
-    print('ready', flush=True)
-    for _ in tr.steps(100_000): pass
+
+    def saver(folder):
+        "Save a checkpoint every step, for ever; a crashed run resumes from its last checkpoint."
+        data = dn.ring_mixture().sample(2000, generator=torch.Generator().manual_seed(0))
+        if (Path(folder) / 'latest').exists(): tr = dn.Trainer.load(folder, data=data, device='cpu', folder=folder, save_every=1, keep=2)
+        else: tr = dn.Trainer(dn.MLP(2, hidden=64, depth=2), 'vp', data, batch_size=64, folder=folder, save_every=1, keep=2, device='cpu')
+        print('ready', os.getpid(), flush=True)
+        for _ in tr.steps(100_000): pass
+
+    def resaver(folder):
+        "Re-save the same step in a loop: the path `fit(); save()` and the CLI's last save take."
+        data = dn.ring_mixture().sample(500, generator=torch.Generator().manual_seed(0))
+        if (Path(folder) / 'latest').exists(): tr = dn.Trainer.load(folder, data=data, device='cpu')
+        else: tr = dn.Trainer(dn.MLP(2, hidden=64, depth=2), 'vp', data, batch_size=64, device='cpu'); list(tr.steps(3))
+        print('ready', os.getpid(), flush=True)
+        while True: tr.save(folder)
+
+    run, folder = globals()[sys.argv[1]], sys.argv[2]
+    for _ in sys.stdin:            # a new process per line: a fork of this one, which imported torch and diffnb once and ran nothing
+        pid = os.fork()
+        if pid == 0: run(folder); os._exit(0)
+        os.waitpid(pid, 0)
+        print('gone', flush=True)
 ''')
+
+class Runs:
+    "Processes running one of RUNS' loops on `folder`, started one at a time and killed with SIGKILL at a moment the test picks."
+    def __init__(self, tmp_path, run:str, folder):
+        script = tmp_path / 'runs.py'; script.write_text(RUNS)
+        self.proc = subprocess.Popen([sys.executable, str(script), run, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def run_and_kill(self, after:float):
+        "Start a process, let it run `after` seconds once it is ready, SIGKILL it and wait until it is gone."
+        self.proc.stdin.write('run\n'); self.proc.stdin.flush()
+        word, pid = self.proc.stdout.readline().split()
+        assert word == 'ready', word
+        time.sleep(after)
+        os.kill(int(pid), signal.SIGKILL)
+        assert self.proc.stdout.readline().strip() == 'gone'
+    def close(self):
+        self.proc.stdin.close(); self.proc.wait(timeout=60)
 
 def test_checkpoints_survive_sigkill(tmp_path):
     "Kill a process that saves a checkpoint every step, many times at random moments: every checkpoint left behind loads."
-    script = tmp_path / 'saver.py'; script.write_text(SAVER)
     folder = tmp_path / 'ckpt'
-    rng = torch.Generator().manual_seed(0)
+    runs, rng = Runs(tmp_path, 'saver', folder), torch.Generator().manual_seed(0)
     loaded, last_step = 0, 1
     for k in range(6):
-        proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == 'ready'
-        time.sleep(0.2 + 0.6 * torch.rand(1, generator=rng).item())
-        proc.send_signal(signal.SIGKILL); proc.wait()
+        runs.run_and_kill(0.2 + 0.6 * torch.rand(1, generator=rng).item())
         if not (folder / 'latest').exists(): continue
         tr = dn.Trainer.load(folder, device='cpu')              # the checkpoint `latest` points to
         assert tr.step >= last_step, (tr.step, last_step)       # resumed runs only move forward
@@ -34,31 +64,18 @@ def test_checkpoints_survive_sigkill(tmp_path):
         for ck in folder.glob('ckpt-*'):                         # and every other complete one
             dn.Trainer.load(ck, device='cpu')
         loaded += 1
+    runs.close()
     assert loaded >= 4, f"only {loaded} of 6 kills left a checkpoint behind"
-
-RESAVER = textwrap.dedent('''
-    import sys, torch, diffnb as dn
-    data = dn.ring_mixture().sample(500, generator=torch.Generator().manual_seed(0))
-    from pathlib import Path
-    if (Path(sys.argv[1]) / 'latest').exists(): tr = dn.Trainer.load(sys.argv[1], data=data, device='cpu')
-    else:
-        tr = dn.Trainer(dn.MLP(2, hidden=64, depth=2), 'vp', data, batch_size=64, device='cpu'); list(tr.steps(3))
-    print('ready', flush=True)
-    while True: tr.save(sys.argv[1])   # the same step again and again: the path `fit(); save()` and the CLI's last save take
-''')
 
 def test_resaving_a_step_survives_sigkill(tmp_path):
     "Kill a process that re-saves the same step in a loop: `latest` always reaches a complete checkpoint, and the next save leaves no debris."
-    script = tmp_path / 'resaver.py'; script.write_text(RESAVER)
     folder = tmp_path / 'ckpt'
-    rng = torch.Generator().manual_seed(1)
+    runs, rng = Runs(tmp_path, 'resaver', folder), torch.Generator().manual_seed(1)
     for k in range(6):
-        proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == 'ready'
-        time.sleep(0.05 + 0.4 * torch.rand(1, generator=rng).item())
-        proc.send_signal(signal.SIGKILL); proc.wait()
+        runs.run_and_kill(0.05 + 0.4 * torch.rand(1, generator=rng).item())
         tr = dn.Trainer.load(folder, device='cpu')
         assert tr.step == 3
+    runs.close()
     tr = dn.Trainer.load(folder, data=dn.ring_mixture().sample(500, generator=torch.Generator().manual_seed(0)), device='cpu')
     tr.save(folder)
     assert sorted(p.name for p in folder.iterdir()) == ['ckpt-00000003', 'latest'], sorted(p.name for p in folder.iterdir())
