@@ -358,6 +358,12 @@ class DDPM(Path):
     def _sigma(self, t): return torch.sqrt(-torch.expm1(2 * self._segment(t)[0]))
     def _dalpha(self, t): la, slope = self._segment(t); return torch.exp(la) * slope
     def _dsigma(self, t): return -self._alpha(t) * self._dalpha(t) / self._sigma(t)
+    def t_of_log_snr(self, l):
+        "Closed form: alpha^2 = sigmoid(l), so log alpha = -softplus(-l) / 2, then the piecewise-linear log alpha inverted on its segment."
+        la = -0.5 * torch.nn.functional.softplus(-as_time(l))
+        k, lak = self.knots.to(la.device), self.log_alpha_knots.to(la.device)
+        i = (torch.searchsorted(-lak, -la.detach().contiguous()) - 1).clamp(0, self.T - 2)
+        return (k[i] + (la - lak[i]) * (k[i + 1] - k[i]) / (lak[i + 1] - lak[i])).clamp(self.t_min, self.t_max)
     def step_of_t(self, t) -> Tensor: return torch.round(as_time(t) * self.T).long() - 1
     def t_of_step(self, n) -> Tensor: return (torch.as_tensor(n, dtype=torch.float64) + 1) / self.T
 
