@@ -310,7 +310,7 @@ class EmpiricalOracle:
         a = path.coef(a, z) if not isinstance(path, DiagonalPath) else path.coef(a, z).expand_as(z)
         s = path.coef(s, z) if not isinstance(path, DiagonalPath) else path.coef(s, z).expand_as(z)
         # -|z - a x_i|^2 / 2 s^2 (summed over coordinates) without its part that no x_i changes: (z a / s^2) . x_i - (a^2 / 2 s^2) . x_i^2
-        u, w = (z * a / s**2).expand_as(z), ((a / s)**2 / 2).expand_as(z)
+        u, w = z * a / s**2, ((a / s)**2 / 2).expand_as(z)
         out, sq = torch.empty_like(z), pts.T**2
         step = max(1, self.chunk_elems // pts.shape[0])
         for i in range(0, z.shape[0], step):

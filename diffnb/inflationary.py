@@ -86,18 +86,18 @@ def _AC(self:InflationaryPath, t:Tensor) -> tuple:
 
 # %% ../nbs/09_inflationary.ipynb #c016
 @patch
+def _coefs_at(self:InflationaryPath, t):
+    "alpha, sigma and their time derivatives from one evaluation of A, C and theirs (what `coefs` calls)."
+    A, dA, C, dC = self._AC(t); rc = C.sqrt()
+    return A, A * rc, dA, dA * rc + A * dC / (2 * rc)
+@patch
 def _alpha(self:InflationaryPath, t): return self._AC(t)[0]
 @patch
-def _sigma(self:InflationaryPath, t): A, _, C, _ = self._AC(t); return A * C.sqrt()
+def _sigma(self:InflationaryPath, t): return self._coefs_at(t)[1]
 @patch
 def _dalpha(self:InflationaryPath, t): return self._AC(t)[1]
 @patch
-def _dsigma(self:InflationaryPath, t): A, dA, C, dC = self._AC(t); return dA * C.sqrt() + A * dC / (2 * C.sqrt())
-@patch
-def _coefs_at(self:InflationaryPath, t):
-    "alpha, sigma and their derivatives from one evaluation of A, C and theirs (what `coefs` calls)."
-    A, dA, C, dC = self._AC(t); rc = C.sqrt()
-    return A, A * rc, dA, dA * rc + A * dC / (2 * rc)
+def _dsigma(self:InflationaryPath, t): return self._coefs_at(t)[3]
 
 # %% ../nbs/09_inflationary.ipynb #c020
 @patch

@@ -1,6 +1,5 @@
 "Training infrastructure with real components: checkpoints under SIGKILL, exact resume across processes."
 import json, math, os, signal, subprocess, sys, textwrap, time
-from pathlib import Path
 import pytest
 import torch
 import diffnb as dn
@@ -47,35 +46,38 @@ class Runs:
         time.sleep(after)
         os.kill(int(pid), signal.SIGKILL)
         assert self.proc.stdout.readline().strip() == 'gone'
-    def close(self):
-        self.proc.stdin.close(); self.proc.wait(timeout=60)
+    def __enter__(self): return self
+    def __exit__(self, *exc):
+        "The parent ends with its input; a failed test leaves no process behind."
+        self.proc.stdin.close()
+        try: self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
 
 def test_checkpoints_survive_sigkill(tmp_path):
     "Kill a process that saves a checkpoint every step, many times at random moments: every checkpoint left behind loads."
     folder = tmp_path / 'ckpt'
-    runs, rng = Runs(tmp_path, 'saver', folder), torch.Generator().manual_seed(0)
-    loaded, last_step = 0, 1
-    for k in range(6):
-        runs.run_and_kill(0.2 + 0.6 * torch.rand(1, generator=rng).item())
-        if not (folder / 'latest').exists(): continue
-        tr = dn.Trainer.load(folder, device='cpu')              # the checkpoint `latest` points to
-        assert tr.step >= last_step, (tr.step, last_step)       # resumed runs only move forward
-        last_step = tr.step
-        for ck in folder.glob('ckpt-*'):                         # and every other complete one
-            dn.Trainer.load(ck, device='cpu')
-        loaded += 1
-    runs.close()
+    rng, loaded, last_step = torch.Generator().manual_seed(0), 0, 1
+    with Runs(tmp_path, 'saver', folder) as runs:
+        for k in range(6):
+            runs.run_and_kill(0.2 + 0.6 * torch.rand(1, generator=rng).item())
+            if not (folder / 'latest').exists(): continue
+            tr = dn.Trainer.load(folder, device='cpu')              # the checkpoint `latest` points to
+            assert tr.step >= last_step, (tr.step, last_step)       # resumed runs only move forward
+            last_step = tr.step
+            for ck in folder.glob('ckpt-*'):                         # and every other complete one
+                dn.Trainer.load(ck, device='cpu')
+            loaded += 1
     assert loaded >= 4, f"only {loaded} of 6 kills left a checkpoint behind"
 
 def test_resaving_a_step_survives_sigkill(tmp_path):
     "Kill a process that re-saves the same step in a loop: `latest` always reaches a complete checkpoint, and the next save leaves no debris."
     folder = tmp_path / 'ckpt'
-    runs, rng = Runs(tmp_path, 'resaver', folder), torch.Generator().manual_seed(1)
-    for k in range(6):
-        runs.run_and_kill(0.05 + 0.4 * torch.rand(1, generator=rng).item())
-        tr = dn.Trainer.load(folder, device='cpu')
-        assert tr.step == 3
-    runs.close()
+    rng = torch.Generator().manual_seed(1)
+    with Runs(tmp_path, 'resaver', folder) as runs:
+        for k in range(6):
+            runs.run_and_kill(0.05 + 0.4 * torch.rand(1, generator=rng).item())
+            tr = dn.Trainer.load(folder, device='cpu')
+            assert tr.step == 3
     tr = dn.Trainer.load(folder, data=dn.ring_mixture().sample(500, generator=torch.Generator().manual_seed(0)), device='cpu')
     tr.save(folder)
     assert sorted(p.name for p in folder.iterdir()) == ['ckpt-00000003', 'latest'], sorted(p.name for p in folder.iterdir())
