@@ -2,9 +2,10 @@
 
 Every process gets one torch thread while the notebooks run beside the tests (two kernels and this process on two cores would
 otherwise oversubscribe them, 5-20x slower); DIFFNB_NB_JOBS sets how many notebooks run at once (default: 2, 0 runs them in turn
-inside their tests instead).
+inside their tests instead). Their kernels are forked from one process that imported torch, diffnb and the notebooks' libraries once
+(tools/kernelfork.py: about 5 s less per notebook); DIFFNB_FORK_KERNELS=0 starts each kernel afresh instead.
 """
-import os, sys, time
+import os, sys, time, threading
 import pytest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,8 @@ LONGEST = ('tutorials/inflationary_flows', 'tutorials/train_images', 'tutorials/
            '10_constructions', '04_samplers')   # started first, so the workers finish together
 NOTEBOOK_TIMES = {}    # notebook -> (seconds, passed), for the summary
 NOTEBOOK_RUNS = {}     # notebook path -> Future of (seconds, executed copy or None, failure or None)
+FORK = {}              # the kernel fork server: 'proc', and 'kernel' (its kernelspec's name) once it serves
+FORK_READY = threading.Event()
 
 @pytest.fixture(scope='module')
 def browser():
@@ -32,11 +35,25 @@ def browser():
 @pytest.fixture(scope='module')
 def page(browser): return browser.new_page(viewport={'width': 1280, 'height': 900})
 
+def start_fork_server():
+    "Start tools/kernelfork.py's server in the background; FORK_READY is set when it serves (FORK['kernel']) or has failed."
+    import subprocess, tempfile, kernelfork
+    folder = tempfile.mkdtemp(prefix='diffnb-kernels-')    # short: a socket's path has at most 107 characters
+    sock = os.path.join(folder, 'fork.sock')
+    os.environ['JUPYTER_PATH'] = os.pathsep.join(filter(None, [folder, os.environ.get('JUPYTER_PATH')]))
+    name = kernelfork.kernelspec(folder, sock)
+    FORK['proc'] = proc = subprocess.Popen([sys.executable, kernelfork.__file__, 'serve', sock], stdout=subprocess.PIPE, text=True)
+    def wait_ready():
+        if proc.stdout.readline().strip() == 'ready': FORK['kernel'] = name
+        FORK_READY.set()
+    threading.Thread(target=wait_ready, daemon=True).start()
+
 def run_notebook(nb) -> tuple:
-    "(seconds, executed copy or None, failure message or None) of one notebook."
+    "(seconds, executed copy or None, failure message or None) of one notebook, in a forked kernel when the server serves."
     from nbrun import execute, NotebookFailed
+    if FORK: FORK_READY.wait(120)
     t0 = time.time()
-    try: out, failure = execute(nb), None
+    try: out, failure = execute(nb, kernel=FORK.get('kernel')), None
     except NotebookFailed as e: out, failure = None, str(e)
     return time.time() - t0, out, failure
 
@@ -53,6 +70,7 @@ def pytest_collection_finish(session):
     from nbrun import NBS, kernel_available
     wanted = [it.callspec.params['nb'] for it in session.items if getattr(it, 'originalname', '') == 'test_notebook']
     if not JOBS or not wanted or not kernel_available(): return
+    if os.environ.get('DIFFNB_FORK_KERNELS', '1') != '0' and 'DIFFNB_KERNEL' not in os.environ: start_fork_server()
     key = lambda p: next((i for i, s in enumerate(LONGEST) if p.relative_to(NBS).with_suffix('').as_posix() == s), len(LONGEST))
     pool = ThreadPoolExecutor(JOBS, thread_name_prefix='notebook')
     NOTEBOOK_RUNS.update({nb: pool.submit(run_notebook, nb) for nb in sorted(wanted, key=key)})
@@ -71,3 +89,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def pytest_sessionfinish(session, exitstatus):
     "A session that stops early (-x, Ctrl-C) does not start the notebooks still waiting."
     for f in NOTEBOOK_RUNS.values(): f.cancel()
+    if FORK: FORK['proc'].terminate()

@@ -20,13 +20,13 @@ _ansi = re.compile(r'\x1b\[[0-9;]*m')
 class NotebookFailed(Exception):
     "A notebook cell raised: the message names the notebook, the cell and the traceback."
 
-def execute(nb:Path, parameters:dict|None=None, out:Path|None=None) -> Path:
-    "Execute `nb` with papermill into EXECUTED (same relative path); raise NotebookFailed naming the cell."
+def execute(nb:Path, parameters:dict|None=None, out:Path|None=None, kernel:str|None=None) -> Path:
+    "Execute `nb` with papermill into EXECUTED (same relative path) in `kernel` (default KERNEL); raise NotebookFailed naming the cell."
     import papermill as pm
     out = out or EXECUTED / nb.relative_to(NBS)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pm.execute_notebook(str(nb), str(out), parameters=parameters or {}, kernel_name=KERNEL, cwd=str(nb.parent),
+        pm.execute_notebook(str(nb), str(out), parameters=parameters or {}, kernel_name=kernel or KERNEL, cwd=str(nb.parent),
                             progress_bar=False, log_output=False, request_save_on_cell_execute=False)
     except pm.PapermillExecutionError as e:
         src = '\n'.join('    ' + l for l in e.source.splitlines())
