@@ -9,13 +9,18 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install test demo checks pytest docs readme export clean-nbs clean bench-gpu
 
+# Python writes each module's bytecode when it first imports it, in every recipe here: PYTHONDONTWRITEBYTECODE (set on some machines)
+# would make every process compile torch again (import torch: 7 s instead of 3). So nothing is compiled at install: compiling all
+# 16k files took 65 s of a fresh install; the ~3k that the tests import compile once, as they are first imported.
+unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP): setup.py settings.ini
 	@command -v python3 >/dev/null || { echo "make: python3 (3.10+) is needed to create $(VENV)"; exit 1; }
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -qq $(TORCH) numpy            # torch first, by pip (its configuration may point at a CPU wheel): not a CUDA build pulled in by a dependency
-	$(PIP) install -qq uv                         # uv installs the rest, about 170 packages, in parallel (a fresh venv, no caches: 185 s -> 96 s in all)
-	$(UV) pip install -q --python $(PY) --compile-bytecode -e ".[dev]"   # bytecode now: with PYTHONDONTWRITEBYTECODE set, an uncompiled package is compiled again at every import
-	$(UV) pip install -q --python $(PY) --compile-bytecode --no-deps k-diffusion torchsde trampoline torch-fidelity   # their own requirements would replace torch (torch-fidelity's torchvision; diffnb loads only its Inception-v3, which needs torch alone)
+	$(PIP) install -qq --no-compile $(TORCH) numpy   # torch first, by pip (its configuration may point at a CPU wheel): not a CUDA build pulled in by a dependency
+	$(PIP) install -qq --no-compile uv            # uv installs the rest, about 170 packages, in parallel
+	$(UV) pip install -q --python $(PY) -e ".[dev]"
+	$(UV) pip install -q --python $(PY) --no-deps k-diffusion torchsde trampoline torch-fidelity   # their own requirements would replace torch (torch-fidelity's torchvision; diffnb loads only its Inception-v3, which needs torch alone)
 	$(PY) -m ipykernel install --sys-prefix --name diffnb --display-name "Python (diffnb)" >/dev/null
 	@touch $@
 

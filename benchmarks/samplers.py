@@ -575,8 +575,19 @@ def own_baseline(spec) -> str:
     if spec.name in MULTISTEP: return HAND_LOOPS['lms'].label
     return HAND_LOOPS['euler' if deterministic(spec.name) else 'euler_ancestral'].label
 
+def steady_allocator() -> bool:
+    """Let glibc's malloc keep the memory tensors free, so every library's new tensors come from warm memory, as in a long run.
+    Left to its dynamic thresholds, malloc gave some rounds fresh pages (a page fault per 4 KB: the hand-written Euler loop's three
+    800 KB tensors a step measured 82 to 369 us/NFE within minutes) and others reused memory; the ratios moved with it."""
+    import ctypes, ctypes.util
+    try: libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    except OSError: return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                       # glibc's mallopt parameters
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))   # 32 MB: glibc's most
+
 def overhead(steps, repeats, log) -> str:
     "Per-NFE time outside the model, in microseconds, for every sampler of every library, with a trivial model."
+    steady = steady_allocator()
     specs = [diffnb_spec(m) for m, info in dn.SAMPLERS.items() if 'head' not in info.options] + [diffnb_spec('analytic_dpm', x0_var='once')] + peer_specs() + [   # npr_dpm, sn_dpm need a trained head
         Spec('k-diffusion', 'sample_dpm_adaptive (rtol=0.05, atol=0.0078)', 'sample_dpm_adaptive', 0, opts=dict(rtol=0.05, atol=0.0078)),
         *HAND_LOOPS.values()]
@@ -608,8 +619,9 @@ def overhead(steps, repeats, log) -> str:
         rows.append(row + [own_baseline(by_label[label]).removeprefix('hand-written ').removesuffix(' loop')])
     header = ['sampler', 'library'] + [h for t in OVERHEAD_SHAPES for h in (f'{t}: µs/NFE', 'NFE', 'vs Euler loop', 'vs own loop')] + ['own loop']
     return (f'## Per-step overhead beyond the model call\n\n{steps} steps (adaptive: its own NFE), trivial model (x0-hat = x/2), '
-            f'median of {repeats} repeats after one warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads. '
-            'Overhead = (wall time - time inside the model views - time drawing the initial state) / NFE. '
+            f'median of {repeats} repeats after one warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads; '
+            + ('freed memory kept by malloc (`steady_allocator`: no fresh pages mid-run, for any library). ' if steady else 'malloc at its defaults (mallopt unavailable). ')
+            + 'Overhead = (wall time - time inside the model views - time drawing the initial state) / NFE. '
             'diffnb rows use the EDM path and the log_snr grid; analytic_dpm estimates its variance on 256 extra points every run, or, in the x0_var=once row, once (x0_variances, outside the timed rounds).\n\n'
             + table(header, rows) + '\n\n' + noise_floor(repeats))
 

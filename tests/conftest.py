@@ -13,10 +13,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools'))
 
 JOBS = max(0, int(os.environ.get('DIFFNB_NB_JOBS', min(2, os.cpu_count() or 1))))
 if JOBS: os.environ.setdefault('OMP_NUM_THREADS', '1')   # before torch is imported here or in any kernel and subprocess
-LONGEST = ('tutorials/inflationary_flows', 'tutorials/train_images', 'tutorials/constructed_odes', '12_cli', '06_train',
-           '10_constructions', '04_samplers')   # started first, so the workers finish together
+LONGEST = ('tutorials/inflationary_flows', 'tutorials/constructed_odes', '04_samplers', '10_constructions', 'tutorials/train_images',
+           '06_train', 'tutorials/ode_vs_sde', '09_inflationary', '07_distributed', '12_cli', '08_flows', 'tutorials/reverse_variance',
+           'index', 'tutorials/guidance', 'tutorials/unified_diffusion', '11_widgets', 'tutorials/pfode_latents', 'tutorials/ddpm_to_ode',
+           '03_metrics', '00_paths', 'tutorials/samplers_compared', '05_nets')   # longest first (as measured), so the workers finish together
 NOTEBOOK_TIMES = {}    # notebook -> (seconds, passed), for the summary
 NOTEBOOK_RUNS = {}     # notebook path -> Future of (seconds, executed copy or None, failure or None)
+DOCS = {}              # 'pool': the process that turns each executed notebook into its docs page (tools/docs.py stage_page), 'pages': its futures
 FORK = {}              # the kernel fork server: 'proc', and 'kernel' (its kernelspec's name) once it serves
 FORK_READY = threading.Event()
 
@@ -55,7 +58,18 @@ def run_notebook(nb) -> tuple:
     t0 = time.time()
     try: out, failure = execute(nb, kernel=FORK.get('kernel')), None
     except NotebookFailed as e: out, failure = None, str(e)
+    if out is not None and DOCS:
+        import docs
+        DOCS['pages'].append(DOCS['pool'].submit(docs.stage_page, out))
     return time.time() - t0, out, failure
+
+@pytest.fixture(scope='session')
+def staged_pages():
+    "Wait until the docs pages of the notebooks run in the background are made (a failed one is made again by the docs build)."
+    for f in DOCS.get('pages', []):
+        try: f.result()
+        except Exception: pass
+    if DOCS: DOCS['pool'].shutdown()
 
 def _rank(item) -> int:
     """Tests of this process first, then the browser tests (both beside the notebooks: the browser's waits for JupyterLab and its kernels
@@ -71,6 +85,10 @@ def pytest_collection_finish(session):
     wanted = [it.callspec.params['nb'] for it in session.items if getattr(it, 'originalname', '') == 'test_notebook']
     if not JOBS or not wanted or not kernel_available(): return
     if os.environ.get('DIFFNB_FORK_KERNELS', '1') != '0' and 'DIFFNB_KERNEL' not in os.environ: start_fork_server()
+    if any('test_docs' in it.nodeid for it in session.items) and not os.environ.get('DIFFNB_DOCS_SITE'):   # each page made as its notebook ends
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        DOCS.update(pool=ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')), pages=[])
     key = lambda p: next((i for i, s in enumerate(LONGEST) if p.relative_to(NBS).with_suffix('').as_posix() == s), len(LONGEST))
     pool = ThreadPoolExecutor(JOBS, thread_name_prefix='notebook')
     NOTEBOOK_RUNS.update({nb: pool.submit(run_notebook, nb) for nb in sorted(wanted, key=key)})
@@ -90,3 +108,4 @@ def pytest_sessionfinish(session, exitstatus):
     "A session that stops early (-x, Ctrl-C) does not start the notebooks still waiting."
     for f in NOTEBOOK_RUNS.values(): f.cancel()
     if FORK: FORK['proc'].terminate()
+    if DOCS: DOCS['pool'].shutdown(cancel_futures=True)

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / 'tools'))
 import docs
 
 @pytest.fixture(scope='module')
-def site(tmp_path_factory) -> Path:
+def site(tmp_path_factory, staged_pages) -> Path:
     if os.environ.get('DIFFNB_DOCS_SITE'): return Path(os.environ['DIFFNB_DOCS_SITE']).resolve()
     return docs.build_preview(out_dir=tmp_path_factory.mktemp('site').resolve() / 'docs')
 

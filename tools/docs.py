@@ -34,16 +34,72 @@ def ensure_executed(nbs=None) -> list:
         done.append(out)
     return done
 
+PROC = ROOT / '_proc'                     # nbdev's processed notebooks (its cache folder: the project's root/_proc)
+
+def _stage(src:Path) -> Path:
+    "The executed copy `src` in STAGE, keeping its time (nbdev reprocesses a notebook only when its copy is newer than the result)."
+    dst = STAGE / src.relative_to(EXECUTED)
+    if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+        dst.parent.mkdir(parents=True, exist_ok=True); shutil.copy2(src, dst)
+    return dst
+
 def process(executed:list) -> Path:
-    "nbdev's docs processing of the executed copies; returns the folder of processed notebooks."
-    if STAGE.exists(): shutil.rmtree(STAGE)
-    for src in executed:
-        dst = STAGE / src.relative_to(EXECUTED); dst.parent.mkdir(parents=True, exist_ok=True); shutil.copy(src, dst)
+    "nbdev's docs processing of the executed copies that are not processed yet (all of them when the renderer changed); returns the folder."
+    STAGE.mkdir(parents=True, exist_ok=True)
     for f in ('_quarto.yml', 'nbdev.yml', 'styles.css'): shutil.copy(NBS / f, STAGE / f)
+    renderer = max((Path(__file__).parent / f).stat().st_mtime for f in ('docrender.py', 'docs.py'))
+    if PROC.exists() and PROC.stat().st_mtime < renderer: shutil.rmtree(PROC)
+    for src in executed: _stage(src)
     import warnings, io, contextlib
     warnings.filterwarnings('ignore', message='Found cells containing imports')
     from nbdev.serve import proc_nbs
-    with contextlib.redirect_stderr(io.StringIO()): return proc_nbs(path=str(STAGE), force=True, n_workers=2)
+    with contextlib.redirect_stderr(io.StringIO()): return proc_nbs(path=str(STAGE), n_workers=2)
+
+def _jupyter_plugin():
+    "mkdocs-jupyter's plugin with the site's options (its cache keys hash them)."
+    from mkdocs_jupyter.plugin import Plugin
+    opts = next(p['mkdocs-jupyter'] for p in mkdocs_config([], OUT)['plugins'] if isinstance(p, dict) and 'mkdocs-jupyter' in p)
+    plugin = Plugin(); plugin.load_config(opts)
+    return plugin
+
+def warm_page(page:Path):
+    "Convert one page's notebook into mkdocs-jupyter's cache, as its build would (the build then reads it; pages can be done in parallel)."
+    from mkdocs_jupyter import convert, plugin as mj
+    cfg = _jupyter_plugin().config
+    cache = mj._get_cache_path(cfg['cache_dir'], mj._compute_cache_key(str(page), cfg, cfg['execute']))
+    if cache.exists(): return
+    body = convert.nb2html(str(page), execute=cfg['execute'], kernel_name=cfg['kernel_name'], theme=cfg['theme'],
+                           allow_errors=cfg['allow_errors'], show_input=cfg['show_input'], no_input=cfg['no_input'],
+                           no_prompt=cfg['no_prompt'], remove_tag_config=cfg['remove_tag_config'],
+                           highlight_extra_classes=cfg['highlight_extra_classes'], include_requirejs=cfg['include_requirejs'],
+                           custom_mathjax_url=cfg['custom_mathjax_url'])
+    toc_tokens, title = mj._get_nb_toc_tokens(str(page), cfg['toc_depth'])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({'content': body, 'toc_tokens': toc_tokens, 'title': title}), encoding='utf-8')
+
+def page_of(executed:Path) -> Path:
+    "The site's page notebook of one processed notebook (written into SITE_SRC)."
+    rel = executed.relative_to(EXECUTED)
+    dst = SITE_SRC / site_file(rel); dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(json.dumps(prepare(json.loads((PROC / rel).read_text()), rel)))
+    return dst
+
+def stage_page(executed:Path) -> Path:
+    """All of the site's work on one notebook as soon as it has run: nbdev's processing, its page, and the page converted into
+    mkdocs-jupyter's cache (the test run does this beside the other notebooks; build_preview then only builds)."""
+    os.chdir(ROOT)   # nbdev finds settings.ini from the working directory
+    import nbdev.serve_drv
+    from nbdev.processors import FilterDefaults
+    src = _stage(executed)
+    dst = PROC / executed.relative_to(EXECUTED)
+    if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        import warnings, io, contextlib
+        warnings.filterwarnings('ignore', message='Found cells containing imports')
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()): nbdev.serve_drv.main((src, dst, FilterDefaults))
+    page = page_of(executed)
+    warm_page(page)
+    return page
 
 # ---- from processed notebooks to mkdocs-jupyter's pages
 
@@ -120,6 +176,7 @@ def prepare(nb:dict, rel:Path) -> dict:
         if opts.get('echo') == 'false' or not body.strip(): cell['metadata']['transient'] = {'remove_source': True}
         cells.append(cell)
     meta = {k: v for k, v in nb.get('metadata', {}).items() if k in ('kernelspec', 'language_info')}   # no widget state: no CDN widget manager
+    for n, c in enumerate(cells): c['id'] = f'c{n}'   # ids of our own: the same page every build (nbformat would draw random ones)
     return {'cells': cells, 'metadata': meta, 'nbformat': 4, 'nbformat_minor': 5}
 
 # ---- the sidebar: the index's tables name the rooms and the tutorials
@@ -213,12 +270,10 @@ def build_preview(nbs=None, out_dir:Path=OUT) -> Path:
     from mkdocs.commands.build import build
     import yaml
     nbs = nbs or notebooks()
-    processed = process(ensure_executed(nbs))
+    executed = ensure_executed(nbs)
+    process(executed)
     if SITE_SRC.exists(): shutil.rmtree(SITE_SRC)
-    for nb in nbs:
-        rel = nb.relative_to(NBS)
-        dst = SITE_SRC / site_file(rel); dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_text(json.dumps(prepare(json.loads((processed / rel).read_text()), rel)))
+    for src in executed: page_of(src)
     copy_assets()
     cfg_file = ROOT / 'build' / 'mkdocs.yml'   # kept, so `mkdocs serve -f build/mkdocs.yml` shows the same site
     cfg_file.write_text(yaml.safe_dump(mkdocs_config(nbs, out_dir), sort_keys=False))
