@@ -88,7 +88,10 @@ def net_dtype(self:Denoiser) -> torch.dtype|None:
 
 # %% ../nbs/01_denoisers.ipynb #c012
 def lincomb(*terms) -> Tensor:
-    "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates (a Python-number coefficient costs one operation, the number 0 none; a leading 1 shares its operation with the next term)."
+    "Sum of (coefficient, tensor) terms: one new tensor, then in-place updates (a Python-number coefficient costs one operation, the number 0 none; a leading 1 shares its operation with the next term, and so do two numbers that sum to 1)."
+    if len(terms) == 2 and type(terms[0][0]) is float and type(terms[1][0]) is float and terms[0][1].dtype == terms[1][1].dtype:
+        (c1, x1), (c2, x2) = terms
+        if c1 != 1 and c2 != 0 and abs(c1 + c2 - 1) < 1e-12: return torch.lerp(x1, x2, c2)   # (1 - c2) x1 + c2 x2: an affine step in one pass
     out = lead = None
     for c, x in terms:
         num = isinstance(c, (int, float))

@@ -1,5 +1,5 @@
-"""A fork server for the test run's notebook kernels: one process imports torch, diffnb and the libraries the notebooks use once,
-then forks a fresh ipykernel for each notebook (a kernel that starts by importing them costs about 5 s of CPU; 27 notebooks).
+"""A fork server for the test run's notebook kernels: one process imports torch and the other libraries the notebooks share once,
+then forks a fresh ipykernel for each notebook (a kernel that imports them itself spends about 3 s of CPU on it; 27 notebooks).
 
 `python tools/kernelfork.py serve SOCKET` imports, prints `ready` and serves; `kernelspec(folder, SOCKET)` writes a Jupyter
 kernelspec whose kernel is `python tools/kernelfork.py client SOCKET -f CONNECTION_FILE`: a small process that hands its
@@ -7,16 +7,17 @@ standard streams, working directory, environment and arguments to the server, fo
 terminate) to the forked kernel, and exits with the kernel's exit status. Without a server listening, the client becomes an
 ordinary kernel (`python -m ipykernel_launcher`), so a notebook runs the same either way.
 
-The forked kernel is a fresh process as far as a notebook can tell: its own pid, working directory, environment and argv; Python's
-and numpy's global random states reseeded from the OS (torch's default generator is seeded at import, the same in every process).
+The forked kernel is a fresh process as far as a notebook can tell: its own pid, working directory, environment and argv; Python's,
+numpy's and torch's global random states drawn afresh from the OS.
 The server stays single-threaded (fork copies only the forking thread), and it refuses to serve if an import started a thread.
+It preloads only libraries whose import does not depend on being in a kernel (PRELOAD).
 """
 import json, os, signal, socket, sys
 
 PRELOAD = ('torch', 'numpy', 'pandas', 'scipy.stats', 'scipy.special', 'scipy.optimize', 'sklearn.datasets', 'PIL.Image',
-           'safetensors.torch', 'plotly.graph_objects', 'plotly.subplots', 'ipywidgets', 'anywidget', 'tqdm.auto',
-           'fastcore.test', 'IPython.display', 'ipykernel.kernelapp', 'ipykernel.ipkernel', 'diffnb', 'diffnb.widgets',
-           'diffnb.cli', 'diffnb.distributed', 'diffnb.inflationary', 'diffnb.constructions')
+           'safetensors.torch', 'ipykernel.kernelapp', 'ipykernel.ipkernel')
+# Not diffnb, plotly, tqdm, fastcore or ipywidgets: they look at the IPython shell when imported (plotly picks its renderer, tqdm.auto its
+# bar, fastcore sets IN_NOTEBOOK, ipywidgets registers its comm target), and the shell exists only once the forked kernel starts.
 
 def kernelspec(folder, sock:str, name:str='diffnb-fork') -> str:
     "Write the kernelspec `name` into folder/kernels/ (put `folder` on JUPYTER_PATH); returns the name."
@@ -50,10 +51,10 @@ def _child(req:dict, fds:list, closing:list):
     for target, fd in enumerate(fds): os.dup2(fd, target); os.close(fd)
     os.chdir(req['cwd'])
     os.environ.clear(); os.environ.update(req['env'])
-    sys.argv = ['ipykernel_launcher', *req['argv']]
-    sys.path[0] = req['cwd']                      # as `python -m` puts the working directory first
-    import random, numpy as np
-    random.seed(); np.random.seed()
+    import importlib.util, random, numpy as np, torch
+    sys.argv = [importlib.util.find_spec('ipykernel_launcher').origin, *req['argv']]
+    if sys.path[0] == os.path.dirname(os.path.abspath(__file__)): del sys.path[0]   # as ipykernel_launcher drops its own; the shell adds ''
+    random.seed(); np.random.seed(); torch.seed()   # fresh random states, as a new process draws them
     code = 0
     try:
         from ipykernel import kernelapp
