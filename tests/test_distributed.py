@@ -13,24 +13,25 @@ STEP = textwrap.dedent('''
     rank, world, dev = init_distributed()
     assert world == 2, world
     batches, out = torch.load(sys.argv[2], weights_only=True), {}
-    for objective in sys.argv[1].split(','):                       # several objectives in one launch: one process start for all
+    for run in sys.argv[1].split(','):                             # several runs in one launch: one process start for all
+        objective, _, accum = run.partition(':')                   # 'dsm:2': dsm in two micro-batches per replica's half
         tr = _make(objective)[0].distribute()
-        tr.accum = int(sys.argv[5]) if len(sys.argv) > 5 else 1     # micro-batches per replica's half
+        tr.accum = int(accum or 1)
         batch = batches[objective]
         half = len(batch[0]) // 2
         tr.train_step(tuple(None if v is None else v[rank * half:(rank + 1) * half] for v in batch))
-        out[objective] = {'world': world, **tr.net.state_dict()}
+        out[run] = {'world': world, **tr.net.state_dict()}
     if rank == 0: torch.save(out, sys.argv[3])
     dist.barrier(); dist.destroy_process_group()
     sys.stdout.flush(); os._exit(0)   # skip interpreter teardown: gloo's threads there abort now and then ("terminate called without an active exception")
 ''')
 
-def _launch(folder:Path, objectives:list, accum:int=1) -> dict:
-    "One torchrun launch of two processes taking one DDP step of each objective on its two halves of the objective's own batch: the batches and the weights after."
-    batches = {o: _make(o)[0]._batch() for o in objectives}    # each objective's own batch, drawn once
+def _launch(folder:Path, runs:list) -> tuple:
+    "One torchrun launch of two processes taking one DDP step per run ('objective' or 'objective:accum') on the two halves of the objective's own batch: the batches and the weights after each run."
+    batches = {o: _make(o)[0]._batch() for o in dict.fromkeys(r.partition(':')[0] for r in runs)}   # each objective's own batch, drawn once
     torch.save(batches, folder / 'batch.pt'); (folder / 'step.py').write_text(STEP)
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(folder / 'step.py'),
-                        ','.join(objectives), str(folder / 'batch.pt'), str(folder / 'ddp.pt'), str(Path(__file__).parent), str(accum)],
+                        ','.join(runs), str(folder / 'batch.pt'), str(folder / 'ddp.pt'), str(Path(__file__).parent)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return batches, torch.load(folder / 'ddp.pt', weights_only=True)
@@ -40,15 +41,15 @@ def _launch(folder:Path, objectives:list, accum:int=1) -> dict:
 DECOMPOSABLE = [o for o in OBJECTIVES if o != 'kernel']
 
 @pytest.fixture(scope='module')
-def ddp_steps(tmp_path_factory) -> dict:
-    "accum -> (batches, weights) of one launch for every decomposable objective (accum 1), and for dsm in two micro-batches per half."
-    return {1: _launch(tmp_path_factory.mktemp('ddp1'), DECOMPOSABLE), 2: _launch(tmp_path_factory.mktemp('ddp2'), ['dsm'], accum=2)}
+def ddp_steps(tmp_path_factory) -> tuple:
+    "(batches, weights by run) of one launch: every decomposable objective in one micro-batch per half, and dsm in two ('dsm:2')."
+    return _launch(tmp_path_factory.mktemp('ddp'), DECOMPOSABLE + ['dsm:2'])
 
 @pytest.mark.parametrize('objective, accum', [(o, 1) for o in DECOMPOSABLE] + [('dsm', 2)])
 def test_one_ddp_step_equals_one_step_on_the_concatenated_batch(ddp_steps, objective, accum):
     "One step of two DDP replicas on the two halves of a batch (each half in `accum` micro-batches) gives the weights of one step on the whole batch."
-    batches, weights = ddp_steps[accum]
-    ddp = dict(weights[objective])
+    batches, weights = ddp_steps
+    ddp = dict(weights[objective if accum == 1 else f'{objective}:{accum}'])
     assert ddp.pop('world') == 2
     single = _make(objective)[0]
     before = {k: v.clone() for k, v in single.net.state_dict().items()}
