@@ -840,16 +840,21 @@ def _lagrange_weights(nodes:list, lo:float, hi:float, exp:bool=False) -> list:
             out[j] += b
     return out
 
+def _slope(r, z:Tensor, i:int) -> tuple:
+    "(x0-hat, e, s) at grid point i with eps-hat = e / s: an x0 net's e is z - alpha x0, one pass, its 1/sigma left to the step's weights."
+    x0, eps = r.D(z, i, need_eps=False)
+    return (x0, eps, 1.) if eps is not None else (x0, lincomb((1., z), (-r.ca[i], x0)), r.cs[i])
+
 @register('lms', order=4, stochastic=False, evals=1, history=4)
 def lms(r, z, history=4):
     "Linear multistep (k-diffusion's sample_lms): d x~/d sigma~ = eps integrated through the polynomial of the last `history` slopes."
     if isinstance(history, bool) or not isinstance(history, int) or not 1 <= history <= 6: raise ValueError(f"history={history!r}: an integer from 1 to 6")
     sig, slopes = _ratios(r, 'lms'), []
     for i in range(r.N):
-        x0, eps = r.D(z, i)
-        slopes = [eps] + slopes[:history - 1]
+        x0, e, sc = _slope(r, z, i)
+        slopes = [(e, sc)] + slopes[:history - 1]
         w = _lagrange_weights(sig[i::-1][:len(slopes)], sig[i], sig[i + 1])
-        z = lincomb((r.ca[i + 1] / r.ca[i], z), *((r.ca[i + 1] * wk, e) for wk, e in zip(w, slopes)))   # alpha_{i+1} (z / alpha_i + sum_k w_k eps_k)
+        z = lincomb((r.ca[i + 1] / r.ca[i], z), *((r.ca[i + 1] * wk / sk, ek) for wk, (ek, sk) in zip(w, slopes)))   # alpha_{i+1} (z / alpha_i + sum_k w_k eps_k)
         yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c070a
@@ -859,12 +864,12 @@ def deis(r, z, solver_order=3, lower_order_final=True):
     if solver_order not in (1, 2, 3): raise ValueError(f"solver_order={solver_order!r}: 1, 2 or 3")
     sig, slopes = _ratios(r, 'deis'), []
     for i in range(r.N):
-        x0, eps = r.D(z, i)
-        slopes = [eps] + slopes[:solver_order - 1]
+        x0, e, sc = _slope(r, z, i)
+        slopes = [(e, sc)] + slopes[:solver_order - 1]
         k = min(len(slopes), r.N - i) if lower_order_final and r.N < 15 else len(slopes)   # diffusers' lower orders at the end of short runs
         w = (_lagrange_weights([math.log(s) for s in sig[i::-1][:k]], math.log(sig[i]), math.log(sig[i + 1]), exp=True)
              if sig[i + 1] > 0 else [-sig[i]])                                      # to sigma = 0: an Euler step
-        z = lincomb((r.ca[i + 1] / r.ca[i], z), *((r.ca[i + 1] * wk, e) for wk, e in zip(w, slopes)))
+        z = lincomb((r.ca[i + 1] / r.ca[i], z), *((r.ca[i + 1] * wk / sk, ek) for wk, (ek, sk) in zip(w, slopes)))
         yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c074
