@@ -45,6 +45,7 @@ def start_fork_server():
     sock = os.path.join(folder, 'fork.sock')
     os.environ['JUPYTER_PATH'] = os.pathsep.join(filter(None, [folder, os.environ.get('JUPYTER_PATH')]))
     name = kernelfork.kernelspec(folder, sock)
+    FORK['folder'] = folder
     FORK['proc'] = proc = subprocess.Popen([sys.executable, kernelfork.__file__, 'serve', sock], stdout=subprocess.PIPE, text=True)
     def wait_ready():
         if proc.stdout.readline().strip() == 'ready': FORK['kernel'] = name
@@ -60,7 +61,8 @@ def run_notebook(nb) -> tuple:
     except NotebookFailed as e: out, failure = None, str(e)
     if out is not None and DOCS:
         import docs
-        DOCS['pages'].append(DOCS['pool'].submit(docs.stage_page, out))
+        try: DOCS['pages'].append(DOCS['pool'].submit(docs.stage_page, out))
+        except RuntimeError: pass   # the session is ending (its pool shut down): the docs build makes the page if it runs
     return time.time() - t0, out, failure
 
 @pytest.fixture(scope='session')
@@ -107,5 +109,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def pytest_sessionfinish(session, exitstatus):
     "A session that stops early (-x, Ctrl-C) does not start the notebooks still waiting."
     for f in NOTEBOOK_RUNS.values(): f.cancel()
-    if FORK: FORK['proc'].terminate()
+    if FORK:
+        import shutil
+        FORK['proc'].terminate(); shutil.rmtree(FORK['folder'], ignore_errors=True)
     if DOCS: DOCS['pool'].shutdown(cancel_futures=True)
