@@ -14,7 +14,7 @@ from test_layout import INTERNAL_REF, ID_IN_PROSE
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / 'build' / 'artifacts'
-PARSER = 'lxml'   # libxml2's HTML parser: the site's 27 pages (about 110k tags) parse 5x faster than with html.parser
+PARSER = 'lxml'   # libxml2's tokenizer: the site's 27 pages (about 110k tags) parse in 5.7 s instead of 7.9 s with html.parser
 sys.path.insert(0, str(ROOT / 'tools'))
 import docs
 

@@ -7,7 +7,7 @@ markdown as page text, links between notebooks as links between pages) and turns
 copy of plotly.js in assets/. mkdocs-material gives the search (offline plugin), the per-page table of contents, prev/next links and
 the responsive layout; MathJax comes from a local copy (the django-static-mathjax wheel ships MathJax 3, and nothing else).
 """
-import json, os, re, shutil, subprocess, sys
+import functools, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,29 +43,35 @@ def _stage(src:Path) -> Path:
         dst.parent.mkdir(parents=True, exist_ok=True); shutil.copy2(src, dst)
     return dst
 
-def process(executed:list) -> Path:
-    "nbdev's docs processing of the executed copies that are not processed yet (all of them when the renderer changed); returns the folder."
-    STAGE.mkdir(parents=True, exist_ok=True)
-    for f in ('_quarto.yml', 'nbdev.yml', 'styles.css'): shutil.copy(NBS / f, STAGE / f)
-    renderer = max((Path(__file__).parent / f).stat().st_mtime for f in ('docrender.py', 'docs.py'))
-    if PROC.exists() and PROC.stat().st_mtime < renderer: shutil.rmtree(PROC)
-    for src in executed: _stage(src)
+def _quiet():
+    "nbdev's processing without its chatter (its note on cells that mix imports and code, once per such cell; what show_doc prints)."
     import warnings, io, contextlib
     warnings.filterwarnings('ignore', message='Found cells containing imports')
-    from nbdev.serve import proc_nbs
-    with contextlib.redirect_stderr(io.StringIO()): return proc_nbs(path=str(STAGE), n_workers=2)
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stderr(io.StringIO())); stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    return stack
 
-def _jupyter_plugin():
-    "mkdocs-jupyter's plugin with the site's options (its cache keys hash them)."
+def process(executed:list) -> Path:
+    "nbdev's docs processing of the executed copies that are not processed yet (all of them when show_doc's renderer changed); returns the folder."
+    STAGE.mkdir(parents=True, exist_ok=True)
+    for f in ('_quarto.yml', 'nbdev.yml', 'styles.css'): shutil.copy(NBS / f, STAGE / f)
+    if PROC.exists() and PROC.stat().st_mtime < (Path(__file__).parent / 'docrender.py').stat().st_mtime: shutil.rmtree(PROC)
+    for src in executed: _stage(src)
+    from nbdev.serve import proc_nbs
+    with _quiet(): return proc_nbs(path=str(STAGE), n_workers=2)
+
+@functools.cache
+def _jupyter_config():
+    "mkdocs-jupyter's configuration with the site's options and its defaults (its cache keys hash them), made once per process."
     from mkdocs_jupyter.plugin import Plugin
     opts = next(p['mkdocs-jupyter'] for p in mkdocs_config([], OUT)['plugins'] if isinstance(p, dict) and 'mkdocs-jupyter' in p)
     plugin = Plugin(); plugin.load_config(opts)
-    return plugin
+    return plugin.config
 
 def warm_page(page:Path):
     "Convert one page's notebook into mkdocs-jupyter's cache, as its build would (the build then reads it; pages can be done in parallel)."
     from mkdocs_jupyter import convert, plugin as mj
-    cfg = _jupyter_plugin().config
+    cfg = _jupyter_config()
     cache = mj._get_cache_path(cfg['cache_dir'], mj._compute_cache_key(str(page), cfg, cfg['execute']))
     if cache.exists(): return
     body = convert.nb2html(str(page), execute=cfg['execute'], kernel_name=cfg['kernel_name'], theme=cfg['theme'],
@@ -92,11 +98,9 @@ def stage_page(executed:Path) -> Path:
     from nbdev.processors import FilterDefaults
     src = _stage(executed)
     dst = PROC / executed.relative_to(EXECUTED)
-    if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+    if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:   # as nbdev's proc_nbs decides, one notebook
         dst.parent.mkdir(parents=True, exist_ok=True)
-        import warnings, io, contextlib
-        warnings.filterwarnings('ignore', message='Found cells containing imports')
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()): nbdev.serve_drv.main((src, dst, FilterDefaults))
+        with _quiet(): nbdev.serve_drv.main((src, dst, FilterDefaults))
     page = page_of(executed)
     warm_page(page)
     return page

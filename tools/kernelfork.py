@@ -69,6 +69,16 @@ def _child(req:dict, fds:list, closing:list):
             sys.stdout.flush(); sys.stderr.flush()
         finally: os._exit(code)
 
+def _request(conn:socket.socket):
+    "The client's request and its three standard streams; None when it went away before sending all of them."
+    msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+    while msg and not msg.endswith(b'\n'):
+        more = conn.recv(1 << 20)
+        msg = msg + more if more else b''
+    if msg and len(fds) == 3: return json.loads(msg), fds
+    for fd in fds: os.close(fd)
+    return None
+
 def serve(sock:str):
     import importlib, select, threading
     for m in PRELOAD: importlib.import_module(m)
@@ -82,17 +92,19 @@ def serve(sock:str):
         for c in ready:
             if c is srv:
                 conn, _ = srv.accept()
-                msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-                while not msg.endswith(b'\n'): msg += conn.recv(1 << 20)
+                got = _request(conn)
+                if got is None: conn.close(); continue
+                req, fds = got
                 pid = os.fork()
-                if pid == 0: _child(json.loads(msg), fds, [srv, conn, *conns])
+                if pid == 0: _child(req, fds, [srv, conn, *conns])
                 for fd in fds: os.close(fd)
                 kids[pid], conns[conn] = conn, pid
                 conn.sendall(f'{pid}\n'.encode())
                 continue
             data = c.recv(4096)
-            if not data:                           # the client is gone (killed): so is its kernel
-                try: os.kill(conns[c], signal.SIGKILL)
+            if not data:                           # the client is gone (killed): so is its kernel, and nobody is left to tell
+                pid = conns.pop(c); kids[pid] = None; c.close()
+                try: os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError: pass
                 continue
             for line in data.decode().splitlines():
@@ -103,7 +115,7 @@ def serve(sock:str):
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0: break
             conn = kids.pop(pid, None)
-            if conn is None: continue
+            if conn is None: continue              # not ours, or its client is gone
             conns.pop(conn, None)
             try: conn.sendall(f'exit {os.waitstatus_to_exitcode(status)}\n'.encode()); conn.close()
             except OSError: pass
