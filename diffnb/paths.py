@@ -84,8 +84,10 @@ def check_t(self:Path, t, name:str='t') -> Tensor:
     low = isinstance(t, Tensor) and t.is_floating_point() and t.dtype != torch.float64   # a float32 t_max may round above t_max
     t = as_time(t)
     if low: tol = max(1., abs(self.t_max)) * 4 * torch.finfo(torch.float32).eps
-    if t.numel() and (bool((t < self.t_min - tol).any()) or bool((t > self.t_max + tol).any()) or bool(t.isnan().any())):
-        raise ValueError(f"{name}={_show(t)} is outside path '{self.name}''s range [t_min, t_max] = [{self.t_min}, {self.t_max}]")
+    if t.numel():
+        lo, hi = torch.aminmax(t)                          # one reduction; NaN propagates into both and fails the test below
+        if not self.t_min - tol <= lo.item() <= hi.item() <= self.t_max + tol:
+            raise ValueError(f"{name}={_show(t)} is outside path '{self.name}''s range [t_min, t_max] = [{self.t_min}, {self.t_max}]")
     return t.clamp(self.t_min, self.t_max) if low else t
 
 # %% ../nbs/00_paths.ipynb #c017
@@ -531,7 +533,7 @@ def _karras_r(r_max:float, r_min:float, steps:int, rho:float) -> Tensor:
 # %% ../nbs/00_paths.ipynb #c085
 def _noise_ratios(path:Path, lo:float, hi:float, steps:int, kind:str, rho:float, data_scale, jump:float=2.5) -> Tensor:
     "Descending noise-to-signal ratios r = sigma/alpha from r(hi) to r(lo) for a log-SNR-based grid kind."
-    l_hi, l_lo = path.log_snr(hi).item(), path.log_snr(lo).item()      # the log-SNR at the noisy and at the clean end
+    l_hi, l_lo = path.log_snr(torch.tensor([hi, lo], dtype=torch.float64)).tolist()   # the log-SNR at the noisy and at the clean end
     r_max, r_min = math.exp(-l_hi / 2), math.exp(-l_lo / 2)
     log_snr_r = lambda k: torch.exp(-torch.linspace(l_hi, l_lo, k + 1, dtype=torch.float64) / 2)
     if kind == 'log_snr': return log_snr_r(steps)
@@ -569,5 +571,6 @@ def time_grid(path:Path,             # the forward path
         if isinstance(path, DiagonalPath): raise ValueError(f"kind={kind!r} needs a scalar log-SNR; use kind='uniform' for a diagonal path")
         g = path.t_of_log_snr(-2 * torch.log(_noise_ratios(path, lo, hi, steps, kind, rho, data_scale, jump)))
         g[0], g[-1] = hi, lo
-    if not bool((g[1:] < g[:-1]).all()): raise ValueError(f"steps={steps}: the {kind} grid has repeated times on this path")
+    ts = g.tolist()
+    if not all(a > b for a, b in zip(ts, ts[1:])): raise ValueError(f"steps={steps}: the {kind} grid has repeated times on this path")
     return g.flip(0) if ascending else g

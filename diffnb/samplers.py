@@ -79,11 +79,11 @@ class _Run:
         P = self.path = den.path
         self.den, self.grid, self.like, self.y, self.generator, self.dtype = den, grid, like, y, generator, dtype
         self.diag = isinstance(P, DiagonalPath)
-        self.N, self.ascending = len(grid) - 1, bool(grid[-1] > grid[0])
+        self.ts = grid.tolist()
+        self.N, self.ascending = len(self.ts) - 1, self.ts[-1] > self.ts[0]
         a, s, da, ds = P.coefs(grid)
         if self.diag: a, s, da, ds = (v.expand(len(grid), P.dim) for v in (a, s, da, ds))
         self.a, self.s, self.da, self.ds = a, s, da, ds                    # float64, (N+1,) or (N+1, d)
-        self.ts = grid.tolist()
         self.at = {t: i for i, t in enumerate(self.ts)}                    # grid time -> index
         self.tb = grid.to(dtype=dtype, device=like.device)[:, None].expand(len(grid), like.shape[0]).unbind(0)   # (B,) views: no fill
         self.ca, self.cs, self.cda, self.cds = (self.K(v) for v in (a, s, da, ds))
@@ -206,14 +206,15 @@ def ddpm(r, z, variance='beta_tilde', last_noise=False):
 def _check_grid(grid, path, ascending_ok:bool=False, method:str=''):
     "grid as float64 times, strictly decreasing (or, where `ascending_ok`, strictly increasing) inside the path's range."
     g = torch.as_tensor(grid, dtype=torch.float64).flatten()
-    if len(g) < 2: raise ValueError(f"grid: needs at least 2 times, got {len(g)}")
-    if not bool((g[1:] < g[:-1]).all()) and not (ascending_ok and bool((g[1:] > g[:-1]).all())):
+    ts = g.tolist()                                          # a grid's checks in Python: faster than tensor reductions at its size
+    if len(ts) < 2: raise ValueError(f"grid: needs at least 2 times, got {len(ts)}")
+    if not all(a > b for a, b in zip(ts, ts[1:])) and not (ascending_ok and all(a < b for a, b in zip(ts, ts[1:]))):
         runs = ("decreasing (from noise to data), or increasing (inversion)" if ascending_ok else
                 f"decreasing (from noise to data){'; ' + method + ' runs only that way (ascending grids: ' + ', '.join(m for m, i in SAMPLERS.items() if i.reversible) + ')' if method else ''}")
         raise ValueError(f"grid: times must be strictly {runs}")
     tol = 1e-9 * max(1., abs(path.t_max))
-    if g.max() > path.t_max + tol or g.min() < path.t_min - tol:
-        raise ValueError(f"grid: spans [{g.min().item():g}, {g.max().item():g}], outside the path's range [t_min, t_max] = [{path.t_min}, {path.t_max}]")
+    if max(ts) > path.t_max + tol or min(ts) < path.t_min - tol:
+        raise ValueError(f"grid: spans [{min(ts):g}, {max(ts):g}], outside the path's range [t_min, t_max] = [{path.t_min}, {path.t_max}]")
     return g
 
 # %% ../nbs/04_samplers.ipynb #c021
@@ -272,16 +273,18 @@ def _final_denoise(r, z:Tensor) -> Tensor:
 
 # %% ../nbs/04_samplers.ipynb #c025a
 def _check_finite(z:Tensor, method:str, i:int, t:float):
-    "Stop a run whose state is NaN or infinite, naming the step and t (one reduction: any NaN or inf makes the sum non-finite)."
-    if not math.isfinite(z.sum().item()):
+    "Stop a run whose state is NaN or infinite, naming the step and t: one reduction (z.z, non-finite if any value is; a dot product reads z faster than a sum), element by element only if that overflowed."
+    v = z.reshape(-1)
+    if not math.isfinite((torch.dot(v, v) if v.dtype in (torch.float32, torch.float64) else v.sum()).item()) and not bool(torch.isfinite(v).all()):
         raise FloatingPointError(f"{method}: non-finite values at step {i} (t={t:g}); the Denoiser or the grid is at fault")
 
 # %% ../nbs/04_samplers.ipynb #c025b
 def _stepped(r, steps_of, method:str, progress:bool, total:int|None):
     "A method's steps as (i, t, z, x0, nfe): gradients off while a step computes (never across a yield), this run's Denoiser calls counted, each state checked."
     nfe, i, bar = 0, 0, (tqdm(total=total, desc=method) if progress else None)
+    no_grad = torch.no_grad()   # one context object, entered around each step (a third of the cost of making one per step)
     while True:
-        with torch.no_grad():
+        with no_grad:
             n0 = r.den.nfe
             try: t, z, x0 = next(steps_of)
             except StopIteration: break
@@ -884,10 +887,11 @@ def _lam_steps(r) -> list:
     "Per step, h = lambda_{i+1} - lambda_i in the loop's form (Python floats, or per-coordinate tensors); +inf where sigma_{i+1} = 0."
     return r.K(r.lam[1:] - r.lam[:-1])
 
+def _moves(v:float) -> bool: return math.isfinite(v) and abs(v) > 1e-12
+
 def _corr(c, h, hp):
     "A multistep correction coefficient, 0 where a step is infinite (the first-order step to sigma = 0) or does not move lambda (h = 0)."
-    ok = lambda v: math.isfinite(v) and abs(v) > 1e-12
-    if isinstance(h, float): return c if hp is not None and ok(h) and ok(hp) else 0.
+    if isinstance(h, float): return c if hp is not None and _moves(h) and _moves(hp) else 0.
     if hp is None: return torch.zeros_like(h)
     return torch.where(torch.isfinite(h) & torch.isfinite(hp) & (h.abs() > 1e-12) & (hp.abs() > 1e-12), c, torch.zeros_like(c))
 
