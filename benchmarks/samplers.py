@@ -607,19 +607,23 @@ def overhead(steps, repeats, log) -> str:
                 if rep: us[s.label].append((wall - model.seconds - ctx.seconds) / model.nfe * 1e6)
                 nfe[s.label] = model.nfe
         for s in specs:
-            cols.setdefault(s.label, {})[title] = (statistics.median(us[s.label]), nfe[s.label], s.lib)
+            paired = lambda base: statistics.median(a / b for a, b in zip(us[s.label], us[base]))   # ratios within each round, then their median
+            cols.setdefault(s.label, {})[title] = (statistics.median(us[s.label]), nfe[s.label], s.lib,
+                                                   paired(HAND_LOOPS['euler'].label), paired(own_baseline(s)))
             log(f'overhead {title:18s} {s.lib:11s} {s.label:48s} {statistics.median(us[s.label]):9.1f} us/NFE')
-    ref, by_label = cols[HAND_LOOPS['euler'].label], {s.label: s for s in specs}
+    by_label = {s.label: s for s in specs}
     rows = []
     for label, c in cols.items():
-        row, own = [label, next(iter(c.values()))[2]], cols[own_baseline(by_label[label])]
+        row = [label, next(iter(c.values()))[2]]
         for title in OVERHEAD_SHAPES:
-            us, nfe, _ = c[title]
-            row += [f'{us:.0f}', str(nfe), f'{us / ref[title][0]:.1f}x', f'{us / own[title][0]:.2f}x']
+            us, nfe, _, vs_euler, vs_own = c[title]
+            row += [f'{us:.0f}', str(nfe), f'{vs_euler:.1f}x', f'{vs_own:.2f}x']
         rows.append(row + [own_baseline(by_label[label]).removeprefix('hand-written ').removesuffix(' loop')])
     header = ['sampler', 'library'] + [h for t in OVERHEAD_SHAPES for h in (f'{t}: µs/NFE', 'NFE', 'vs Euler loop', 'vs own loop')] + ['own loop']
     return (f'## Per-step overhead beyond the model call\n\n{steps} steps (adaptive: its own NFE), trivial model (x0-hat = x/2), '
-            f'median of {repeats} repeats after one warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads; '
+            f'median of {repeats} repeats after one warm-up; ratios are the median of the ratios within each round (a round runs every row once, '
+            'so a burst of load or a slow stretch of the noise generator moves a row and its baseline together); '
+            f'torch {torch.__version__}, {torch.get_num_threads()} threads; '
             + ('freed memory kept by malloc (`steady_allocator`: no fresh pages mid-run, for any library). ' if steady else 'malloc at its defaults (mallopt unavailable). ')
             + 'Overhead = (wall time - time inside the model views - time drawing the initial state) / NFE. '
             'diffnb rows use the EDM path and the log_snr grid; analytic_dpm estimates its variance on 256 extra points every run, or, in the x0_var=once row, once (x0_variances, outside the timed rounds).\n\n'
