@@ -48,7 +48,8 @@ def batch_time(t,          # a number, a 0-d tensor or a (B,) tensor of times
                x:Tensor,   # the batch the net is called on: t takes its batch size, dtype and device
               ) -> Tensor:
     "Times as a (B,) tensor in x's dtype and device; a single time is broadcast to the batch."
-    if type(t) is Tensor and t.dtype == x.dtype and t.shape == x.shape[:1] and t.device == x.device: return t   # already one: a sampler's step
+    if type(t) is Tensor and t.dim() == 1 and t.dtype == x.dtype and t.shape == x.shape[:1] and t.device == x.device: return t   # already one: a sampler's step
+    if x.dim() == 0: raise ValueError("x: a 0-d tensor; the net is called on a batch, shape (B, ...)")
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     if t.dim() == 0: return t.expand(x.shape[0])
     if t.shape != (x.shape[0],): raise ValueError(f"t: shape {tuple(t.shape)}; expected () or ({x.shape[0]},), one time per sample of x")

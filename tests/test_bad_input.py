@@ -33,6 +33,9 @@ CASES = [   # (call, error type, text the message must contain: the argument and
     (lambda: dn.Trainer(mlp(), StackedPath([vp, dn.get_path('subvp')]), x, t_density='edm'), ValueError, "t_density='edm'"),
     (lambda: dn.sample(den, 8, 'ddim', grid=[0.5, 0.6], eta=0.5), ValueError, 'eta=0.5'),
     (lambda: dn.sample(den, 8, 'dpmpp_2m', grid=[0.5, 0.6]), ValueError, 'grid: times must be strictly decreasing'),
+    (lambda: dn.sample(den, 8, grid=[0.5, float('nan'), 0.1]), ValueError, 'grid: times must be strictly decreasing'),
+    (lambda: vp.alpha(torch.tensor([0.5, float('nan')])), ValueError, 'outside path'),
+    (lambda: den.x0(torch.tensor(1.), 0.5), ValueError, 'x: a 0-d tensor'),
 ]
 
 @pytest.mark.parametrize('call, kind, text', CASES, ids=[c[2] for c in CASES])
