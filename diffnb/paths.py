@@ -85,8 +85,8 @@ def check_t(self:Path, t, name:str='t') -> Tensor:
     t = as_time(t)
     if low: tol = max(1., abs(self.t_max)) * 4 * torch.finfo(torch.float32).eps
     if t.numel():
-        lo, hi = torch.aminmax(t)                          # one reduction; NaN propagates into both and fails the test below
-        if not self.t_min - tol <= lo.item() <= hi.item() <= self.t_max + tol:
+        earliest, latest = torch.aminmax(t)                # one reduction; NaN propagates into both and fails the test below
+        if not self.t_min - tol <= earliest.item() <= latest.item() <= self.t_max + tol:
             raise ValueError(f"{name}={_show(t)} is outside path '{self.name}''s range [t_min, t_max] = [{self.t_min}, {self.t_max}]")
     return t.clamp(self.t_min, self.t_max) if low else t
 

@@ -24,12 +24,16 @@ def page_name(rel:Path) -> str:
     "nbdev's page name: the notebook path with a leading number prefix dropped, as .html."
     return str(rel.with_name(re.sub(r'^\d+[a-z]?_', '', rel.stem) + '.html'))
 
+def stale(made:Path, source:Path) -> bool:
+    "Whether `made` is missing or older than the file it is made from (what nbdev's proc_nbs decides by, too)."
+    return not made.exists() or made.stat().st_mtime < source.stat().st_mtime
+
 def ensure_executed(nbs=None) -> list:
     "Executed copies of the notebooks, running any that is missing or older than its source."
     done = []
     for nb in nbs or notebooks():
         out = EXECUTED / nb.relative_to(NBS)
-        if not out.exists() or out.stat().st_mtime < nb.stat().st_mtime:
+        if stale(out, nb):
             print(f"executing {nb.relative_to(ROOT)}", flush=True); execute(nb)
         done.append(out)
     return done
@@ -39,7 +43,7 @@ PROC = ROOT / '_proc'                     # nbdev's processed notebooks (its cac
 def _stage(src:Path) -> Path:
     "The executed copy `src` in STAGE, keeping its time (nbdev reprocesses a notebook only when its copy is newer than the result)."
     dst = STAGE / src.relative_to(EXECUTED)
-    if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+    if stale(dst, src):
         dst.parent.mkdir(parents=True, exist_ok=True); shutil.copy2(src, dst)
     return dst
 
@@ -55,7 +59,7 @@ def process(executed:list) -> Path:
     "nbdev's docs processing of the executed copies that are not processed yet (all of them when show_doc's renderer changed); returns the folder."
     STAGE.mkdir(parents=True, exist_ok=True)
     for f in ('_quarto.yml', 'nbdev.yml', 'styles.css'): shutil.copy(NBS / f, STAGE / f)
-    if PROC.exists() and PROC.stat().st_mtime < (Path(__file__).parent / 'docrender.py').stat().st_mtime: shutil.rmtree(PROC)
+    if PROC.exists() and stale(PROC, Path(__file__).parent / 'docrender.py'): shutil.rmtree(PROC)
     for src in executed: _stage(src)
     from nbdev.serve import proc_nbs
     with _quiet(): return proc_nbs(path=str(STAGE), n_workers=2)
@@ -98,7 +102,7 @@ def stage_page(executed:Path) -> Path:
     from nbdev.processors import FilterDefaults
     src = _stage(executed)
     dst = PROC / executed.relative_to(EXECUTED)
-    if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:   # as nbdev's proc_nbs decides, one notebook
+    if stale(dst, src):   # as nbdev's proc_nbs decides, one notebook
         dst.parent.mkdir(parents=True, exist_ok=True)
         with _quiet(): nbdev.serve_drv.main((src, dst, FilterDefaults))
     page = page_of(executed)
