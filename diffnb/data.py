@@ -13,7 +13,7 @@ from torch import Tensor
 from fastcore.basics import patch
 import plotly.graph_objects as go
 from .paths import Path, DiagonalPath, get_path, figure_bundle, as_generator
-from .denoisers import Denoiser
+from .denoisers import Denoiser, shared_time
 
 # %% auto #0
 __all__ = ['TOYS', 'IMAGE_SUFFIXES', 'GaussianMixture', 'density_map', 'ring_mixture', 'random_mixture', 'EmpiricalOracle', 'toy',
@@ -72,20 +72,20 @@ def sample(self:GaussianMixture, n:int, generator=None, return_labels:bool=False
 
 # %% ../nbs/02_data.ipynb #c012
 @patch
-def _components_scalar(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor):
-    "Per-component (log pi_k N, score_k, x0_k) for x (B, d) with per-sample alpha a and sigma s of shape (B, 1)."
+def _components_scalar(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor, score:bool=True, x0:bool=True):
+    "Per-component (log pi_k N, score_k, x0_k) for x (B, d) with alpha a and sigma s of shape (B, 1), or (1, 1) shared; score_k or x0_k None when not asked for."
     diff = z[:, None, :] - a[:, None, :] * self.means                  # (B, K, d)
     proj = torch.einsum('bkd,kde->bke', diff, self.V)                  # eigen-coordinates
-    var = a[:, None, :]**2 * self.lam + s[:, None, :]**2               # (B, K, d)
+    var = a[:, None, :]**2 * self.lam + s[:, None, :]**2               # (B, K, d), or (1, K, d) for a shared time
     logn = -0.5 * (proj**2 / var + torch.log(2 * math.pi * var)).sum(-1) + torch.log(self.weights)
-    score = -torch.einsum('kde,bke->bkd', self.V, proj / var)
-    x0 = self.means + torch.einsum('kde,bke->bkd', self.V, a[:, None, :] * self.lam * proj / var)
-    return logn, score, x0
+    sc = -torch.einsum('kde,bke->bkd', self.V, proj / var) if score else None
+    m = self.means + torch.einsum('kde,bke->bkd', self.V, a[:, None, :] * self.lam * proj / var) if x0 else None
+    return logn, sc, m
 
 # %% ../nbs/02_data.ipynb #c013
 @patch
-def _components_basis(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor, U:Tensor|None, chunk_elems:int=2**22):
-    "The same for per-coordinate a, s (B, d) in basis coordinates z = U^T x; score and x0 are returned in basis coordinates."
+def _components_basis(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor, U:Tensor|None, chunk_elems:int=2**22, score:bool=True, x0:bool=True):
+    "The same for per-coordinate a, s (B, d) in basis coordinates z = U^T x; score and x0 are returned in basis coordinates (None when not asked for)."
     mb = self.means if U is None else self.means @ U                    # means in the basis
     Sb = self.covs if U is None else U.T @ self.covs @ U                 # covariances in the basis
     out = []
@@ -98,21 +98,22 @@ def _components_basis(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor, U:Tens
         sol = torch.cholesky_solve(diff[..., None], L)[..., 0]                           # C^{-1} diff
         logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
         logn = -0.5 * ((diff * sol).sum(-1) + logdet + self.dim * math.log(2 * math.pi)) + torch.log(self.weights)
-        out.append((logn, -sol, mb + torch.einsum('kde,bke->bkd', Sb, ag * sol)))
-    return tuple(torch.cat(o) for o in zip(*out))
+        out.append((logn, -sol if score else None, mb + torch.einsum('kde,bke->bkd', Sb, ag * sol) if x0 else None))
+    return tuple(None if o[0] is None else torch.cat(o) for o in zip(*out))
 
 # %% ../nbs/02_data.ipynb #c014
 @patch
-def _components(self:GaussianMixture, x:Tensor, t, path:Path):
-    "Per-component weighted log-densities (B, K), scores and posterior means (B, K, d), in basis coordinates of `path`."
+def _components(self:GaussianMixture, x:Tensor, t, path:Path, score:bool=True, x0:bool=True):
+    "Per-component weighted log-densities (B, K), scores and posterior means (B, K, d), in basis coordinates of `path` (the last two only when asked for)."
     z = path.to_basis(x.to(torch.float64).flatten(1))
     if z.shape[1] != self.dim: raise ValueError(f"x: event size {z.shape[1]}, but the mixture has d={self.dim}")
-    a, s, _, _ = path.coefs(t)
+    one = shared_time(t) if isinstance(t, Tensor) else None                 # a batch at one time (as samplers call): its coefficients once
+    a, s, _, _ = path.coefs(t if one is None else one)
     if isinstance(path, DiagonalPath):
         a, s = a.expand(z.shape[0], self.dim) if a.dim() < 2 else a, s.expand(z.shape[0], self.dim) if s.dim() < 2 else s
-        return self._components_basis(z, a, s, path.basis)
-    col = lambda v: v.reshape(-1, 1).expand(z.shape[0], 1)
-    return self._components_scalar(z, col(a), col(s))
+        return self._components_basis(z, a, s, path.basis, score=score, x0=x0)
+    col = lambda v: v.reshape(-1, 1) if v.numel() > 1 else v.reshape(1, 1)   # one shared time: its variances once, not per sample
+    return self._components_scalar(z, col(a), col(s), score, x0)
 
 # %% ../nbs/02_data.ipynb #c016
 @patch
@@ -126,21 +127,21 @@ def _restrict(self:GaussianMixture, logn:Tensor, y):
 @patch
 def responsibilities(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
     "p_t(component k | x), shape (B, K)."
-    logn, _, _ = self._components(x, t, path)
+    logn, _, _ = self._components(x, t, path, score=False, x0=False)
     return torch.softmax(self._restrict(logn, y), -1)
 
 # %% ../nbs/02_data.ipynb #c017
 @patch
 def score(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
     "Exact score grad log p_t(x) (of p_t(x | y) when y is given), in x's dtype and shape."
-    logn, score, _ = self._components(x, t, path)
+    logn, score, _ = self._components(x, t, path, x0=False)
     r = torch.softmax(self._restrict(logn, y), -1)
     return path.from_basis((r[..., None] * score).sum(1), x.flatten(1)).to(x.dtype).reshape(x.shape)
 
 @patch
 def x0(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
     "Exact posterior mean E[x0 | x_t = x] (Tweedie)."
-    logn, _, x0 = self._components(x, t, path)
+    logn, _, x0 = self._components(x, t, path, score=False)
     r = torch.softmax(self._restrict(logn, y), -1)
     return path.from_basis((r[..., None] * x0).sum(1), x.flatten(1)).to(x.dtype).reshape(x.shape)
 
@@ -148,7 +149,7 @@ def x0(self:GaussianMixture, x:Tensor, t, path:Path, y=None) -> Tensor:
 @patch
 def class_logits(self:GaussianMixture, x:Tensor, t, path:Path) -> Tensor:
     "Exact noisy classifier: log p_t(y | x) for each class, shape (B, n_classes)."
-    logn, _, _ = self._components(x, t, path)
+    logn, _, _ = self._components(x, t, path, score=False, x0=False)
     n = int(self.labels.max()) + 1
     out = torch.full((logn.shape[0], n), -torch.inf, dtype=logn.dtype)
     for c in range(n):
@@ -162,7 +163,7 @@ def log_prob(self:GaussianMixture, x:Tensor) -> Tensor:
     x64 = x.to(torch.float64).flatten(1)
     if x64.shape[1] != self.dim: raise ValueError(f"x: event size {x64.shape[1]}, but the mixture has d={self.dim}")
     one = torch.ones(x64.shape[0], 1, dtype=torch.float64)
-    logn, _, _ = self._components_scalar(x64, one, 0 * one)
+    logn, _, _ = self._components_scalar(x64, one, 0 * one, score=False, x0=False)
     return torch.logsumexp(logn, -1)
 
 # %% ../nbs/02_data.ipynb #c021

