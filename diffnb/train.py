@@ -102,12 +102,18 @@ class EMA:
     def decay_at(self, k:int) -> float:
         "The decay of update k (counted from 1): the warmed-up constant decay."
         return min(self.decay, (1 + k) / (10 + k))
+    def _pairs(self, net:nn.Module) -> list:
+        "(average, live) tensor pairs of the state, listed once per net: walking state_dict each step cost more than the step's averaging."
+        p = getattr(self, '_paired', None)
+        if p is None or p[0] is not net or p[1] is not self.net:
+            self._paired = (net, self.net, list(zip(self.net.state_dict().values(), net.state_dict().values())))
+        return self._paired[2]
     @torch.no_grad()
     def update(self, net:nn.Module):
         self.updates += 1
         d = self.decay_at(self.updates)
-        for e, p in zip(self.net.state_dict().values(), net.state_dict().values()):
-            if e.dtype.is_floating_point: e.lerp_(p.detach(), 1 - d)
+        for e, p in self._pairs(net):
+            if e.dtype.is_floating_point: e.lerp_(p, 1 - d)
             else: e.copy_(p)
 
 # %% ../nbs/06_train.ipynb #c023
