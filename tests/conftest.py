@@ -3,7 +3,7 @@
 Every process gets one torch thread while the notebooks run beside the tests (two kernels and this process on two cores would
 otherwise oversubscribe them, 5-20x slower); DIFFNB_NB_JOBS sets how many notebooks run at once (default: 2, 0 runs them in turn
 inside their tests instead). Their kernels are forked from one process that imported torch and the other libraries they share once
-(tools/kernelfork.py: about 3 s of CPU less per notebook); DIFFNB_FORK_KERNELS=0 starts each kernel afresh instead.
+(tools/kernelfork.py: about 3 s of CPU less per notebook, 5 s for one that trains); DIFFNB_FORK_KERNELS=0 starts each kernel afresh instead.
 """
 import os, sys, time, threading
 import pytest

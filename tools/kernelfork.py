@@ -1,5 +1,6 @@
 """A fork server for the test run's notebook kernels: one process imports torch and the other libraries the notebooks share once,
-then forks a fresh ipykernel for each notebook (a kernel that imports them itself spends about 3 s of CPU on it; 27 notebooks).
+then forks a fresh ipykernel for each notebook (a kernel that imports them itself spends about 3 s of CPU on it, and 2.3 s more on
+torch._dynamo once it makes an optimiser; 27 notebooks).
 
 `python tools/kernelfork.py serve SOCKET` imports, prints `ready` and serves; `kernelspec(folder, SOCKET)` writes a Jupyter
 kernelspec whose kernel is `python tools/kernelfork.py client SOCKET -f CONNECTION_FILE`: a small process that hands its
