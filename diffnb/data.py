@@ -107,12 +107,12 @@ def _components(self:GaussianMixture, x:Tensor, t, path:Path, score:bool=True, x
     "Per-component weighted log-densities (B, K), scores and posterior means (B, K, d), in basis coordinates of `path` (the last two only when asked for)."
     z = path.to_basis(x.to(torch.float64).flatten(1))
     if z.shape[1] != self.dim: raise ValueError(f"x: event size {z.shape[1]}, but the mixture has d={self.dim}")
-    one = shared_time(t) if isinstance(t, Tensor) else None                 # a batch at one time (as samplers call): its coefficients once
+    one = shared_time(t) if isinstance(t, Tensor) and t.shape == z.shape[:1] else None   # a batch at one time (as samplers call): its coefficients once
     a, s, _, _ = path.coefs(t if one is None else one)
     if isinstance(path, DiagonalPath):
         a, s = a.expand(z.shape[0], self.dim) if a.dim() < 2 else a, s.expand(z.shape[0], self.dim) if s.dim() < 2 else s
         return self._components_basis(z, a, s, path.basis, score=score, x0=x0)
-    col = lambda v: v.reshape(-1, 1) if v.numel() > 1 else v.reshape(1, 1)   # one shared time: its variances once, not per sample
+    col = lambda v: v.reshape(1, 1) if v.dim() == 0 else v.reshape(-1, 1).expand(z.shape[0], 1)   # one shared time: its variances once, not per sample
     return self._components_scalar(z, col(a), col(s), score, x0)
 
 # %% ../nbs/02_data.ipynb #c016

@@ -103,16 +103,25 @@ class EMA:
         "The decay of update k (counted from 1): the warmed-up constant decay."
         return min(self.decay, (1 + k) / (10 + k))
     def _pairs(self, net:nn.Module) -> list:
-        "(average, live) tensor pairs of the state, listed once per net: walking state_dict each step cost more than the step's averaging."
-        p = getattr(self, '_paired', None)
+        "Where each (average, live) pair of state tensors lives, found once per pair of nets (a state_dict walk per step cost more than the averaging) and read at each update (so .to() is followed)."
+        p = self.__dict__.get('_paired')
         if p is None or p[0] is not net or p[1] is not self.net:
-            self._paired = (net, self.net, list(zip(self.net.state_dict().values(), net.state_dict().values())))
+            def slots(m):
+                out = []
+                for k in m.state_dict(keep_vars=True):
+                    owner, _, name = k.rpartition('.')
+                    mod = m.get_submodule(owner)
+                    out.append((mod._parameters if name in mod._parameters else mod._buffers, name))
+                return out
+            self._paired = (net, self.net, list(zip(slots(self.net), slots(net))))
         return self._paired[2]
+    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != '_paired'}   # a copy lists its own tensors
     @torch.no_grad()
     def update(self, net:nn.Module):
         self.updates += 1
         d = self.decay_at(self.updates)
-        for e, p in self._pairs(net):
+        for (ed, ek), (pd, pk) in self._pairs(net):
+            e, p = ed[ek], pd[pk]
             if e.dtype.is_floating_point: e.lerp_(p, 1 - d)
             else: e.copy_(p)
 
