@@ -57,9 +57,9 @@ Run (from the repository root)
     .venv/bin/python benchmarks/samplers.py --quick            # smoke test: ~40 s on 2 idle CPU cores (mostly fit_grid)
     .venv/bin/python benchmarks/samplers.py --overhead --repeats 21 --out    # per-step overhead table (results/overhead.md): ~1.5 min idle
     .venv/bin/python benchmarks/samplers.py --n 10000 --nfe 10 20 50 --cap mix32=20 --out   # how results/samplers.md was made:
-                                                                    # 15 min on 2 idle CPU cores, 30 beside another job
+                                                                    # 6.5 min on 2 CPU cores (15 before numpy's sort and the leaner oracle)
     .venv/bin/python benchmarks/samplers.py --n 20000 --nfe 10 20 --problems ring --out benchmarks/results/samplers_10_20.md
-                                                                    # the ring at 10 and 20 NFE with twice the samples
+                                                                    # the ring at 10 and 20 NFE with twice the samples: about 2 min
     .venv/bin/python benchmarks/samplers.py --out               # everything, NFE up to 100 on both problems too:
                                                                  # over an hour on 2 CPU cores, mostly the 32-D oracle
 Progress goes to stderr, one line per run; the markdown to stdout (and to --out).
