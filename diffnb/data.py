@@ -90,7 +90,7 @@ def _components_basis(self:GaussianMixture, z:Tensor, a:Tensor, s:Tensor, U:Tens
     Sb = self.covs if U is None else U.T @ self.covs @ U                 # covariances in the basis
     out = []
     step = max(1, chunk_elems // Sb.numel())
-    for i in range(0, z.shape[0], step):
+    for i in range(0, max(z.shape[0], 1), step):                         # an empty batch: one empty chunk
         ag, sg, zg = a[i:i+step, None], s[i:i+step, None], z[i:i+step, None]             # (b, 1, d)
         C = ag[..., :, None] * Sb * ag[..., None, :] + torch.diag_embed(sg**2)            # (b, K, d, d)
         L = torch.linalg.cholesky(C)

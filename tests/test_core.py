@@ -200,3 +200,16 @@ def test_the_integrators_euler_hook_equals_the_tableau_step(path, monkeypatch):
     monkeypatch.setattr(S, '_fixed', without_hook)
     plain = dn.sample(gm.denoiser(P), xT, 'euler', steps=30)
     assert not torch.equal(hooked, xT) and (hooked - plain).abs().max().item() < 1e-13
+
+@pytest.mark.parametrize('name', ['vp', 'edm', 'linear', 'inflationary'])
+def test_mixture_oracle_at_one_shared_time_equals_per_sample_times(name):
+    "The oracle's route for a batch at one time (variances once, as samplers call it) gives bitwise the per-sample route's values; an empty batch gets an empty answer."
+    from diffnb.inflationary import inflationary_path
+    gm = dn.random_mixture(3, 4, seed=1)
+    p = inflationary_path(gm.sample(500, generator=torch.Generator().manual_seed(0)), 'prp') if name == 'inflationary' else dn.get_path(name)
+    x = gm.sample(64, generator=torch.Generator().manual_seed(2)) * 1.3
+    t = 0.3 * p.t_max
+    shared, per_sample = torch.tensor(t).expand(64), torch.full((64,), t)   # a stride-0 batch time, and the same times one per sample
+    for f in (gm.x0, gm.score, gm.responsibilities, gm.class_logits):
+        assert torch.equal(f(x, shared, p), f(x, per_sample, p)), f.__name__
+    assert gm.denoiser(p).x0(torch.zeros(0, 3), t).shape == (0, 3)

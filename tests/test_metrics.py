@@ -104,3 +104,12 @@ def test_frechet_distance_with_fewer_points_than_dimensions_takes_the_gram_route
     dd = gaussian_w2(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))**2
     assert dn.frechet_distance(a, b) == pytest.approx(dd, rel=1e-7) and dn.frechet_distance(b, a) == pytest.approx(dd, rel=1e-7)
     assert dn.frechet_distance(a, a) == pytest.approx(0., abs=1e-9)
+
+def test_sliced_wasserstein_sorts_rows_as_torch_does():
+    "The CPU route of the quantiles' sort (numpy's) gives torch.sort's values, ties included; a tensor needing gradients keeps torch's."
+    from diffnb.metrics import _sort_rows
+    v = torch.randn(64, 1000, generator=gen(3), dtype=torch.float64)
+    v[:, ::7] = 0.25                                                        # ties
+    assert torch.equal(_sort_rows(v), v.sort(-1).values)
+    w = v.clone().requires_grad_(True)
+    assert _sort_rows(w).requires_grad and torch.equal(_sort_rows(w).detach(), v.sort(-1).values)

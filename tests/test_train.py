@@ -290,3 +290,22 @@ def test_old_bf16_and_gpu_fp16_checkpoints_load_as_they_ran(tmp_path):
     back = dn.Trainer.load(tmp_path / 'run', device='cpu')
     assert back.amp_dtype is None and back.hparams['precision'] == 'fp16' and dn.sample(back.denoiser(), 4, steps=2).shape == (4, 2)
     with pytest.raises(ValueError, match="precision='fp16': needs CUDA"): dn.Trainer.load(tmp_path / 'run', data=dn.toy('ring8', 4096), device='cpu')
+
+def test_ema_follows_its_net_after_a_conversion_and_in_a_copied_trainer():
+    "An average keeps tracking its net after both are converted (.double() replaces their tensors), and a deep copy of a Trainer averages its own tensors: the copy and the original, stepped alike, end bitwise equal."
+    import copy
+    from diffnb.train import EMA
+    net = torch.nn.Linear(3, 2); ema = EMA(net, 0.5); ema.update(net)
+    net.double(); ema.net.double()
+    with torch.no_grad(): net.weight.add_(1.)
+    want = ema.net.weight.detach().lerp(net.weight.detach(), 1 - ema.decay_at(2))
+    ema.update(net)
+    assert torch.equal(ema.net.weight, want)
+    torch.manual_seed(0)
+    tr = dn.Trainer(dn.MLP(2, hidden=16, depth=1), 'vp', dn.ring_mixture().sample(512, generator=torch.Generator().manual_seed(0)), batch_size=64, seed=0)
+    list(tr.steps(2))
+    tr2 = copy.deepcopy(tr)
+    start = [v.clone() for v in tr2.ema.net.state_dict().values()]
+    list(tr.steps(3)); list(tr2.steps(3))
+    assert not all(torch.equal(a, b) for a, b in zip(start, tr2.ema.net.state_dict().values()))   # the copy's average moved
+    assert all(torch.equal(a, b) for a, b in zip(tr.ema.net.state_dict().values(), tr2.ema.net.state_dict().values()))
