@@ -566,11 +566,10 @@ def time_grid(path:Path,             # the forward path
     hi = path.t_max if t_max is None else float(path.check_t(t_max, 't_max'))
     lo = path.t_min if t_min is None else float(path.check_t(t_min, 't_min'))
     if not lo < hi: raise ValueError(f"t_min={lo:g}, t_max={hi:g}: the grid needs t_min < t_max")
-    if kind == 'uniform': g = torch.linspace(hi, lo, steps + 1, dtype=torch.float64)
+    if kind == 'uniform': ts = torch.linspace(hi, lo, steps + 1, dtype=torch.float64).tolist()
     else:
         if isinstance(path, DiagonalPath): raise ValueError(f"kind={kind!r} needs a scalar log-SNR; use kind='uniform' for a diagonal path")
-        g = path.t_of_log_snr(-2 * torch.log(_noise_ratios(path, lo, hi, steps, kind, rho, data_scale, jump)))
-        g[0], g[-1] = hi, lo
-    ts = g.tolist()
+        ts = path.t_of_log_snr(-2 * torch.log(_noise_ratios(path, lo, hi, steps, kind, rho, data_scale, jump))).tolist()
+        ts[0], ts[-1] = hi, lo
     if not all(a > b for a, b in zip(ts, ts[1:])): raise ValueError(f"steps={steps}: the {kind} grid has repeated times on this path")
-    return g.flip(0) if ascending else g
+    return torch.tensor(ts[::-1] if ascending else ts, dtype=torch.float64)

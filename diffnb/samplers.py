@@ -273,7 +273,7 @@ def _final_denoise(r, z:Tensor) -> Tensor:
 
 # %% ../nbs/04_samplers.ipynb #c025a
 def _check_finite(z:Tensor, method:str, i:int, t:float):
-    "Stop a run whose state is NaN or infinite, naming the step and t: one reduction (z.z, non-finite if any value is; a dot product reads z faster than a sum), element by element only if that overflowed."
+    "Stop a run whose state is NaN or infinite, naming the step and t: one reduction (z.z, non-finite if any value is; in the sampling loop a dot product costs less than a sum), element by element only if that overflowed."
     v = z.reshape(-1)
     if not math.isfinite((torch.dot(v, v) if v.dtype in (torch.float32, torch.float64) else v.sum()).item()) and not bool(torch.isfinite(v).all()):
         raise FloatingPointError(f"{method}: non-finite values at step {i} (t={t:g}); the Denoiser or the grid is at fault")
@@ -373,18 +373,14 @@ def __getattr__(name:str):
 def __dir__(): return sorted(set(globals()) | {f'sample_{m}' for m in SAMPLERS})
 
 # %% ../nbs/04_samplers.ipynb #c034
-def _velocity_terms(r, z, i=None, t=None, coefs=None) -> list:
-    "The pfODE drift alpha' x0 + sigma' eps in basis coordinates as (coefficient, tensor) terms, at grid point i or at any time t (its coefficients when known)."
+def _velocity_terms(r, z, i=None, t=None, coefs=None) -> tuple:
+    "The pfODE drift alpha' x0 + sigma' eps in basis coordinates as (a, b, o), a z + b o with o the network's output, at grid point i or at any time t (its coefficients when known)."
     if i is not None: (x0, eps), (a, s, da, ds) = r.D(z, i, need_eps=False), (r.ca[i], r.cs[i], r.cda[i], r.cds[i])
     else:
         coefs = r.coefs_at(t) if coefs is None else coefs
         (x0, eps), (a, s, da, ds) = r.D_at(z, t, need_eps=False, coefs=coefs), coefs
-    if eps is None: return [(ds / s, z), (da - ds * a / s, x0)]   # an x0 net: eps = (z - a x0) / s folded in, one pass fewer
-    return [(da, x0), (ds, eps)]
-
-def _velocity(r, z, i=None, t=None, coefs=None) -> Tensor:
-    "The pfODE drift as one tensor."
-    return lincomb(*_velocity_terms(r, z, i, t, coefs))
+    if eps is None: return (ds / s, da - ds * a / s, x0)   # an x0 net: eps = (z - a x0) / s folded in
+    return (da / a, ds - da * s / a, eps)                  # an eps net: x0 = (z - s eps) / a folded in
 
 # %% ../nbs/04_samplers.ipynb #c036
 _DP_A = [[], [1/5], [3/40, 9/40], [44/45, -56/15, 32/9], [19372/6561, -25360/2187, 64448/6561, -212/729],
@@ -409,33 +405,44 @@ class ODEInfo:
     ts: list = field(default_factory=list)   # the accepted times
 
 # %% ../nbs/04_samplers.ipynb #c039
-def _comb(y:tuple, h:float, coefs:list, ks:list, out:tuple|None=None) -> tuple:
-    "y + h * sum_j coefs[j] * ks[j], elementwise over the tuple: one new tensor per element (or written into `out`), the rest in place."
-    res = []
-    for m, yi in enumerate(y):
-        acc = yi
-        for c, k in zip(coefs, ks):
-            if c == 0: continue
-            if acc is yi: acc = yi.add(k[m], alpha=h * c) if out is None else torch.add(yi, k[m], alpha=h * c, out=out[m])
-            else: acc.add_(k[m], alpha=h * c)
-        res.append(acc)
-    return tuple(res)
+def _drift_parts(fn, t:float, y:tuple) -> tuple:
+    "The drift at (t, y) per element of y as (a, b, o), drift = a y + b o: `fn.terms` where the drift gives them, else (0, 1, its value)."
+    return fn.terms(t, y) if hasattr(fn, 'terms') else tuple((0., 1., k) for k in fn(t, y))
 
-def _stage_buffers(y:tuple, k:int):
-    "k tuples of scratch tensors shaped like y, for a run's stage states and error terms; None when autograd may need every intermediate."
-    if torch.is_grad_enabled() and any(v.requires_grad for v in y): return None
-    return [tuple(torch.empty_like(v) for v in y) for _ in range(k)]
+def _weights(first, h:float, w:list, K:list, m:int) -> list:
+    "Coefficients on element m's tensors (the start, then each stage's output) of first * y + h sum_j w_j k_j, each k_j given by its coefficients K[j][m]."
+    out = [first] + [0.] * len(K)
+    for wj, kj in zip(w, K):
+        if wj == 0: continue
+        c = h * wj
+        for p, v in enumerate(kj[m]): out[p] += c * v
+    return out
+
+def _stage_k(parts:tuple, S:list, tensors:list) -> list:
+    "A stage's derivative k = a x + b o per element as coefficients on the step's tensors, given x's coefficients S; o joins the tensors."
+    K = []
+    for ts, Sm, (a, b, o) in zip(tensors, S, parts):
+        ts.append(o); K.append([a * s for s in Sm] + [b])
+    return K
 
 # %% ../nbs/04_samplers.ipynb #c040
-def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None, bufs:list|None=None) -> tuple:
-    "The stage derivatives of one explicit Runge-Kutta step, and the last stage's state (with first-same-as-last tableaus, the step's result); stage i's state goes into bufs[i-1] where given."
+def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None) -> tuple:
+    "One explicit Runge-Kutta step: its stage derivatives as coefficients on the step's tensors (per element: y, then each stage's output), those tensors, the last stage's state (first-same-as-last: the step's result) and its drift's parts (the next step's first)."
     c, A, _, _ = TABLEAUS[method]
-    if hasattr(fn, 'prepare'): fn.prepare([t + c[i] * h for i in range(1, len(c))])   # a drift may fetch what its stage times need at once
-    ks, yi = [fn(t, y) if k1 is None else k1], y
+    if len(c) > 1 and hasattr(fn, 'prepare'): fn.prepare([t + c[i] * h for i in range(1, len(c))])   # a drift may fetch what its stage times need at once
+    parts = k1 if k1 is not None else _drift_parts(fn, t, y)
+    tensors, yi = [[v] for v in y], y
+    K = [_stage_k(parts, [[1.]] * len(y), tensors)]
     for i in range(1, len(c)):
-        yi = _comb(y, h, A[i], ks, bufs[i - 1] if bufs is not None and i <= len(bufs) else None)
-        ks.append(fn(t + c[i] * h, yi))
-    return ks, yi
+        S = [_weights(1., h, A[i], K, m) for m in range(len(y))]          # stage i's state on the step's tensors
+        yi = tuple(lincomb(*zip(Sm, ts)) for Sm, ts in zip(S, tensors))
+        parts = _drift_parts(fn, t + c[i] * h, yi)
+        K.append(_stage_k(parts, S, tensors))
+    return K, tensors, yi, parts
+
+def _combined(first, h:float, w:list, K:list, tensors:list) -> tuple:
+    "first * y + h sum_j w_j k_j per element, one new tensor each."
+    return tuple([lincomb(*zip(_weights(first, h, w, K, m), ts)) for m, ts in enumerate(tensors)])
 
 def _finite(y:tuple) -> bool: return all(math.isfinite(v.sum().item()) for v in y)
 
@@ -449,23 +456,18 @@ def _first_step(fn, t0, y0, f0, direction, rtol, atol, span) -> float:
     scale = tuple(atol + rtol * v.abs() for v in y0)
     d0, d1 = _rms(y0, scale), _rms(f0, scale)
     h0 = min(span, 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1)
-    f1 = fn(t0 + direction * h0, _comb(y0, direction * h0, [1.], [f0]))
+    f1 = fn(t0 + direction * h0, tuple(v.add(f, alpha=direction * h0) for v, f in zip(y0, f0)))
     d2 = _rms(tuple(a - b for a, b in zip(f1, f0)), scale) / h0
     h1 = max(1e-6, h0 * 1e-3) if not max(d1, d2) > 1e-15 else (0.01 / max(d1, d2))**0.2
     return min(100 * h0, h1, span)
 
 # %% ../nbs/04_samplers.ipynb #c043
-def _err_norm(y:tuple, yn:tuple, ks:list, h:float, db:list, rtol:float, atol:float, scratch:list|None=None) -> float:
-    "RMS of the embedded error estimate h sum_j db_j k_j over atol + rtol max(|y|, |yn|), in three scratch tensors when given."
+def _err_norm(y:tuple, yn:tuple, err:tuple, rtol:float, atol:float) -> float:
+    "RMS of the embedded error estimate `err` over atol + rtol max(|y|, |yn|)."
     total, n = 0., 0
-    for m, (a, z) in enumerate(zip(y, yn)):
-        err = None
-        for c, k in zip(db, ks):
-            if c != 0: err = (torch.mul(k[m], h * c, out=scratch[0][m]) if scratch else k[m] * (h * c)) if err is None else err.add_(k[m], alpha=h * c)
-        if scratch: scale = torch.maximum(torch.abs(a, out=scratch[1][m]), torch.abs(z, out=scratch[2][m]), out=scratch[1][m])
-        else: scale = torch.maximum(a.abs(), z.abs())
-        scale.mul_(rtol).add_(atol)
-        total += err.div_(scale).square_().sum().item(); n += a.numel()
+    for a, z, e in zip(y, yn, err):
+        scale = torch.maximum(a.abs(), z.abs()).mul_(rtol).add_(atol)
+        total += e.div_(scale).square_().sum().item(); n += a.numel()
     return math.sqrt(total / n)
 
 # %% ../nbs/04_samplers.ipynb #c044
@@ -485,22 +487,22 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
     "Adaptive Dormand-Prince 5(4) from t0 to t1: yields (t, y) after each accepted step."
     _check_tol(rtol, atol)
     info, db = info if info is not None else ODEInfo('dopri5'), TABLEAUS['dopri5'][3]
-    direction, t, k1, bad = 1. if t1 > t0 else -1., t0, fn(t0, y), 0
-    if not _finite(k1): raise FloatingPointError(f"dopri5: non-finite values at step 0 (t={t0:g}); the Denoiser or the grid is at fault")
-    h = _first_step(fn, t0, y, k1, direction, rtol, atol, abs(t1 - t0))
-    bufs = _stage_buffers(y, 8)                   # stages 2-6 and the error's three terms; stage 7, the result, is new every step
+    direction, t, k1, bad = 1. if t1 > t0 else -1., t0, _drift_parts(fn, t0, y), 0
+    f0 = tuple(lincomb((a, v), (b, o)) for v, (a, b, o) in zip(y, k1))
+    if not _finite(f0): raise FloatingPointError(f"dopri5: non-finite values at step 0 (t={t0:g}); the Denoiser or the grid is at fault")
+    h = _first_step(fn, t0, y, f0, direction, rtol, atol, abs(t1 - t0))
     while direction * (t1 - t) > 1e-12 * max(1., abs(t1)):
         if info.steps + info.rejected >= max_steps: raise RuntimeError(f"dopri5: did not reach t={t1:g} within max_steps={max_steps} (t={t:g}); loosen rtol/atol")
         h = min(h, abs(t1 - t))
-        ks, yn = _rk_stages(fn, t, y, direction * h, 'dopri5', k1, bufs and bufs[:5])   # first same as last: the 7th stage is at the step's result
-        e = _err_norm(y, yn, ks, direction * h, db, rtol, atol, bufs and bufs[5:])
+        K, tensors, yn, last = _rk_stages(fn, t, y, direction * h, 'dopri5', k1)   # first same as last: the 7th stage is at the step's result
+        e = _err_norm(y, yn, _combined(0., direction * h, db, K, tensors), rtol, atol)
         if not math.isfinite(e):                # a trial step that overflowed or met NaN: retry smaller, a few times
             bad, h, info.rejected = bad + 1, h * 0.2, info.rejected + 1
             if bad == 8: raise FloatingPointError(f"dopri5: non-finite values at step {info.steps} (t={t:g}); the Denoiser or the grid is at fault")
             continue
         bad = 0
         if e <= 1:
-            t, y, k1 = t1 if h >= abs(t1 - t) else t + direction * h, yn, ks[6]
+            t, y, k1 = t1 if h >= abs(t1 - t) else t + direction * h, yn, last
             info.steps += 1; info.ts.append(t)
             yield t, y
         else: info.rejected += 1
@@ -511,10 +513,10 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
 # %% ../nbs/04_samplers.ipynb #c048
 def _fixed(fn, y:tuple, grid:list, method:str, info:ODEInfo|None=None, check:bool=True):
     "A fixed-step method through the times of `grid` (either direction): yields (t, y) after each step."
-    b, bufs = TABLEAUS[method][2], _stage_buffers(y, len(TABLEAUS[method][0]) - 1)
-    euler_step = getattr(fn, 'euler_step', None) if method == 'euler' else None   # a drift may take a whole Euler step in one combination
+    b = TABLEAUS[method][2]
     for t, tn in zip(grid[:-1], grid[1:]):
-        y = euler_step(t, y, tn - t) if euler_step is not None else _comb(y, tn - t, b, _rk_stages(fn, t, y, tn - t, method, bufs=bufs)[0])
+        K, tensors, _, _ = _rk_stages(fn, t, y, tn - t, method)
+        y = _combined(1., tn - t, b, K, tensors)
         if info is not None: info.steps += 1; info.ts.append(tn)
         if check and not _finite(y): raise FloatingPointError(f"{method}: non-finite state at t={tn:g}; the Denoiser or the step size is at fault")
         yield tn, y
@@ -550,19 +552,17 @@ def _pf_drift(r, method:str|None=None):
         ts = sorted({t + c * (tn - t) for t, tn in zip(r.ts[:-1], r.ts[1:]) for c in TABLEAUS[method][0]} - set(at))
         if ts: stage = dict(zip(ts, r.coefs_many(ts)))
     step = {}                                                # an adaptive step's stage times, replaced at each step
-    def drift(t, y):
+    def terms(t, y):   # a z + b x0-hat: the integrator combines the parts without forming the drift
         i = at.get(t)
-        return (_velocity(r, y[0], i) if i is not None else _velocity(r, y[0], t=t, coefs=stage.get(t) or step.get(t)),)
+        return (_velocity_terms(r, y[0], i) if i is not None else _velocity_terms(r, y[0], t=t, coefs=stage.get(t) or step.get(t)),)
+    def drift(t, y):
+        (a, b, o), = terms(t, y)
+        return (lincomb((a, y[0]), (b, o)),)
     def prepare(ts:list):   # the stage times of the next step: their coefficients in one call of the path's
         new = [u for u in ts if u not in at and u not in stage]
         step.clear()
         if new: step.update(zip(new, r.coefs_many(new)))
-    def euler_step(t, y, h):   # y + h v as one combination, v's term in y itself folded into y's coefficient (one pass fewer)
-        z, i = y[0], at.get(t)
-        terms = _velocity_terms(r, z, i) if i is not None else _velocity_terms(r, z, t=t, coefs=stage.get(t) or step.get(t))
-        own = sum(c for c, v in terms if v is z)
-        return (lincomb((1 + h * own, z), *((h * c, v) for c, v in terms if v is not z)),)
-    drift.prepare, drift.euler_step = prepare, euler_step
+    drift.prepare, drift.terms = prepare, terms
     return drift
 
 def _pf_ode(r, z, method:str):
@@ -821,25 +821,25 @@ def _poly_from_roots(roots:list) -> list:
     for r in roots: c = [(c[p - 1] if p else 0.) - r * (c[p] if p < len(c) else 0.) for p in range(len(c) + 1)]
     return c
 
-def _int_poly_exp(c:list, H:float) -> float:
-    "The integral over [0, H] of (sum_p c_p v^p) e^v, by I_0 = e^H - 1, I_p = H^p e^H - p I_(p-1)."
-    eH, I, Hp = math.exp(H), math.expm1(H), 1.
-    total = c[0] * I
-    for p in range(1, len(c)): Hp *= H; I = Hp * eH - p * I; total += c[p] * I
-    return total
+def _exp_moments(H:float, k:int) -> list:
+    "The integrals over [0, H] of v^p e^v for p < k, by I_0 = e^H - 1, I_p = H^p e^H - p I_(p-1)."
+    eH, I, Hp = math.exp(H), [math.expm1(H)], 1.
+    for p in range(1, k): Hp *= H; I.append(Hp * eH - p * I[-1])
+    return I
 
 def _lagrange_weights(nodes:list, lo:float, hi:float, exp:bool=False) -> list:
     "Integrals over [lo, hi] of the Lagrange basis polynomials through `nodes`, exactly: by ceil(k / 2)-point Gauss-Legendre, or times e^u in closed form."
-    if exp:   # shifted by lo, the interval is [0, hi - lo] and e^u = e^lo e^v
-        return [math.exp(lo) * _int_poly_exp(_poly_from_roots([nm - lo for m, nm in enumerate(nodes) if m != j]), hi - lo)
-                / math.prod(nj - nm for m, nm in enumerate(nodes) if m != j) for j, nj in enumerate(nodes)]
+    others = [[nm for m, nm in enumerate(nodes) if m != j] for j in range(len(nodes))]
+    if exp:   # shifted by lo, the interval is [0, hi - lo] and e^u = e^lo e^v: each basis polynomial's coefficients against the same moments
+        I, e_lo = _exp_moments(hi - lo, len(nodes)), math.exp(lo)
+        return [e_lo * sum(c * Ip for c, Ip in zip(_poly_from_roots([nm - lo for nm in om]), I)) / math.prod(nj - nm for nm in om)
+                for nj, om in zip(nodes, others)]
     half, mid, out = (hi - lo) / 2, (hi + lo) / 2, [0.] * len(nodes)
     for uq, wq in _GL_EXACT[(len(nodes) + 1) // 2]:   # a polynomial of degree k - 1: ceil(k / 2) points integrate it exactly
         u = half * uq + mid
-        for j, nj in enumerate(nodes):
+        for j, (nj, om) in enumerate(zip(nodes, others)):
             b = half * wq
-            for m, nm in enumerate(nodes):
-                if m != j: b *= (u - nm) / (nj - nm)
+            for nm in om: b *= (u - nm) / (nj - nm)
             out[j] += b
     return out
 
@@ -951,18 +951,26 @@ def _unipc_rhos(h:float, rks:list, B:float) -> list:
     phi = math.expm1(hh) / hh - 1                                          # -h phi_2(-h)
     for p in range(1, len(rks) + 1):
         b.append(phi * fact / B); fact *= p + 1; phi = phi / hh - 1 / fact
-    coef = lambda k: _poly_from_roots([rm for m, rm in enumerate(rks) if m != k])     # the inverse of a Vandermonde matrix holds the
-    return [sum(bp * cp for bp, cp in zip(b, coef(k))) / math.prod(rk - rm for m, rm in enumerate(rks) if m != k)   # Lagrange basis's coefficients
-            for k, rk in enumerate(rks)]
+    others = [[rm for m, rm in enumerate(rks) if m != k] for k in range(len(rks))]   # the inverse of a Vandermonde matrix holds
+    return [sum(bp * cp for bp, cp in zip(b, _poly_from_roots(om))) / math.prod(rk - rm for rm in om)   # the Lagrange basis's coefficients
+            for rk, om in zip(rks, others)]
 
-def _unipc_step(r, i:int, z:Tensor, x0s:list, lams:list, order:int, variant:str, x0_next=None) -> Tensor:
-    "UniP from t_i to t_{i+1} on the newest-first x0-hats `x0s` at half log-SNRs `lams`; given x0_next, the x0-hat at t_{i+1}, UniC."
+def _merged(terms) -> list:
+    "(coefficient, tensor) terms with each tensor once, its coefficients summed, in order of first appearance: one pass over it."
+    out = {}
+    for c, x in terms:
+        prev = out.get(id(x))
+        out[id(x)] = (c, x) if prev is None else (prev[0] + c, x)
+    return list(out.values())
+
+def _unipc_terms(r, i:int, x0s:list, lams:list, order:int, variant:str, x0_next=None) -> list:
+    "UniP from t_i to t_{i+1} on the newest-first x0-hats `x0s` at half log-SNRs `lams` (UniC given x0_next, the x0-hat at t_{i+1}): its (coefficient, x0-hat) terms beyond sigma_{i+1}/sigma_i x_i."
     h = r.clam[i + 1] - r.clam[i]
     if not math.isfinite(h): order, x0_next = 1, None                           # to sigma = 0: the first-order step lands on x0-hat
     nodes = [((l - lams[0]) / h, m) for l, m in zip(lams[1:order], x0s[1:order])] + ([(1., x0_next)] if x0_next is not None else [])
     B = -h if variant == 'bh1' else math.expm1(-h)
     c = [r.ca[i + 1] * B * rho / rk for rho, (rk, _) in zip(_unipc_rhos(h, [rk for rk, _ in nodes], B), nodes)]
-    return lincomb((r.cs[i + 1] / r.cs[i], z), (-r.ca[i + 1] * math.expm1(-h) + sum(c), x0s[0]), *((-ck, m) for ck, (_, m) in zip(c, nodes)))
+    return [(-r.ca[i + 1] * math.expm1(-h) + sum(c), x0s[0]), *((-ck, m) for ck, (_, m) in zip(c, nodes))]
 
 # %% ../nbs/04_samplers.ipynb #c077c
 @register('unipc', order=3, stochastic=False, evals=1, jump=1.2, solver_order=2, variant='bh2', corrector=True, lower_order_final=True)
@@ -971,13 +979,14 @@ def unipc(r, z, solver_order=2, variant='bh2', corrector=True, lower_order_final
     if solver_order not in (1, 2, 3): raise ValueError(f"solver_order={solver_order!r}: 1, 2 or 3")
     if variant not in ('bh1', 'bh2'): raise ValueError(f"variant={variant!r}: 'bh1' (B(h) = h) or 'bh2' (B(h) = e^h - 1)")
     _ratios(r, 'unipc')
-    x0s, lams, order, z_prev = [], [], 1, None
+    x0s, lams, order, fix, pred = [], [], 1, [], []
     for i in range(r.N):
         x0, _ = r.D(z, i, need_eps=False)
-        if corrector and x0s: z = _unipc_step(r, i - 1, z_prev, x0s, lams, order, variant, x0_next=x0)   # UniC at t_i
+        if corrector and x0s: fix = _unipc_terms(r, i - 1, x0s, lams, order, variant, x0_next=x0) + [(-c, m) for c, m in pred]   # UniC's state at t_i less UniP's
         x0s, lams = [x0] + x0s[:solver_order - 1], [r.clam[i]] + lams[:solver_order - 1]
         order = min(len(x0s), r.N - i) if lower_order_final else len(x0s)
-        z_prev, z = z, _unipc_step(r, i, z, x0s, lams, order, variant)
+        ratio, pred = r.cs[i + 1] / r.cs[i], _unipc_terms(r, i, x0s, lams, order, variant)
+        z = lincomb(*_merged([(ratio, z), *((ratio * c, m) for c, m in fix), *pred]))   # UniP from the corrected state z + fix, in one combination
         yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c079
