@@ -427,22 +427,37 @@ def _stage_k(parts:tuple, S:list, tensors:list) -> list:
 
 # %% ../nbs/04_samplers.ipynb #c040
 def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None) -> tuple:
-    "One explicit Runge-Kutta step: its stage derivatives as coefficients on the step's tensors (per element: y, then each stage's output), those tensors, the last stage's state (first-same-as-last: the step's result) and its drift's parts (the next step's first)."
+    "One explicit Runge-Kutta step: its stage derivatives as coefficients on the step's tensors (per element: y, then each stage's output), those tensors, and each stage's state with its drift's parts (the last stage's are the next step's first with first-same-as-last tableaus)."
     c, A, _, _ = TABLEAUS[method]
     if len(c) > 1 and hasattr(fn, 'prepare'): fn.prepare([t + c[i] * h for i in range(1, len(c))])   # a drift may fetch what its stage times need at once
     parts = k1 if k1 is not None else _drift_parts(fn, t, y)
-    tensors, yi = [[v] for v in y], y
+    tensors, stages = [[v] for v in y], [(y, parts)]
     K = [_stage_k(parts, [[1.]] * len(y), tensors)]
     for i in range(1, len(c)):
         S = [_weights(1., h, A[i], K, m) for m in range(len(y))]          # stage i's state on the step's tensors
         yi = tuple(lincomb(*zip(Sm, ts)) for Sm, ts in zip(S, tensors))
-        parts = _drift_parts(fn, t + c[i] * h, yi)
-        K.append(_stage_k(parts, S, tensors))
-    return K, tensors, yi, parts
+        stages.append((yi, _drift_parts(fn, t + c[i] * h, yi)))
+        K.append(_stage_k(stages[-1][1], S, tensors))
+    return K, tensors, stages
 
 def _combined(first, h:float, w:list, K:list, tensors:list) -> tuple:
     "first * y + h sum_j w_j k_j per element, one new tensor each."
     return tuple([lincomb(*zip(_weights(first, h, w, K, m), ts)) for m, ts in enumerate(tensors)])
+
+@functools.cache
+def _error_rows(method:str) -> list:
+    "lam with sum_i lam_i A_(i+1) = e on all but the last stage (A's rows are lower triangular with nonzero diagonal): the error from the stage states."
+    _, A, _, e = TABLEAUS[method]
+    lam = [0.] * (len(e) - 1)
+    for j in reversed(range(len(lam))): lam[j] = (e[j] - sum(A[i + 1][j] * lam[i] for i in range(j + 1, len(lam)))) / A[j + 1][j]
+    return lam
+
+def _embedded_error(h:float, method:str, stages:list) -> tuple:
+    "h sum_j e_j k_j per element as sum_i lam_i (x_i - y) + h e_s k_s, from the stage states x_i = y + h sum_j A_ij k_j: weights of order one in any step (on the step's tensors they grow like (h a)^j in a long trial step, too far for float32)."
+    lam, e_last = _error_rows(method), TABLEAUS[method][3][-1]
+    y, (x_last, last) = stages[0][0], stages[-1]
+    return tuple(lincomb((-sum(lam), y[m]), *((l, x[m]) for l, (x, _) in zip(lam[:-1], stages[1:-1])),
+                         (lam[-1] + h * e_last * last[m][0], x_last[m]), (h * e_last * last[m][1], last[m][2])) for m in range(len(y)))
 
 def _finite(y:tuple) -> bool: return all(math.isfinite(v.sum().item()) for v in y)
 
@@ -486,7 +501,7 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
                   ):
     "Adaptive Dormand-Prince 5(4) from t0 to t1: yields (t, y) after each accepted step."
     _check_tol(rtol, atol)
-    info, db = info if info is not None else ODEInfo('dopri5'), TABLEAUS['dopri5'][3]
+    info = info if info is not None else ODEInfo('dopri5')
     direction, t, k1, bad = 1. if t1 > t0 else -1., t0, _drift_parts(fn, t0, y), 0
     f0 = tuple(lincomb((a, v), (b, o)) for v, (a, b, o) in zip(y, k1))
     if not _finite(f0): raise FloatingPointError(f"dopri5: non-finite values at step 0 (t={t0:g}); the Denoiser or the grid is at fault")
@@ -494,8 +509,9 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
     while direction * (t1 - t) > 1e-12 * max(1., abs(t1)):
         if info.steps + info.rejected >= max_steps: raise RuntimeError(f"dopri5: did not reach t={t1:g} within max_steps={max_steps} (t={t:g}); loosen rtol/atol")
         h = min(h, abs(t1 - t))
-        K, tensors, yn, last = _rk_stages(fn, t, y, direction * h, 'dopri5', k1)   # first same as last: the 7th stage is at the step's result
-        e = _err_norm(y, yn, _combined(0., direction * h, db, K, tensors), rtol, atol)
+        _, _, stages = _rk_stages(fn, t, y, direction * h, 'dopri5', k1)   # first same as last: the 7th stage is at the step's result
+        yn, last = stages[-1]
+        e = _err_norm(y, yn, _embedded_error(direction * h, 'dopri5', stages), rtol, atol)
         if not math.isfinite(e):                # a trial step that overflowed or met NaN: retry smaller, a few times
             bad, h, info.rejected = bad + 1, h * 0.2, info.rejected + 1
             if bad == 8: raise FloatingPointError(f"dopri5: non-finite values at step {info.steps} (t={t:g}); the Denoiser or the grid is at fault")
@@ -515,7 +531,7 @@ def _fixed(fn, y:tuple, grid:list, method:str, info:ODEInfo|None=None, check:boo
     "A fixed-step method through the times of `grid` (either direction): yields (t, y) after each step."
     b = TABLEAUS[method][2]
     for t, tn in zip(grid[:-1], grid[1:]):
-        K, tensors, _, _ = _rk_stages(fn, t, y, tn - t, method)
+        K, tensors, _ = _rk_stages(fn, t, y, tn - t, method)
         y = _combined(1., tn - t, b, K, tensors)
         if info is not None: info.steps += 1; info.ts.append(tn)
         if check and not _finite(y): raise FloatingPointError(f"{method}: non-finite state at t={tn:g}; the Denoiser or the step size is at fault")
