@@ -373,14 +373,16 @@ def __getattr__(name:str):
 def __dir__(): return sorted(set(globals()) | {f'sample_{m}' for m in SAMPLERS})
 
 # %% ../nbs/04_samplers.ipynb #c034
-def _velocity_terms(r, z, i=None, t=None, coefs=None) -> tuple:
-    "The pfODE drift alpha' x0 + sigma' eps in basis coordinates as (a, b, o), a z + b o with o the network's output, at grid point i or at any time t (its coefficients when known)."
+def _velocity_parts(r, z, i=None, t=None, coefs=None) -> tuple:
+    "The pfODE drift alpha' x0 + sigma' eps in basis coordinates as (a, b, o), drift = a z + b o with o a prediction (x0-hat or eps-hat), at grid point i or at any time t (its coefficients when known)."
     if i is not None: (x0, eps), (a, s, da, ds) = r.D(z, i, need_eps=False), (r.ca[i], r.cs[i], r.cda[i], r.cds[i])
     else:
         coefs = r.coefs_at(t) if coefs is None else coefs
         (x0, eps), (a, s, da, ds) = r.D_at(z, t, need_eps=False, coefs=coefs), coefs
-    if eps is None: return (ds / s, da - ds * a / s, x0)   # an x0 net: eps = (z - a x0) / s folded in
-    return (da / a, ds - da * s / a, eps)                  # an eps net: x0 = (z - s eps) / a folded in
+    if eps is None: return (ds / s, da - ds * a / s, x0)             # an x0 net: eps = (z - a x0) / s folded in
+    if not isinstance(a, float): return (0., 1., lincomb((da, x0), (ds, eps)))   # per-coordinate coefficients: the drift itself
+    if abs(da / a) < abs(ds / s): return (da / a, ds - da * s / a, eps)         # x0 = (z - s eps) / a folded in where its term on z is the smaller
+    return (ds / s, da - ds * a / s, x0)
 
 # %% ../nbs/04_samplers.ipynb #c036
 _DP_A = [[], [1/5], [3/40, 9/40], [44/45, -56/15, 32/9], [19372/6561, -25360/2187, 64448/6561, -212/729],
@@ -406,58 +408,45 @@ class ODEInfo:
 
 # %% ../nbs/04_samplers.ipynb #c039
 def _drift_parts(fn, t:float, y:tuple) -> tuple:
-    "The drift at (t, y) per element of y as (a, b, o), drift = a y + b o: `fn.terms` where the drift gives them, else (0, 1, its value)."
-    return fn.terms(t, y) if hasattr(fn, 'terms') else tuple((0., 1., k) for k in fn(t, y))
+    "The drift at (t, y) per element of y as (a, b, o), drift = a y + b o: `fn.linear_parts` where the drift gives them, else (0, 1, its value)."
+    return fn.linear_parts(t, y) if hasattr(fn, 'linear_parts') else tuple((0., 1., k) for k in fn(t, y))
 
-def _weights(first, h:float, w:list, K:list, m:int) -> list:
-    "Coefficients on element m's tensors (the start, then each stage's output) of first * y + h sum_j w_j k_j, each k_j given by its coefficients K[j][m]."
-    out = [first] + [0.] * len(K)
+def _weights(h:float, w:list, K:list, m:int) -> list:
+    "Coefficients on element m's tensors (the start, then each stage's prediction) of y + h sum_j w_j k_j, each k_j given by its coefficients K[j][m]."
+    out = [1.] + [0.] * len(K)
     for wj, kj in zip(w, K):
         if wj == 0: continue
         c = h * wj
         for p, v in enumerate(kj[m]): out[p] += c * v
     return out
 
-def _stage_k(parts:tuple, S:list, tensors:list) -> list:
-    "A stage's derivative k = a x + b o per element as coefficients on the step's tensors, given x's coefficients S; o joins the tensors."
-    K = []
-    for ts, Sm, (a, b, o) in zip(tensors, S, parts):
-        ts.append(o); K.append([a * s for s in Sm] + [b])
-    return K
+def _stage_k(parts:tuple, S:list) -> list:
+    "A stage's derivative a x + b o per element as coefficients on the step's tensors (o's last), given x's coefficients S."
+    return [[a * s for s in Sm] + [b] for Sm, (a, b, _) in zip(S, parts)]
 
 # %% ../nbs/04_samplers.ipynb #c040
 def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None) -> tuple:
-    "One explicit Runge-Kutta step: its stage derivatives as coefficients on the step's tensors (per element: y, then each stage's output), those tensors, and each stage's state with its drift's parts (the last stage's are the next step's first with first-same-as-last tableaus)."
+    "One explicit Runge-Kutta step: its stage derivatives as coefficients on the step's tensors (per element: y, then each stage's prediction), those tensors, and each stage's state with its drift's parts (the last stage's are the next step's first with first-same-as-last tableaus)."
     c, A, _, _ = TABLEAUS[method]
     if len(c) > 1 and hasattr(fn, 'prepare'): fn.prepare([t + c[i] * h for i in range(1, len(c))])   # a drift may fetch what its stage times need at once
     parts = k1 if k1 is not None else _drift_parts(fn, t, y)
-    tensors, stages = [[v] for v in y], [(y, parts)]
-    K = [_stage_k(parts, [[1.]] * len(y), tensors)]
+    tensors, stages, K = [[v, o] for v, (_, _, o) in zip(y, parts)], [(y, parts)], [_stage_k(parts, [[1.]] * len(y))]
     for i in range(1, len(c)):
-        S = [_weights(1., h, A[i], K, m) for m in range(len(y))]          # stage i's state on the step's tensors
+        S = [_weights(h, A[i], K, m) for m in range(len(y))]          # stage i's state on the step's tensors
         yi = tuple(lincomb(*zip(Sm, ts)) for Sm, ts in zip(S, tensors))
-        stages.append((yi, _drift_parts(fn, t + c[i] * h, yi)))
-        K.append(_stage_k(stages[-1][1], S, tensors))
+        parts = _drift_parts(fn, t + c[i] * h, yi)
+        stages.append((yi, parts)); K.append(_stage_k(parts, S))
+        for ts, (_, _, o) in zip(tensors, parts): ts.append(o)
     return K, tensors, stages
 
-def _combined(first, h:float, w:list, K:list, tensors:list) -> tuple:
-    "first * y + h sum_j w_j k_j per element, one new tensor each."
-    return tuple([lincomb(*zip(_weights(first, h, w, K, m), ts)) for m, ts in enumerate(tensors)])
+def _combined(h:float, w:list, K:list, tensors:list) -> tuple:
+    "y + h sum_j w_j k_j per element, one new tensor each."
+    return tuple([lincomb(*zip(_weights(h, w, K, m), ts)) for m, ts in enumerate(tensors)])
 
-@functools.cache
-def _error_rows(method:str) -> list:
-    "lam with sum_i lam_i A_(i+1) = e on all but the last stage (A's rows are lower triangular with nonzero diagonal): the error from the stage states."
-    _, A, _, e = TABLEAUS[method]
-    lam = [0.] * (len(e) - 1)
-    for j in reversed(range(len(lam))): lam[j] = (e[j] - sum(A[i + 1][j] * lam[i] for i in range(j + 1, len(lam)))) / A[j + 1][j]
-    return lam
-
-def _embedded_error(h:float, method:str, stages:list) -> tuple:
-    "h sum_j e_j k_j per element as sum_i lam_i (x_i - y) + h e_s k_s, from the stage states x_i = y + h sum_j A_ij k_j: weights of order one in any step (on the step's tensors they grow like (h a)^j in a long trial step, too far for float32)."
-    lam, e_last = _error_rows(method), TABLEAUS[method][3][-1]
-    y, (x_last, last) = stages[0][0], stages[-1]
-    return tuple(lincomb((-sum(lam), y[m]), *((l, x[m]) for l, (x, _) in zip(lam[:-1], stages[1:-1])),
-                         (lam[-1] + h * e_last * last[m][0], x_last[m]), (h * e_last * last[m][1], last[m][2])) for m in range(len(y)))
+def _embedded_error(h:float, e:list, stages:list) -> tuple:
+    "h sum_j e_j k_j per element, each k_j = a_j x_j + b_j o_j from its own stage's state and prediction (for a plain drift, h sum_j e_j k_j itself)."
+    return tuple(lincomb(*(term for ej, (x, parts) in zip(e, stages) if ej != 0 for term in ((h * ej * parts[m][0], x[m]), (h * ej * parts[m][1], parts[m][2]))))
+                 for m in range(len(stages[0][0])))
 
 def _finite(y:tuple) -> bool: return all(math.isfinite(v.sum().item()) for v in y)
 
@@ -511,7 +500,7 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
         h = min(h, abs(t1 - t))
         _, _, stages = _rk_stages(fn, t, y, direction * h, 'dopri5', k1)   # first same as last: the 7th stage is at the step's result
         yn, last = stages[-1]
-        e = _err_norm(y, yn, _embedded_error(direction * h, 'dopri5', stages), rtol, atol)
+        e = _err_norm(y, yn, _embedded_error(direction * h, TABLEAUS['dopri5'][3], stages), rtol, atol)
         if not math.isfinite(e):                # a trial step that overflowed or met NaN: retry smaller, a few times
             bad, h, info.rejected = bad + 1, h * 0.2, info.rejected + 1
             if bad == 8: raise FloatingPointError(f"dopri5: non-finite values at step {info.steps} (t={t:g}); the Denoiser or the grid is at fault")
@@ -532,7 +521,7 @@ def _fixed(fn, y:tuple, grid:list, method:str, info:ODEInfo|None=None, check:boo
     b = TABLEAUS[method][2]
     for t, tn in zip(grid[:-1], grid[1:]):
         K, tensors, _ = _rk_stages(fn, t, y, tn - t, method)
-        y = _combined(1., tn - t, b, K, tensors)
+        y = _combined(tn - t, b, K, tensors)
         if info is not None: info.steps += 1; info.ts.append(tn)
         if check and not _finite(y): raise FloatingPointError(f"{method}: non-finite state at t={tn:g}; the Denoiser or the step size is at fault")
         yield tn, y
@@ -568,17 +557,17 @@ def _pf_drift(r, method:str|None=None):
         ts = sorted({t + c * (tn - t) for t, tn in zip(r.ts[:-1], r.ts[1:]) for c in TABLEAUS[method][0]} - set(at))
         if ts: stage = dict(zip(ts, r.coefs_many(ts)))
     step = {}                                                # an adaptive step's stage times, replaced at each step
-    def terms(t, y):   # a z + b x0-hat: the integrator combines the parts without forming the drift
+    def parts(t, y):   # a z + b o: the integrator combines the parts without forming the drift
         i = at.get(t)
-        return (_velocity_terms(r, y[0], i) if i is not None else _velocity_terms(r, y[0], t=t, coefs=stage.get(t) or step.get(t)),)
+        return (_velocity_parts(r, y[0], i) if i is not None else _velocity_parts(r, y[0], t=t, coefs=stage.get(t) or step.get(t)),)
     def drift(t, y):
-        (a, b, o), = terms(t, y)
+        (a, b, o), = parts(t, y)
         return (lincomb((a, y[0]), (b, o)),)
     def prepare(ts:list):   # the stage times of the next step: their coefficients in one call of the path's
         new = [u for u in ts if u not in at and u not in stage]
         step.clear()
         if new: step.update(zip(new, r.coefs_many(new)))
-    drift.prepare, drift.terms = prepare, terms
+    drift.prepare, drift.linear_parts = prepare, parts
     return drift
 
 def _pf_ode(r, z, method:str):

@@ -93,12 +93,12 @@ def test_odeint_both_directions():
     assert back.steps == 200 and back.rejected == 0 and back.ts[-1] == 0. and all(a > b for a, b in zip(back.ts, back.ts[1:]))
 
 def test_a_drift_given_in_parts_takes_the_same_steps():
-    """A drift that gives itself as a y + b o (fn.terms) is integrated to the same states as its value given whole, by every method, on a tuple
+    """A drift that gives itself as a y + b o (fn.linear_parts) is integrated to the same states as its value given whole, by every method, on a tuple
     state, without forming its value: fixed steps never call it, dopri5 once (its first step size)."""
     def whole(t, y): return tuple(-(1 + t) * v + math.cos(t) * torch.tanh(3 * v) for v in y)
     calls = []
     def split(t, y): calls.append(t); return whole(t, y)
-    split.terms = lambda t, y: tuple((-(1 + t), math.cos(t), torch.tanh(3 * v)) for v in y)
+    split.linear_parts = lambda t, y: tuple((-(1 + t), math.cos(t), torch.tanh(3 * v)) for v in y)
     y0 = (torch.linspace(-2, 2, 7, dtype=torch.float64), torch.linspace(0, 1, 5, dtype=torch.float64))
     for m in ('euler', 'heun', 'rk4', 'dopri5'):
         calls.clear()
