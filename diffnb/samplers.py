@@ -420,28 +420,22 @@ def _weights(h:float, w:list, K:list, m:int) -> list:
         for p, v in enumerate(kj[m]): out[p] += c * v
     return out
 
-def _stage_k(parts:tuple, S:list) -> list:
-    "A stage's derivative a x + b o per element as coefficients on the step's tensors (o's last), given x's coefficients S."
-    return [[a * s for s in Sm] + [b] for Sm, (a, b, _) in zip(S, parts)]
-
 # %% ../nbs/04_samplers.ipynb #c040
 def _rk_stages(fn, t:float, y:tuple, h:float, method:str, k1=None) -> tuple:
     "One explicit Runge-Kutta step: its stage derivatives as coefficients on the step's tensors (per element: y, then each stage's prediction), those tensors, and each stage's state with its drift's parts (the last stage's are the next step's first with first-same-as-last tableaus)."
     c, A, _, _ = TABLEAUS[method]
     if len(c) > 1 and hasattr(fn, 'prepare'): fn.prepare([t + c[i] * h for i in range(1, len(c))])   # a drift may fetch what its stage times need at once
     parts = k1 if k1 is not None else _drift_parts(fn, t, y)
-    tensors, stages, K = [[v, o] for v, (_, _, o) in zip(y, parts)], [(y, parts)], [_stage_k(parts, [[1.]] * len(y))]
+    tensors, stages = [[v, o] for v, (_, _, o) in zip(y, parts)], [(y, parts)]
+    K = [[[a, b] for a, b, _ in parts]]                                # k_1 = a y + b o_1
     for i in range(1, len(c)):
         S = [_weights(h, A[i], K, m) for m in range(len(y))]          # stage i's state on the step's tensors
         yi = tuple(lincomb(*zip(Sm, ts)) for Sm, ts in zip(S, tensors))
         parts = _drift_parts(fn, t + c[i] * h, yi)
-        stages.append((yi, parts)); K.append(_stage_k(parts, S))
+        K.append([[a * s for s in Sm] + [b] for Sm, (a, b, _) in zip(S, parts)])   # k_i = a x_i + b o_i
         for ts, (_, _, o) in zip(tensors, parts): ts.append(o)
+        stages.append((yi, parts))
     return K, tensors, stages
-
-def _combined(h:float, w:list, K:list, tensors:list) -> tuple:
-    "y + h sum_j w_j k_j per element, one new tensor each."
-    return tuple([lincomb(*zip(_weights(h, w, K, m), ts)) for m, ts in enumerate(tensors)])
 
 def _embedded_error(h:float, e:list, stages:list) -> tuple:
     "h sum_j e_j k_j per element, each k_j = a_j x_j + b_j o_j from its own stage's state and prediction (for a plain drift, h sum_j e_j k_j itself)."
@@ -521,7 +515,7 @@ def _fixed(fn, y:tuple, grid:list, method:str, info:ODEInfo|None=None, check:boo
     b = TABLEAUS[method][2]
     for t, tn in zip(grid[:-1], grid[1:]):
         K, tensors, _ = _rk_stages(fn, t, y, tn - t, method)
-        y = _combined(tn - t, b, K, tensors)
+        y = tuple([lincomb(*zip(_weights(tn - t, b, K, m), ts)) for m, ts in enumerate(tensors)])
         if info is not None: info.steps += 1; info.ts.append(tn)
         if check and not _finite(y): raise FloatingPointError(f"{method}: non-finite state at t={tn:g}; the Denoiser or the step size is at fault")
         yield tn, y
