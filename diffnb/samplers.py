@@ -411,6 +411,10 @@ def _drift_parts(fn, t:float, y:tuple) -> tuple:
     "The drift at (t, y) per element of y as (a, b, o), drift = a y + b o: `fn.linear_parts` where the drift gives them, else (0, 1, its value)."
     return fn.linear_parts(t, y) if hasattr(fn, 'linear_parts') else tuple((0., 1., k) for k in fn(t, y))
 
+def _parts_value(y:tuple, parts:tuple) -> tuple:
+    "The drift a y + b o per element, as new tensors."
+    return tuple(lincomb((a, v), (b, o)) for v, (a, b, o) in zip(y, parts))
+
 def _weights(h:float, w:list, K:list, m:int) -> list:
     "Coefficients on element m's tensors (the start, then each stage's prediction) of y + h sum_j w_j k_j, each k_j given by its coefficients K[j][m]."
     out = [1.] + [0.] * len(K)
@@ -486,7 +490,7 @@ def dormand_prince(fn,                  # drift fn(t:float, y:tuple) -> tuple of
     _check_tol(rtol, atol)
     info = info if info is not None else ODEInfo('dopri5')
     direction, t, k1, bad = 1. if t1 > t0 else -1., t0, _drift_parts(fn, t0, y), 0
-    f0 = tuple(lincomb((a, v), (b, o)) for v, (a, b, o) in zip(y, k1))
+    f0 = _parts_value(y, k1)
     if not _finite(f0): raise FloatingPointError(f"dopri5: non-finite values at step 0 (t={t0:g}); the Denoiser or the grid is at fault")
     h = _first_step(fn, t0, y, f0, direction, rtol, atol, abs(t1 - t0))
     while direction * (t1 - t) > 1e-12 * max(1., abs(t1)):
@@ -554,9 +558,7 @@ def _pf_drift(r, method:str|None=None):
     def parts(t, y):   # a z + b o: the integrator combines the parts without forming the drift
         i = at.get(t)
         return (_velocity_parts(r, y[0], i) if i is not None else _velocity_parts(r, y[0], t=t, coefs=stage.get(t) or step.get(t)),)
-    def drift(t, y):
-        (a, b, o), = parts(t, y)
-        return (lincomb((a, y[0]), (b, o)),)
+    def drift(t, y): return _parts_value(y, parts(t, y))
     def prepare(ts:list):   # the stage times of the next step: their coefficients in one call of the path's
         new = [u for u in ts if u not in at and u not in stage]
         step.clear()
