@@ -46,8 +46,8 @@ total variation and mode-conditional W2 (`dn.mode_coverage`). Cells are mean +- 
 seeds; the best cell of each column is bold.
 
 `--overhead` instead measures the per-step cost of each library's machinery: each sampler runs with a
-trivial model (x0-hat = x / 2, or the eps/denoiser that implies) on 100k 2-D points and on 64 images of
-3x32x32; overhead = (wall time - time inside the model views - time drawing the initial state) / NFE,
+trivial model (x0-hat = x / 2, or the eps/denoiser that implies) on 100k 2-D points, on 64 images of
+3x32x32, and on 100 2-D points (where the passes over the state cost next to nothing: the Python alone); overhead = (wall time - time inside the model views - time drawing the initial state) / NFE,
 in microseconds, median over repeats, next to a hand-written torch Euler loop, and next to a hand-written loop of the same
 kind of work ("own loop": Dormand-Prince, predictor-corrector, ancestral Euler for the other stochastic steps, k-diffusion's
 linear multistep method for the steps that combine three or more past evaluations).
@@ -544,7 +544,7 @@ def versions() -> str:
 def report(args, specs, adaptive, problems, seconds) -> str:
     budgets = sorted({b for res in problems.values() for b in res['budgets']})
     per = '; '.join(f'{name}: {", ".join(map(str, res["budgets"]))}' for name, res in problems.items())
-    md = [f'# Sampler benchmark: diffnb vs diffusers vs k-diffusion',
+    md = ['# Sampler benchmark: diffnb vs diffusers vs k-diffusion',
           '',
           f'n = {args.n} samples per run, seeds {", ".join(map(str, args.seeds))}, NFE budgets ({per}), '
           f'sliced W2 with {args.n_proj} fixed projections; {args.versions}; '
@@ -571,7 +571,8 @@ def report(args, specs, adaptive, problems, seconds) -> str:
 # ----------------------------------------------------------------------------------------------
 # Overhead
 
-OVERHEAD_SHAPES = {'100k 2-D points': (100_000, 2), '64 images 3x32x32': (64, 3, 32, 32)}
+OVERHEAD_SHAPES = {'100k 2-D points': (100_000, 2), '64 images 3x32x32': (64, 3, 32, 32),
+                   '100 2-D points': (100, 2)}   # next to nothing to compute: a step's Python alone, and a run's setup spread over its NFE
 
 HAND_LOOPS = {k: Spec('torch', f'hand-written {v} loop', k, 0 if k == 'dopri5' else 1) for k, v in
               dict(euler='Euler', euler_ancestral='ancestral Euler', dopri5='Dormand-Prince', pc='predictor-corrector', lms='linear multistep',
