@@ -24,17 +24,40 @@ def _info(args) -> int:
     return 0
 
 # %% ../nbs/12_cli.ipynb #c008
+_TRAIN_DEFAULTS = dict(path='edm', lr=RECIPE['lr'], lr_schedule=RECIPE['lr_schedule'], accum=1, precision='auto')   # a new run's, where --option is left out
+
+def _kept_settings(args, tr:Trainer):
+    "Refuse an option given with a value other than the resumed run's: a run keeps the settings it was trained with."
+    run = dict(path=tr.path.name, batch_size=tr.hparams['batch_size'], **{k: tr.hparams[k] for k in _TRAIN_DEFAULTS if k != 'path'})
+    for k, v in run.items():
+        if getattr(args, k) is not None and getattr(args, k) != v:
+            raise ValueError(f"--{k.replace('_', '-')} {getattr(args, k)}: {args.out} holds a run trained with {k}={v!r}, and a resumed run keeps its "
+                             "settings; leave the option out to resume it, or give a new --out to train afresh")
+    preset = UNET_PRESETS.get(args.net) if args.net is not None else None
+    config = getattr(tr.net, 'config', {})
+    if preset and any(list(v) != list(config.get(k) or ()) if isinstance(v, tuple) else v != config.get(k) for k, v in preset.items() if k != 'in_channels'):
+        raise ValueError(f"--net {args.net}: {args.out} holds a run with another network, and a resumed run keeps it; leave --net out to resume it")
+
+
+# %% ../nbs/12_cli.ipynb #c008c
 def _train(args) -> int:
-    data = training_data(args.data, args.n, args.seed, args.size, args.lazy)
+    if FilePath(args.out).is_file(): raise ValueError(f"--out {args.out!r}: a file; name a folder for the checkpoints")
+    if args.n is not None and args.data not in TOYS: raise ValueError(f"--points {args.n}: the size of a toy; {args.data!r} is used whole")
+    data = training_data(args.data, seed=args.seed, size=args.size, lazy=args.lazy, **({} if args.n is None else dict(n=args.n)))
     if (FilePath(args.out) / 'latest').exists():
         tr = Trainer.load(args.out, data=data, device=args.device, total_steps=args.steps, workers=args.workers)
+        _kept_settings(args, tr)
+        if tr.step >= args.steps:   # nothing to do: the run, its checkpoint and its data's fingerprint stay as they are
+            print(f"{args.out} is at step {tr.step}, not below --steps {args.steps}: nothing to train (a larger --steps trains on)"); return 0
         print(f"resuming {args.out} at step {tr.step} of {args.steps}", flush=True)
-    else: tr = Trainer(default_net(data, args.net), args.path, data, batch_size=args.batch_size, lr=args.lr, total_steps=args.steps, device=args.device,
-                       seed=args.seed, folder=args.out, save_every=max(1, args.steps // 10), accum=args.accum, precision=args.precision,
-                       lr_schedule=args.lr_schedule, workers=args.workers)
-    print(f"training {type(tr.net).__name__} on {args.data} {tuple(tr.x.shape)} for {max(0, args.steps - tr.step)} steps on {tr.device}", flush=True)
+    else:
+        o = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in _TRAIN_DEFAULTS.items()}
+        tr = Trainer(default_net(data, args.net), o['path'], data, batch_size=args.batch_size, lr=o['lr'], total_steps=args.steps, device=args.device,
+                     seed=args.seed, folder=args.out, save_every=max(1, args.steps // 10), accum=o['accum'], precision=o['precision'],
+                     lr_schedule=o['lr_schedule'], workers=args.workers)
+    print(f"training {type(tr.net).__name__} on {args.data} {tuple(tr.x.shape)} for {args.steps - tr.step} steps on {tr.device}", flush=True)
     grids = _sample_grids(args.out, args.seed) if args.sample_every else None
-    tr.fit(max(0, args.steps - tr.step), progress=not args.quiet, every=args.sample_every, callback=grids)
+    tr.fit(args.steps - tr.step, progress=not args.quiet, every=args.sample_every, callback=grids)
     out = tr.save(args.out)
     print(f"saved {out} (loss {sum(tr.losses[-100:]) / len(tr.losses[-100:]):.4f})")
     return 0
@@ -195,19 +218,19 @@ CLI_METHODS = tuple(m for m, info in SAMPLERS.items() if not info.extra_inputs) 
 # %% ../nbs/12_cli.ipynb #c022
 def _train_parser(sub, fmt:dict) -> argparse.ArgumentParser:
     "The options of `diffnb train`."
-    t = sub.add_parser('train', help='train the default recipe on a data set', **fmt)
+    t = sub.add_parser('train', help='train the default recipe on a data set (an --out that holds a run resumes it, with its own settings)', **fmt)
     t.add_argument('--data', default='ring8', help=f"a toy ({', '.join(TOYS)}), 'digits', a folder of images (class sub-folders give labels), or a .npy/.pt file")
     t.add_argument('--net', default=None, choices=list(UNET_PRESETS), help="a U-Net preset for images (default: the recipe's network for the data)")
     t.add_argument('--size', type=int, default=None, help='resize and centre-crop a folder\'s images to SIZE x SIZE (needed when their sizes differ)')
-    t.add_argument('--path', default='edm', choices=list(PATHS), help='the forward path')
+    t.add_argument('--path', default=None, choices=list(PATHS), help=f"the forward path (default: {_TRAIN_DEFAULTS['path']})")
     t.add_argument('--steps', type=int, default=3000, help='optimiser steps (the learning rate decays to 0 at the last)')
     t.add_argument('--out', required=True, help='checkpoint folder (one that holds a run resumes it)')
-    t.add_argument('--points', '--n', dest='n', type=int, default=20_000, help='toy data size')
-    t.add_argument('--batch-size', type=int, default=None, help=f"default: {RECIPE['batch_size']}, or all the data if less")
-    t.add_argument('--lr', type=float, default=RECIPE['lr'], help='peak learning rate')
-    t.add_argument('--lr-schedule', default=RECIPE['lr_schedule'], choices=LR_SCHEDULES, help='the learning rate after warm-up')
-    t.add_argument('--accum', type=int, default=1, help='micro-batches per optimiser step (gradient accumulation; must divide the batch size)')
-    t.add_argument('--precision', default='auto', choices=PRECISIONS, help="'auto': bf16 on CUDA, fp32 on the CPU; fp16 needs CUDA")
+    t.add_argument('--points', '--n', dest='n', type=int, default=None, help='toy data size (default: 20000)')
+    t.add_argument('--batch-size', type=int, default=None, help=f"batch size (default: {RECIPE['batch_size']}, or all the data if less)")
+    t.add_argument('--lr', type=float, default=None, help=f"peak learning rate (default: {_TRAIN_DEFAULTS['lr']})")
+    t.add_argument('--lr-schedule', default=None, choices=LR_SCHEDULES, help=f"the learning rate after warm-up (default: {_TRAIN_DEFAULTS['lr_schedule']})")
+    t.add_argument('--accum', type=int, default=None, help='micro-batches per optimiser step (gradient accumulation; must divide the batch size; default: 1)')
+    t.add_argument('--precision', default=None, choices=PRECISIONS, help="'auto' (the default): bf16 on CUDA, fp32 on the CPU; fp16 needs CUDA")
     t.add_argument('--sample-every', type=int, default=None, help='write OUT/samples-STEP.png (EMA samples: a grid for images) every this many steps')
     t.add_argument('--lazy', action='store_true', help="keep a folder's images in their files, decoded batch by batch (data larger than memory)")
     t.add_argument('--workers', type=int, default=0, help='processes decoding batches (DataLoader workers; the batches are the same as with 0)')
@@ -215,13 +238,17 @@ def _train_parser(sub, fmt:dict) -> argparse.ArgumentParser:
     return t
 
 # %% ../nbs/12_cli.ipynb #c023
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    "Defaults in the help, except None (an option whose default its help text says in words)."
+    def _get_help_string(self, action): return action.help if action.default is None else super()._get_help_string(action)
+
 def build_parser() -> argparse.ArgumentParser:
     "The `diffnb` argument parser."
     from diffnb import __version__
     ap = argparse.ArgumentParser(prog='diffnb', description='Diffusion, score-based and flow generative models.')
     ap.add_argument('--version', action='version', version=f'diffnb {__version__}')
     sub = ap.add_subparsers(dest='command', metavar='COMMAND')
-    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fmt = dict(formatter_class=_DefaultsShown)
     sub.add_parser('info', help='versions, the device "auto" picks, and the known paths').set_defaults(func=_info)
     t = _train_parser(sub, fmt)
     s = sub.add_parser('sample', help='sample a trained run', **fmt)
@@ -239,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--n', type=int, default=5000, help='samples per sampler')
     d.set_defaults(func=_demo)
     for p_ in (t, s, d):
+        p_.set_defaults(parser=p_)
         p_.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu' or 'cuda'")
         p_.add_argument('--seed', type=int, default=0, help='seed of the data, the network and the draws')
         p_.add_argument('--quiet', action='store_true', help='no progress bars')
@@ -251,13 +279,15 @@ def main(argv:list|None=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     if not getattr(args, 'func', None): ap.print_help(); return 0
-    if getattr(args, 'steps', 1) < 1: ap.error(f'--steps {args.steps}: must be >= 1')
-    if getattr(args, 'n', 2) < (1 if args.command == 'sample' else 2): ap.error(f"{'-n' if args.command == 'sample' else '--n'} {args.n}: must be >= {1 if args.command == 'sample' else 2}")
-    if getattr(args, 'sample_every', None) is not None and args.sample_every < 1: ap.error(f'--sample-every {args.sample_every}: must be >= 1')
-    if getattr(args, 'image_steps', 0) < 0: ap.error(f'--image-steps {args.image_steps}: must be >= 0')
-    if getattr(args, 'workers', 0) < 0: ap.error(f'--workers {args.workers}: must be >= 0')
+    err = getattr(args, 'parser', ap).error                                   # the command's own usage line above the message
+    if getattr(args, 'steps', 1) < 1: err(f'--steps {args.steps}: must be >= 1')
+    n_name, n_min = {'sample': ('-n', 1), 'train': ('--points', 2)}.get(args.command, ('--n', 2))
+    if getattr(args, 'n', None) is not None and args.n < n_min: err(f"{n_name} {args.n}: must be >= {n_min}")
+    if getattr(args, 'sample_every', None) is not None and args.sample_every < 1: err(f'--sample-every {args.sample_every}: must be >= 1')
+    if getattr(args, 'image_steps', 0) < 0: err(f'--image-steps {args.image_steps}: must be >= 0')
+    if getattr(args, 'workers', 0) < 0: err(f'--workers {args.workers}: must be >= 0')
     if getattr(args, 'threads', None) is not None:
-        if args.threads < 1: ap.error(f'--threads {args.threads}: must be >= 1')
+        if args.threads < 1: err(f'--threads {args.threads}: must be >= 1')
         torch.set_num_threads(args.threads)
     try: return args.func(args)
     except (ValueError, FileNotFoundError) as e:

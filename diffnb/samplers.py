@@ -205,6 +205,7 @@ def ddpm(r, z, variance='beta_tilde', last_noise=False):
 # %% ../nbs/04_samplers.ipynb #c020
 def _check_grid(grid, path, ascending_ok:bool=False, method:str=''):
     "grid as float64 times, strictly decreasing (or, where `ascending_ok`, strictly increasing) inside the path's range."
+    if isinstance(grid, str): raise ValueError(f"grid={grid!r}: the times themselves (a tensor or list); a kind of grid is chosen by name with kind={grid!r}")
     g = torch.as_tensor(grid, dtype=torch.float64).flatten()
     ts = g.tolist()                                          # a grid's checks in Python: faster than tensor reductions at its size
     if len(ts) < 2: raise ValueError(f"grid: needs at least 2 times, got {len(ts)}")
@@ -221,7 +222,10 @@ def _check_grid(grid, path, ascending_ok:bool=False, method:str=''):
 def initial_state(den, n_or_xT, shape, generator, dtype, device):
     "x at t_max: a prior draw of n samples, or the given tensor."
     P = den.path
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise ValueError(f"dtype={dtype!r}: a floating-point torch dtype (torch.float32, or torch.float64 for reference runs)")
     if isinstance(n_or_xT, Tensor):
+        if n_or_xT.dim() == 0 or n_or_xT.shape[0] == 0: raise ValueError(f"n_or_xT: a state of shape {tuple(n_or_xT.shape)}; it needs a batch of at least one sample")
         if not math.isfinite(n_or_xT.sum().item()) and not bool(torch.isfinite(n_or_xT).all()):   # one reduction unless it overflows
             raise ValueError("n_or_xT: the initial state contains NaN or infinite values")
         return n_or_xT.to(dtype=dtype or n_or_xT.dtype, device=n_or_xT.device if device is None else resolve_device(device))
@@ -344,6 +348,7 @@ def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator
     "Samples from `den` with `method`: x0-hat at t_min after the last step."
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
+    if callback is not None and not callable(callback): raise ValueError(f"callback={callback!r}: a function called with each step's dict, or None")
     total = n_or_xT.shape[0] if isinstance(n_or_xT, Tensor) else n_or_xT
     chunks = [n_or_xT] if batch_size is None or not isinstance(total, int) or total <= batch_size else \
              [n_or_xT[lo:lo + batch_size] if isinstance(n_or_xT, Tensor) else min(batch_size, total - lo) for lo in range(0, total, batch_size)]

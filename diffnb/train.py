@@ -245,8 +245,13 @@ def training_data(spec:str,          # a toy name, 'digits', a folder of images,
     if FilePath(spec).is_dir(): return image_data(spec, size=size, lazy=lazy)
     if spec == 'digits': return digits()
     p = FilePath(spec)
-    if p.suffix == '.npy' and p.exists(): return torch.as_tensor(np.load(p)).float()
-    if p.suffix == '.pt' and p.exists(): return torch.load(p, weights_only=True)
+    if p.suffix == '.npy' and p.exists():
+        a = np.load(p)                                            # pickled objects are refused (allow_pickle=False)
+        if a.dtype.kind not in 'iuf': raise ValueError(f"--data {spec!r}: holds {a.dtype} values; a .npy of numbers, one row per point")
+        return torch.as_tensor(a).float()
+    if p.suffix == '.pt' and p.exists():
+        try: return torch.load(p, weights_only=True)               # tensors only: nothing in the file runs
+        except Exception as e: raise ValueError(f"--data {spec!r}: not a tensor saved by torch.save ({type(e).__name__}: {str(e)[:120]})") from None
     raise ValueError(f"--data {spec!r}: a toy ({', '.join(TOYS)}), 'digits', a folder of images, or an existing .npy/.pt file")
 
 # %% ../nbs/06_train.ipynb #c038
@@ -355,6 +360,8 @@ def _set_data(self:Trainer, data, o:dict):
     o['batch_size'] = int(b)
     if b % o['accum']: raise ValueError(f"accum={o['accum']}: must divide batch_size={b} (each micro-batch has batch_size / accum points)")
     std, self.data_scale = _data_moments(self.x)
+    if o['sigma_data'] is None and not std > 0:
+        raise ValueError(f"data: every value is {self.x.flatten()[0].item():g} (standard deviation 0), nothing to learn; or pass sigma_data= for the noise scale")
     self.sigma_data = o['sigma_data'] if o['sigma_data'] is not None else std
     self.event_shape = tuple(self.x.shape[1:])
     self.n_classes = int(self.y.max()) + 1 if self.y is not None else None
@@ -705,7 +712,9 @@ def save(self:Trainer, folder:str,
     "Write a checkpoint into `folder` atomically; returns its subfolder."
     from safetensors.torch import save as st_save
     import io
-    root = FilePath(folder); root.mkdir(parents=True, exist_ok=True)
+    root = FilePath(folder)
+    if root.is_file(): raise ValueError(f"folder={str(folder)!r}: a file; a checkpoint is a folder")
+    root.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{self.step:08d}"
     tmp = root / f".tmp-{os.getpid()}-{name}"
     if tmp.exists(): shutil.rmtree(tmp)
@@ -741,6 +750,7 @@ def save(self:Trainer, folder:str,
 # %% ../nbs/06_train.ipynb #c072
 def _checkpoint_dir(folder) -> FilePath:
     "The checkpoint `latest` points to (or the folder itself if it is a checkpoint), checked."
+    if not isinstance(folder, (str, os.PathLike)): raise ValueError(f"folder={folder!r}: a checkpoint folder's path (a str or pathlib.Path)")
     root = FilePath(folder)
     if (root / 'config.json').exists(): return root
     if not root.exists(): raise ValueError(f"folder={str(folder)!r}: no such checkpoint folder")
@@ -897,7 +907,10 @@ def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, devic
     if standin:                                    # sampling needs no data: two zeros stand in, and training refuses
         batch = _check_number('batch_size', hp.pop('batch_size'), 1, integer=True)
         data, hp['batch_size'] = torch.zeros(2, *_event_shape(cfg.get('event_shape'), ck)), 2
-    tr = cls(net, P, data, device=device, **hp)
+    try: tr = cls(net, P, data, device=device, **hp)
+    except ValueError as e:
+        if not str(e).startswith('batch_size=') or 'batch_size' in overrides: raise
+        raise ValueError(f"{e}; the run was trained with batch_size={hp['batch_size']}: pass batch_size= to {cls.__name__}.load to resume it on this data") from None
     if standin:
         tr.has_data, tr.batch_size, tr.hparams['batch_size'] = False, batch, batch
         tr.hparams.update({k: cfg['hparams'][k] for k in ('accum', 'precision') if k in cfg['hparams']})   # the record keeps the run's own

@@ -36,9 +36,26 @@ CASES = [   # (call, error type, text the message must contain: the argument and
     (lambda: dn.sample(den, 8, grid=[0.5, float('nan'), 0.1]), ValueError, 'grid: times must be strictly decreasing'),
     (lambda: vp.alpha(torch.tensor([0.5, float('nan')])), ValueError, 'outside path'),
     (lambda: den.x0(torch.tensor(1.), 0.5), ValueError, 'x: a 0-d tensor'),
+    (lambda: dn.sample(den, 8, dtype='float64'), ValueError, "dtype='float64': a floating-point torch dtype"),
+    (lambda: dn.sample(den, 8, dtype=torch.int32), ValueError, 'dtype=torch.int32'),
+    (lambda: dn.sample(den, 8, grid='karras'), ValueError, "grid='karras': the times themselves (a tensor or list); a kind of grid is chosen by name with kind='karras'"),
+    (lambda: dn.sample(den, 8, callback=3), ValueError, 'callback=3'),
+    (lambda: dn.sample(den, torch.randn(0, 2)), ValueError, 'a state of shape (0, 2)'),
+    (lambda: dn.toy('moons', 100, seed='a'), ValueError, "seed='a'"),
+    (lambda: dn.Trainer.load(None), ValueError, 'folder=None'),
+    (lambda: dn.Trainer(mlp(), 'vp', torch.ones(64, 2)), ValueError, 'data: every value is 1 (standard deviation 0)'),
 ]
 
 @pytest.mark.parametrize('call, kind, text', CASES, ids=[c[2] for c in CASES])
 def test_bad_input_is_named(call, kind, text):
     with pytest.raises(kind) as e: call()
     assert text in str(e.value), str(e.value)
+
+def test_checkpoint_mistakes_are_named(tmp_path):
+    "Saving onto a file, and resuming on fewer points than the run's batch size, each say what to do."
+    (tmp_path / 'f.pt').write_text('not a folder')
+    tr = dn.Trainer(mlp(), 'vp', x, folder=tmp_path / 'run')
+    with pytest.raises(ValueError, match="folder='.*f.pt': a file; a checkpoint is a folder"): tr.save(tmp_path / 'f.pt')
+    tr.fit(1, progress=False); tr.save(tmp_path / 'run')
+    with pytest.raises(ValueError, match='trained with batch_size=64: pass batch_size= to Trainer.load'): dn.Trainer.load(tmp_path / 'run', data=x[:32])
+    assert dn.Trainer.load(tmp_path / 'run', data=x[:32], batch_size=32).batch_size == 32

@@ -53,3 +53,32 @@ def test_help_shows_defaults_and_only_runnable_methods(run):
 def test_threads_option(run):
     r = cli('sample', 'run', '--threads', 1, '-n', 5, '--out', 't.npz', '--quiet', cwd=run)
     assert r.returncode == 0, r.stderr[-1000:]
+
+def test_a_resumed_run_keeps_its_settings_and_its_files(tmp_path, capsys):
+    "Resuming refuses an option the run was not trained with; asking for no more steps than it has leaves every file as it was; the same options resume."
+    from diffnb.cli import main
+    np.save(tmp_path / 'd.npy', np.random.default_rng(0).normal(size=(200, 2)))
+    base = ['train', '--data', str(tmp_path / 'd.npy'), '--out', str(tmp_path / 'r'), '--quiet']
+    assert main(base + ['--steps', '2']) == 0
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / 'r').rglob('*') if p.is_file()}
+    for opt, msg in ((['--path', 've'], "trained with path='edm'"), (['--lr', '0.1'], 'trained with lr=0.002'), (['--batch-size', '100'], 'trained with batch_size=200')):
+        assert main(base + ['--steps', '4', *opt]) == 2
+        assert msg in capsys.readouterr().err
+    assert main(['train', '--data', 'moons', '--out', str(tmp_path / 'r'), '--steps', '1', '--quiet']) == 0   # other data, no steps to take
+    assert 'nothing to train' in capsys.readouterr().out
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / 'r').rglob('*') if p.is_file()} == before
+    assert main(base + ['--steps', '3', '--path', 'edm', '--lr', '0.002']) == 0 and (tmp_path / 'r' / 'ckpt-00000003').is_dir()
+
+def test_training_data_mistakes_are_one_line(tmp_path, capsys):
+    from diffnb.cli import main
+    np.save(tmp_path / 'd.npy', np.zeros((10, 2))); np.save(tmp_path / 's.npy', np.array(['a', 'b']))
+    (tmp_path / 'junk.pt').write_bytes(b'not a tensor'); (tmp_path / 'file').write_text('x')
+    cases = [(['--data', str(tmp_path / 'd.npy'), '--points', '100'], "--points 100: the size of a toy"),
+             (['--data', str(tmp_path / 's.npy')], 'holds <U1 values; a .npy of numbers'),
+             (['--data', str(tmp_path / 'junk.pt')], 'not a tensor saved by torch.save'),
+             (['--out', str(tmp_path / 'file')], 'a file; name a folder for the checkpoints')]
+    for opts, msg in cases:
+        argv = ['train', '--steps', '1', '--quiet', *opts] + ([] if '--out' in opts else ['--out', str(tmp_path / 'o')])
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert msg in err and 'Traceback' not in err, err
