@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_cli.ipynb #c002
 from __future__ import annotations
-import argparse, base64, html, json, struct, sys, time, zlib
+import argparse, base64, html, json, struct, sys, time, warnings, zlib
 from pathlib import Path as FilePath
 import torch
 from .paths import PATHS
@@ -219,7 +219,7 @@ CLI_METHODS = tuple(m for m, info in SAMPLERS.items() if not info.extra_inputs) 
 def _train_parser(sub, fmt:dict) -> argparse.ArgumentParser:
     "The options of `diffnb train`."
     t = sub.add_parser('train', help='train the default recipe on a data set (an --out that holds a run resumes it, with its own settings)', **fmt)
-    t.add_argument('--data', default='ring8', help=f"a toy ({', '.join(TOYS)}), 'digits', a folder of images (class sub-folders give labels), or a .npy/.pt file")
+    t.add_argument('--data', default='ring8', help=f"a toy ({', '.join(TOYS)}), 'digits', a folder of images (class sub-folders give labels), or a .npy/.pt/.csv file of points")
     t.add_argument('--net', default=None, choices=list(UNET_PRESETS), help="a U-Net preset for images (default: the recipe's network for the data)")
     t.add_argument('--size', type=int, default=None, help='resize and centre-crop a folder\'s images to SIZE x SIZE (needed when their sizes differ)')
     t.add_argument('--path', default=None, choices=list(PATHS), help=f"the forward path (default: {_TRAIN_DEFAULTS['path']})")
@@ -289,6 +289,8 @@ def main(argv:list|None=None) -> int:
     if getattr(args, 'threads', None) is not None:
         if args.threads < 1: err(f'--threads {args.threads}: must be >= 1')
         torch.set_num_threads(args.threads)
-    try: return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"diffnb {args.command}: {e}", file=sys.stderr); return 2
+    with warnings.catch_warnings():                             # a warning as one line, like the errors
+        warnings.showwarning = lambda message, *_, **__: print(f"diffnb {args.command}: warning: {message}", file=sys.stderr)
+        try: return args.func(args)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"diffnb {args.command}: {e}", file=sys.stderr); return 2

@@ -58,7 +58,7 @@ def _gather_generators(self:Trainer) -> list:
 def run(args:list|None=None) -> Trainer:
     "One process of a distributed training run (what torchrun starts)."
     ap = argparse.ArgumentParser(prog='python -m diffnb.distributed')
-    ap.add_argument('--data', default='ring8', help="a toy, 'digits', a folder of images or a .npy/.pt file (as diffnb train)")
+    ap.add_argument('--data', default='ring8', help="a toy, 'digits', a folder of images or a .npy/.pt/.csv file (as diffnb train)")
     ap.add_argument('--points', type=int, default=20_000, help='toy data size'); ap.add_argument('--size', type=int, default=None, help="a folder's image size")
     ap.add_argument('--path', default='edm'); ap.add_argument('--steps', type=int, default=1000)
     ap.add_argument('--batch-size', type=int, default=256, help='per process'); ap.add_argument('--lr', type=float, default=RECIPE['lr'])

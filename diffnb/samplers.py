@@ -206,7 +206,8 @@ def ddpm(r, z, variance='beta_tilde', last_noise=False):
 def _check_grid(grid, path, ascending_ok:bool=False, method:str=''):
     "grid as float64 times, strictly decreasing (or, where `ascending_ok`, strictly increasing) inside the path's range."
     if isinstance(grid, str): raise ValueError(f"grid={grid!r}: the times themselves (a tensor or list); a kind of grid is chosen by name with kind={grid!r}")
-    g = torch.as_tensor(grid, dtype=torch.float64).flatten()
+    g = torch.as_tensor(grid, dtype=torch.float64)
+    if g.dim() > 1: raise ValueError(f"grid: shape {tuple(g.shape)}; a 1-D list or tensor of times")
     ts = g.tolist()                                          # a grid's checks in Python: faster than tensor reductions at its size
     if len(ts) < 2: raise ValueError(f"grid: needs at least 2 times, got {len(ts)}")
     if not all(a > b for a, b in zip(ts, ts[1:])) and not (ascending_ok and all(a < b for a, b in zip(ts, ts[1:]))):
@@ -229,6 +230,7 @@ def initial_state(den, n_or_xT, shape, generator, dtype, device):
         if not math.isfinite(n_or_xT.sum().item()) and not bool(torch.isfinite(n_or_xT).all()):   # one reduction unless it overflows
             raise ValueError("n_or_xT: the initial state contains NaN or infinite values")
         return n_or_xT.to(dtype=dtype or n_or_xT.dtype, device=n_or_xT.device if device is None else resolve_device(device))
+    if isinstance(n_or_xT, np.ndarray): raise ValueError(f"n_or_xT: a numpy {type(n_or_xT).__name__}; pass a tensor (torch.as_tensor(x_T)) or an int n")
     if isinstance(n_or_xT, bool) or not isinstance(n_or_xT, int) or n_or_xT < 1:
         raise ValueError(f"n_or_xT={n_or_xT!r}: an int n >= 1 or a tensor (the state at t_max)")
     if shape is None:

@@ -232,7 +232,15 @@ def default_net(data,                # what the Trainer will train on: a tensor,
     return MLP(math.prod(x.shape[1:]), n_classes=n_classes, **kw)
 
 # %% ../nbs/06_train.ipynb #c037
-def training_data(spec:str,          # a toy name, 'digits', a folder of images, or a .npy / .pt file
+def _read_csv(p:FilePath, spec:str):
+    "A CSV of numbers, one row per point; a first row of column names is skipped."
+    with p.open() as f: first = f.readline().split(',')
+    try: [float(v) for v in first]; header = 0
+    except ValueError: header = 1
+    try: return np.loadtxt(p, delimiter=',', skiprows=header, ndmin=2, dtype=np.float64)
+    except ValueError as e: raise ValueError(f"--data {spec!r}: a CSV of numbers, one row per point, after at most one row of names ({e})") from None
+
+def training_data(spec:str,          # a toy name, 'digits', a folder of images, or a .npy / .pt / .csv file
                   n:int=20_000,       # points of a toy
                   seed:int=0,         # the toy's seed
                   size:int|None=None, # resize and centre-crop a folder's images to size x size
@@ -249,10 +257,11 @@ def training_data(spec:str,          # a toy name, 'digits', a folder of images,
         a = np.load(p)                                            # pickled objects are refused (allow_pickle=False)
         if a.dtype.kind not in 'iuf': raise ValueError(f"--data {spec!r}: holds {a.dtype} values; a .npy of numbers, one row per point")
         return torch.as_tensor(a).float()
+    if p.suffix == '.csv' and p.exists(): return torch.as_tensor(_read_csv(p, spec)).float()
     if p.suffix == '.pt' and p.exists():
         try: return torch.load(p, weights_only=True)               # tensors only: nothing in the file runs
         except Exception as e: raise ValueError(f"--data {spec!r}: not a tensor saved by torch.save ({type(e).__name__}: {str(e)[:120]})") from None
-    raise ValueError(f"--data {spec!r}: a toy ({', '.join(TOYS)}), 'digits', a folder of images, or an existing .npy/.pt file")
+    raise ValueError(f"--data {spec!r}: a toy ({', '.join(TOYS)}), 'digits', a folder of images, or an existing .npy/.pt/.csv file")
 
 # %% ../nbs/06_train.ipynb #c038
 def _check_number(name:str, value, lo=None, hi=None, integer:bool=False, strict_lo:bool=False, none_ok:bool=False):
@@ -754,6 +763,7 @@ def _checkpoint_dir(folder) -> FilePath:
     root = FilePath(folder)
     if (root / 'config.json').exists(): return root
     if not root.exists(): raise ValueError(f"folder={str(folder)!r}: no such checkpoint folder")
+    if root.is_file(): raise ValueError(f"folder={str(folder)!r}: a file; a checkpoint is the folder Trainer.save writes")
     if not (root / 'latest').exists(): raise ValueError(f"folder={str(folder)!r}: no complete checkpoint in it (no 'latest' pointer)")
     name = (root / 'latest').read_text().strip()
     if not re.fullmatch(r'ckpt-\d+', name): raise ValueError(f"folder={str(folder)!r}: its 'latest' pointer names {name[:80]!r}, not a checkpoint of this folder")

@@ -44,6 +44,8 @@ CASES = [   # (call, error type, text the message must contain: the argument and
     (lambda: dn.toy('moons', 100, seed='a'), ValueError, "seed='a'"),
     (lambda: dn.Trainer.load(None), ValueError, 'folder=None'),
     (lambda: dn.Trainer(mlp(), 'vp', torch.ones(64, 2)), ValueError, 'data: every value is 1 (standard deviation 0)'),
+    (lambda: dn.sample(den, x.numpy()), ValueError, 'n_or_xT: a numpy ndarray; pass a tensor'),
+    (lambda: dn.sample(den, 8, grid=torch.rand(3, 2)), ValueError, 'grid: shape (3, 2); a 1-D list or tensor of times'),
 ]
 
 @pytest.mark.parametrize('call, kind, text', CASES, ids=[c[2] for c in CASES])
@@ -56,6 +58,7 @@ def test_checkpoint_mistakes_are_named(tmp_path):
     (tmp_path / 'f.pt').write_text('not a folder')
     tr = dn.Trainer(mlp(), 'vp', x, folder=tmp_path / 'run')
     with pytest.raises(ValueError, match="folder='.*f.pt': a file; a checkpoint is a folder"): tr.save(tmp_path / 'f.pt')
+    with pytest.raises(ValueError, match="folder='.*f.pt': a file; a checkpoint is the folder Trainer.save writes"): dn.Trainer.load(tmp_path / 'f.pt')
     tr.fit(1, progress=False); tr.save(tmp_path / 'run')
     with pytest.raises(ValueError, match='trained with batch_size=64: pass batch_size= to Trainer.load'): dn.Trainer.load(tmp_path / 'run', data=x[:32])
     assert dn.Trainer.load(tmp_path / 'run', data=x[:32], batch_size=32).batch_size == 32

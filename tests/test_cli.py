@@ -82,3 +82,21 @@ def test_training_data_mistakes_are_one_line(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert msg in err and 'Traceback' not in err, err
+
+def test_a_csv_trains_and_a_warning_is_one_line(tmp_path, capsys):
+    "A CSV with a row of column names reads as the same points as the .npy; resuming on other data warns in one line, no source line."
+    from diffnb.cli import main
+    from diffnb.train import training_data
+    pts = np.random.default_rng(1).normal(size=(50, 3)).astype(np.float32)
+    np.savetxt(tmp_path / 'p.csv', pts, delimiter=',', header='a,b,c', comments=''); np.save(tmp_path / 'p.npy', pts)
+    assert torch.equal(training_data(str(tmp_path / 'p.csv')), training_data(str(tmp_path / 'p.npy')))
+    (tmp_path / 'bad.csv').write_text('a,b\n1,x\n')
+    with pytest.raises(ValueError, match="--data '.*bad.csv': a CSV of numbers"): training_data(str(tmp_path / 'bad.csv'))
+    out = ['--out', str(tmp_path / 'r'), '--quiet']
+    assert main(['train', '--data', str(tmp_path / 'p.csv'), '--steps', '1', *out]) == 0
+    assert main(['train', '--data', str(tmp_path / 'p.npy'), '--steps', '1', *out]) == 0    # the same points: no warning
+    assert 'warning' not in capsys.readouterr().err
+    np.save(tmp_path / 'q.npy', pts + 1)
+    assert main(['train', '--data', str(tmp_path / 'q.npy'), '--steps', '2', *out]) == 0
+    err = capsys.readouterr().err
+    assert 'diffnb train: warning: data: not the data this checkpoint was trained on (50 points now)' in err and 'warnings.warn' not in err, err
