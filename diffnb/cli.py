@@ -45,7 +45,11 @@ def _train(args) -> int:
     if args.n is not None and args.data not in TOYS: raise ValueError(f"--points {args.n}: the size of a toy; {args.data!r} is used whole")
     data = training_data(args.data, seed=args.seed, size=args.size, lazy=args.lazy, **({} if args.n is None else dict(n=args.n)))
     if (FilePath(args.out) / 'latest').exists():
-        tr = Trainer.load(args.out, data=data, device=args.device, total_steps=args.steps, workers=args.workers)
+        try: tr = Trainer.load(args.out, data=data, device=args.device, total_steps=args.steps, workers=args.workers)
+        except ValueError as e:
+            if not str(e).startswith('batch_size='): raise
+            raise ValueError(f"--data {args.data}: {str(e).split('; ')[0]}, the batch size the run in {args.out} was trained with and keeps; "
+                             "train it on at least that many points, or give a new --out") from None
         _kept_settings(args, tr)
         if tr.step >= args.steps:   # nothing to do: the run, its checkpoint and its data's fingerprint stay as they are
             print(f"{args.out} is at step {tr.step}, not below --steps {args.steps}: nothing to train (a larger --steps trains on)"); return 0

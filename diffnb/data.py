@@ -362,7 +362,7 @@ def toy(name:str,        # one of TOYS
     "A z-scored float32 (n, d) toy data set."
     if name not in TOYS: raise ValueError(f"name={name!r} is unknown; known toys: {', '.join(TOYS)}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2: raise ValueError(f"n={n!r}: must be an integer >= 2")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0: raise ValueError(f"seed={seed!r}: must be an integer >= 0")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0): raise ValueError(f"seed={seed!r}: must be an integer >= 0, or None for fresh points")
     rng = np.random.default_rng(seed)
     x = {'ring8': _ring8, 'checkerboard': _checkerboard, 'spiral': _spiral}[name](n, rng) if name in ('ring8', 'checkerboard', 'spiral') else _sklearn_toy(name, n, seed)
     x = (x - x.mean(0)) / x.std(0)

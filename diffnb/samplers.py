@@ -207,7 +207,8 @@ def _check_grid(grid, path, ascending_ok:bool=False, method:str=''):
     "grid as float64 times, strictly decreasing (or, where `ascending_ok`, strictly increasing) inside the path's range."
     if isinstance(grid, str): raise ValueError(f"grid={grid!r}: the times themselves (a tensor or list); a kind of grid is chosen by name with kind={grid!r}")
     g = torch.as_tensor(grid, dtype=torch.float64)
-    if g.dim() > 1: raise ValueError(f"grid: shape {tuple(g.shape)}; a 1-D list or tensor of times")
+    if sum(n > 1 for n in g.shape) > 1: raise ValueError(f"grid: shape {tuple(g.shape)}; a 1-D list or tensor of times")
+    g = g.reshape(-1)
     ts = g.tolist()                                          # a grid's checks in Python: faster than tensor reductions at its size
     if len(ts) < 2: raise ValueError(f"grid: needs at least 2 times, got {len(ts)}")
     if not all(a > b for a, b in zip(ts, ts[1:])) and not (ascending_ok and all(a < b for a, b in zip(ts, ts[1:]))):
@@ -351,7 +352,7 @@ def sample(den:Denoiser, n_or_xT, method:str='dpmpp_2m', steps:int=20, generator
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
     if callback is not None and not callable(callback): raise ValueError(f"callback={callback!r}: a function called with each step's dict, or None")
-    total = n_or_xT.shape[0] if isinstance(n_or_xT, Tensor) else n_or_xT
+    total = (n_or_xT.shape[0] if n_or_xT.dim() else 0) if isinstance(n_or_xT, Tensor) else n_or_xT   # a 0-d state: refused by initial_state
     chunks = [n_or_xT] if batch_size is None or not isinstance(total, int) or total <= batch_size else \
              [n_or_xT[lo:lo + batch_size] if isinstance(n_or_xT, Tensor) else min(batch_size, total - lo) for lo in range(0, total, batch_size)]
     parts = []

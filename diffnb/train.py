@@ -234,11 +234,13 @@ def default_net(data,                # what the Trainer will train on: a tensor,
 # %% ../nbs/06_train.ipynb #c037
 def _read_csv(p:FilePath, spec:str):
     "A CSV of numbers, one row per point; a first row of column names is skipped."
-    with p.open() as f: first = f.readline().split(',')
+    with p.open(encoding='utf-8-sig') as f: first = f.readline().split(',')   # utf-8-sig: a byte-order mark (Excel's CSV UTF-8) is not text
     try: [float(v) for v in first]; header = 0
     except ValueError: header = 1
-    try: return np.loadtxt(p, delimiter=',', skiprows=header, ndmin=2, dtype=np.float64)
+    try: a = np.loadtxt(p, delimiter=',', skiprows=header, ndmin=2, dtype=np.float64, encoding='utf-8-sig')
     except ValueError as e: raise ValueError(f"--data {spec!r}: a CSV of numbers, one row per point, after at most one row of names ({e})") from None
+    if not a.size: raise ValueError(f"--data {spec!r}: no rows of numbers")
+    return a
 
 def training_data(spec:str,          # a toy name, 'digits', a folder of images, or a .npy / .pt / .csv file
                   n:int=20_000,       # points of a toy
@@ -370,7 +372,7 @@ def _set_data(self:Trainer, data, o:dict):
     if b % o['accum']: raise ValueError(f"accum={o['accum']}: must divide batch_size={b} (each micro-batch has batch_size / accum points)")
     std, self.data_scale = _data_moments(self.x)
     if o['sigma_data'] is None and not std > 0:
-        raise ValueError(f"data: every value is {self.x.flatten()[0].item():g} (standard deviation 0), nothing to learn; or pass sigma_data= for the noise scale")
+        raise ValueError("data: every value is the same (standard deviation 0), nothing to learn; or pass sigma_data= for the noise scale")
     self.sigma_data = o['sigma_data'] if o['sigma_data'] is not None else std
     self.event_shape = tuple(self.x.shape[1:])
     self.n_classes = int(self.y.max()) + 1 if self.y is not None else None
@@ -757,10 +759,14 @@ def save(self:Trainer, folder:str,
     return final
 
 # %% ../nbs/06_train.ipynb #c072
+def _checkpoint_path(folder) -> FilePath:
+    "folder as a path, or a ValueError when it is not one."
+    if not isinstance(folder, (str, os.PathLike)): raise ValueError(f"folder={folder!r}: a checkpoint folder's path (a str or pathlib.Path)")
+    return FilePath(folder)
+
 def _checkpoint_dir(folder) -> FilePath:
     "The checkpoint `latest` points to (or the folder itself if it is a checkpoint), checked."
-    if not isinstance(folder, (str, os.PathLike)): raise ValueError(f"folder={folder!r}: a checkpoint folder's path (a str or pathlib.Path)")
-    root = FilePath(folder)
+    root = _checkpoint_path(folder)
     if (root / 'config.json').exists(): return root
     if not root.exists(): raise ValueError(f"folder={str(folder)!r}: no such checkpoint folder")
     if root.is_file(): raise ValueError(f"folder={str(folder)!r}: a file; a checkpoint is the folder Trainer.save writes")
@@ -898,7 +904,7 @@ def load(cls:Trainer, ckpt, net:nn.Module|None=None, data=None, path=None, devic
          fallback:bool=False,   # a damaged or incomplete latest checkpoint: load the newest one that is intact (with a warning) instead of refusing
          **overrides) -> Trainer:
     "Resume a trainer from a checkpoint folder (net rebuilt from the config unless given; data needed only to train on)."
-    if fallback: return _load_newest_intact(cls, ckpt, dict(net=net, data=data, path=path, device=device, **overrides))
+    if fallback: return _load_newest_intact(cls, _checkpoint_path(ckpt), dict(net=net, data=data, path=path, device=device, **overrides))
     ck, arg = _checkpoint_dir(ckpt), _corruption_arg(cls)
     if path is None: path = overrides.pop(arg, None)                    # a trainer of another objective names its corruption itself
     cfg = _read_config(ck, cls)

@@ -3,6 +3,7 @@ import pytest
 import torch
 import diffnb as dn
 from diffnb.paths import StackedPath
+from diffnb.data import image_data
 from diffnb.widgets import SamplerPreview
 
 gm = dn.ring_mixture(); vp = dn.get_path('vp'); den = gm.denoiser(vp); x = dn.toy('ring8', 64)
@@ -41,9 +42,12 @@ CASES = [   # (call, error type, text the message must contain: the argument and
     (lambda: dn.sample(den, 8, grid='karras'), ValueError, "grid='karras': the times themselves (a tensor or list); a kind of grid is chosen by name with kind='karras'"),
     (lambda: dn.sample(den, 8, callback=3), ValueError, 'callback=3'),
     (lambda: dn.sample(den, torch.randn(0, 2)), ValueError, 'a state of shape (0, 2)'),
-    (lambda: dn.toy('moons', 100, seed='a'), ValueError, "seed='a'"),
+    (lambda: dn.toy('moons', 100, seed='a'), ValueError, "seed='a': must be an integer >= 0, or None"),
     (lambda: dn.Trainer.load(None), ValueError, 'folder=None'),
-    (lambda: dn.Trainer(mlp(), 'vp', torch.ones(64, 2)), ValueError, 'data: every value is 1 (standard deviation 0)'),
+    (lambda: dn.Trainer(mlp(), 'vp', torch.ones(64, 2)), ValueError, 'data: every value is the same (standard deviation 0)'),
+    (lambda: dn.Trainer(dn.UNet.preset('tiny'), 'vp', image_data(torch.zeros(16, 1, 8, 8, dtype=torch.uint8))), ValueError, 'data: every value is the same'),
+    (lambda: dn.sample(den, torch.tensor(8.)), ValueError, 'a state of shape ()'),
+    (lambda: dn.Trainer.load(None, fallback=True), ValueError, 'folder=None'),
     (lambda: dn.sample(den, x.numpy()), ValueError, 'n_or_xT: a numpy ndarray; pass a tensor'),
     (lambda: dn.sample(den, 8, grid=torch.rand(3, 2)), ValueError, 'grid: shape (3, 2); a 1-D list or tensor of times'),
 ]

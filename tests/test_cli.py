@@ -90,8 +90,11 @@ def test_a_csv_trains_and_a_warning_is_one_line(tmp_path, capsys):
     pts = np.random.default_rng(1).normal(size=(50, 3)).astype(np.float32)
     np.savetxt(tmp_path / 'p.csv', pts, delimiter=',', header='a,b,c', comments=''); np.save(tmp_path / 'p.npy', pts)
     assert torch.equal(training_data(str(tmp_path / 'p.csv')), training_data(str(tmp_path / 'p.npy')))
-    (tmp_path / 'bad.csv').write_text('a,b\n1,x\n')
+    (tmp_path / 'bom.csv').write_bytes('\ufeff'.encode() + (tmp_path / 'p.csv').read_bytes()[len('a,b,c\n'):])   # Excel's CSV UTF-8, no names
+    assert torch.equal(training_data(str(tmp_path / 'bom.csv')), training_data(str(tmp_path / 'p.npy')))
+    (tmp_path / 'bad.csv').write_text('a,b\n1,x\n'); (tmp_path / 'names.csv').write_text('a,b\n')
     with pytest.raises(ValueError, match="--data '.*bad.csv': a CSV of numbers"): training_data(str(tmp_path / 'bad.csv'))
+    with pytest.raises(ValueError, match="--data '.*names.csv': no rows of numbers"): training_data(str(tmp_path / 'names.csv'))
     out = ['--out', str(tmp_path / 'r'), '--quiet']
     assert main(['train', '--data', str(tmp_path / 'p.csv'), '--steps', '1', *out]) == 0
     assert main(['train', '--data', str(tmp_path / 'p.npy'), '--steps', '1', *out]) == 0    # the same points: no warning
@@ -100,3 +103,12 @@ def test_a_csv_trains_and_a_warning_is_one_line(tmp_path, capsys):
     assert main(['train', '--data', str(tmp_path / 'q.npy'), '--steps', '2', *out]) == 0
     err = capsys.readouterr().err
     assert 'diffnb train: warning: data: not the data this checkpoint was trained on (50 points now)' in err and 'warnings.warn' not in err, err
+
+def test_resuming_on_fewer_points_than_the_batch_says_what_to_do(tmp_path, capsys):
+    from diffnb.cli import main
+    out = ['--out', str(tmp_path / 'r'), '--quiet']
+    assert main(['train', '--data', 'ring8', '--points', '500', '--steps', '1', *out]) == 0              # batch size: all 500 points
+    assert main(['train', '--data', 'ring8', '--points', '300', '--steps', '2', *out]) == 2
+    err = capsys.readouterr().err
+    assert 'the batch size the run in' in err and 'train it on at least that many points, or give a new --out' in err and 'Trainer.load' not in err, err
+    assert main(['train', '--data', 'ring8', '--points', '500', '--steps', '2', *out]) == 0              # the same command resumes
