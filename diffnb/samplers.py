@@ -999,12 +999,13 @@ def unipc(r, z, solver_order=2, variant='bh2', corrector=True, lower_order_final
         yield r.ts[i + 1], z, x0
 
 # %% ../nbs/04_samplers.ipynb #c079
-def _optimal_step(r, i:int, z:Tensor, x0:Tensor, eps:Tensor, var_x0) -> Tensor:
+def _optimal_step(r, i:int, z:Tensor, x0:Tensor, eps:Tensor|None, var_x0) -> Tensor:
     "DDPM's posterior mean with Bao et al.'s variance beta-tilde^2 + lambda^2 Var[x0 | x_i]; the last step's mean is DDIM's and only the x0 uncertainty is drawn."
     a0, s0, a1, s1 = r.ca[i], r.cs[i], r.ca[i + 1], r.cs[i + 1]
     bt2 = posterior_var(a0, s0, a1, s1)[1] if i < r.N - 1 else 0.   # with few steps the last step is long, and its x0 uncertainty carries much of the spread
     e = _sqrt0(s1 * s1 - bt2)
-    return r.add_noise(lincomb((a1, x0), (e, eps)), _sqrt0(bt2 + (a1 - a0 * e / s0)**2 * var_x0))
+    mean = lincomb((a1, x0), (e, eps)) if eps is not None else lincomb((e / s0, z), (a1 - e * a0 / s0, x0))   # an x0 net: eps-hat folded in, as in estimate_correct
+    return r.add_noise(mean, _sqrt0(bt2 + (a1 - a0 * e / s0)**2 * var_x0))
 
 def _x0_variances(r, data, diagonal:bool, method:str, x0_var=None) -> list:
     "E||x0 - x0-hat(x_t)||^2 / d at each grid time but the last, measured on training points `data` (per coordinate when `diagonal`), or `x0_var` as given."
@@ -1027,7 +1028,7 @@ def analytic_dpm(r, z, data=None, diagonal=False, x0_var=None):
     "Ancestral sampling with Analytic-DPM's optimal variance (Bao et al. 2022) measured on `data` (training points; per coordinate when `diagonal`) or given as x0_var."
     var_x0 = _x0_variances(r, data, diagonal, 'analytic_dpm', x0_var)
     for i in range(r.N):
-        x0, eps = r.D(z, i)
+        x0, eps = r.D(z, i, need_eps=False)
         z = _optimal_step(r, i, z, x0, eps, var_x0[i])
         yield r.ts[i + 1], z, x0
 
@@ -1193,7 +1194,7 @@ def _head_variance(r, z, head, name):
     if head.estimator != estimator: raise ValueError(f"head: a {head.estimator!r} head was given to {name}; train one with estimator={estimator!r}")
     if r.diag: raise ValueError(f"{name}: needs a scalar path")
     for i in range(r.N):
-        x0, eps = r.D(z, i)
+        x0, eps = r.D(z, i, need_eps=False)
         var_x0 = r.path.to_basis(head(r.path.from_basis(z, r.like), r.tb[i]).to(z))
         z = _optimal_step(r, i, z, x0, eps, var_x0)
         yield r.ts[i + 1], z, x0
