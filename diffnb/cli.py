@@ -33,9 +33,9 @@ def _kept_settings(args, tr:Trainer):
         if getattr(args, k) is not None and getattr(args, k) != v:
             raise ValueError(f"--{k.replace('_', '-')} {getattr(args, k)}: {args.out} holds a run trained with {k}={v!r}, and a resumed run keeps its "
                              "settings; leave the option out to resume it, or give a new --out to train afresh")
-    preset = UNET_PRESETS.get(args.net) if args.net is not None else None
+    same = lambda a, b: (list(a) if isinstance(a, (list, tuple)) else a) == (list(b) if isinstance(b, (list, tuple)) else b)   # a config read back from JSON has lists
     config = getattr(tr.net, 'config', {})
-    if preset and any(list(v) != list(config.get(k) or ()) if isinstance(v, tuple) else v != config.get(k) for k, v in preset.items() if k != 'in_channels'):
+    if args.net is not None and not all(same(v, config.get(k)) for k, v in UNET_PRESETS[args.net].items() if k != 'in_channels'):
         raise ValueError(f"--net {args.net}: {args.out} holds a run with another network, and a resumed run keeps it; leave --net out to resume it")
 
 

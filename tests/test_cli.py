@@ -112,3 +112,13 @@ def test_resuming_on_fewer_points_than_the_batch_says_what_to_do(tmp_path, capsy
     err = capsys.readouterr().err
     assert 'the batch size the run in' in err and 'train it on at least that many points, or give a new --out' in err and 'Trainer.load' not in err, err
     assert main(['train', '--data', 'ring8', '--points', '500', '--steps', '2', *out]) == 0              # the same command resumes
+
+def test_a_resumed_image_run_keeps_its_network(tmp_path, capsys):
+    "--net names the run's own U-Net preset to resume it; another preset is refused."
+    from diffnb.cli import main
+    torch.save(torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1, tmp_path / 'im.pt')
+    base = ['train', '--data', str(tmp_path / 'im.pt'), '--out', str(tmp_path / 'r'), '--quiet']
+    assert main(base + ['--net', 'tiny', '--steps', '1']) == 0
+    assert main(base + ['--net', 'digits', '--steps', '2']) == 2
+    assert '--net digits: ' in capsys.readouterr().err
+    assert main(base + ['--net', 'tiny', '--steps', '2']) == 0 and (tmp_path / 'r' / 'ckpt-00000002').is_dir()
